@@ -1,0 +1,116 @@
+//! The access-log writer: a bounded channel and one writer thread, so a request
+//! never waits on the disk. Records are serialized by the writer, flushed when the
+//! channel runs dry, and [`AccessLog::flush`] waits for everything sent before it.
+
+use super::AccessRecord;
+use std::fs::OpenOptions;
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// Where records go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    /// Append to this file (folders are created).
+    File(PathBuf),
+    /// Standard output.
+    Stdout,
+    /// Nowhere.
+    Off,
+}
+
+enum Msg {
+    Record(Box<AccessRecord>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Capacity of the channel, in records. When full, records are counted in
+/// [`AccessLog::dropped`] instead of blocking the request.
+const CHANNEL_CAPACITY: usize = 65_536;
+
+/// Handle to the access log; cheap to clone.
+#[derive(Clone)]
+pub struct AccessLog {
+    tx: Option<mpsc::Sender<Msg>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl AccessLog {
+    /// Opens `target` and starts the writer thread.
+    /// Errors: the file or its folder cannot be created.
+    pub fn start(target: &AccessLogTarget) -> io::Result<AccessLog> {
+        let out: Box<dyn Write + Send> = match target {
+            AccessLogTarget::Off => {
+                return Ok(AccessLog {
+                    tx: None,
+                    dropped: Arc::default(),
+                })
+            }
+            AccessLogTarget::Stdout => Box::new(io::stdout()),
+            AccessLogTarget::File(p) => {
+                if let Some(dir) = p.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                Box::new(OpenOptions::new().create(true).append(true).open(p)?)
+            }
+        };
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_loop(rx, BufWriter::with_capacity(64 * 1024, out)))?;
+        Ok(AccessLog {
+            tx: Some(tx),
+            dropped: Arc::default(),
+        })
+    }
+
+    /// Queues one record; never blocks.
+    pub fn log(&self, record: AccessRecord) {
+        if let Some(tx) = &self.tx {
+            if tx.try_send(Msg::Record(Box::new(record))).is_err() {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Waits until every record queued before this call is written and flushed.
+    pub async fn flush(&self) {
+        if let Some(tx) = &self.tx {
+            let (done, wait) = oneshot::channel();
+            if tx.send(Msg::Flush(done)).await.is_ok() {
+                let _ = wait.await;
+            }
+        }
+    }
+
+    /// Records lost because the channel was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+fn write_loop(mut rx: mpsc::Receiver<Msg>, mut out: BufWriter<Box<dyn Write + Send>>) {
+    while let Some(msg) = rx.blocking_recv() {
+        let mut next = Some(msg);
+        while let Some(m) = next.take() {
+            match m {
+                Msg::Record(r) => {
+                    if serde_json::to_writer(&mut out, &r).is_ok() {
+                        let _ = out.write_all(b"\n");
+                    }
+                }
+                Msg::Flush(done) => {
+                    let _ = out.flush();
+                    let _ = done.send(());
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        if let Err(e) = out.flush() {
+            tracing::warn!("access log write failed: {e}");
+        }
+    }
+    let _ = out.flush();
+}

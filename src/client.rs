@@ -1,0 +1,93 @@
+//! The console client used by client subcommands (`reload`, …): `--api URL`,
+//! `--token` (else env `PORTCULLIS_TOKEN`, else the token file in the state
+//! directory of `./portcullis.toml` or the built-in default).
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use std::path::PathBuf;
+
+/// Answer of the console: status and parsed JSON (or the raw text as a string).
+pub struct ApiAnswer {
+    /// HTTP status.
+    pub status: u16,
+    /// Body as JSON.
+    pub body: serde_json::Value,
+}
+
+/// Finds the token: explicit, env, then the token file.
+pub fn find_token(explicit: Option<String>, config: Option<PathBuf>) -> Option<String> {
+    if let Some(t) = explicit {
+        return Some(t);
+    }
+    if let Ok(t) = std::env::var("PORTCULLIS_TOKEN") {
+        if !t.trim().is_empty() {
+            return Some(t.trim().to_string());
+        }
+    }
+    let source = crate::config::locate(config.as_deref());
+    let state_dir = match crate::config::load(&source) {
+        Ok(v) => {
+            let d = v.config.gateway.state_dir.clone();
+            if d.is_absolute() {
+                d
+            } else {
+                v.config.base_dir.join(d)
+            }
+        }
+        Err(_) => PathBuf::from(".portcullis"),
+    };
+    std::fs::read_to_string(state_dir.join("console.token"))
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
+/// Sends `method path` with an optional JSON body to the console at `api`
+/// (`http://host:port`). Errors: connection or protocol failures, as text.
+pub async fn call(
+    api: &str,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<ApiAnswer, String> {
+    let authority = api
+        .trim_end_matches('/')
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("--api must be an http:// URL, got `{api}`"))?
+        .to_string();
+    let stream = tokio::net::TcpStream::connect(&authority)
+        .await
+        .map_err(|e| {
+            format!("cannot reach the console at {api}: {e} (is `portcullis run` running?)")
+        })?;
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, &authority)
+        .header(http::header::CONTENT_TYPE, "application/json");
+    if let Some(t) = token {
+        req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = req
+        .body(Full::new(Bytes::from(payload)))
+        .map_err(|e| e.to_string())?;
+    let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+        serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+    });
+    Ok(ApiAnswer { status, body })
+}

@@ -1,0 +1,281 @@
+//! Configuration: TOML → [`Config`] → [`validate()`].
+//!
+//! Owns the file model, its defaults, the built-in default config and the checks;
+//! it opens no sockets and starts no tasks. The file is parsed table by table (each
+//! `[[listeners]]` entry on its own) so that one malformed item does not hide the
+//! errors of the others: [`load_str`] returns every error, each with its field path.
+
+mod duration;
+mod model;
+mod validate;
+
+pub use duration::{parse_duration, ConfDuration};
+pub use model::*;
+pub use validate::{
+    is_host_name_pattern, parse_backend_address, parse_status_range, validate, BackendAddress,
+    BackendHost, Validated,
+};
+
+use serde::de::DeserializeOwned;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One problem in a config, with the path of the field it is about
+/// (`probes[0].interval`) or an empty path for the file as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Field path, e.g. `listeners[1].listen`.
+    pub path: String,
+    /// What is wrong, in one sentence.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error about the field at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Where a config came from, for messages and for relative paths.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A file given with `-c` or found as `./portcullis.toml`.
+    File(PathBuf),
+    /// The built-in default (section 3.9).
+    BuiltIn,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::File(p) => write!(f, "{}", p.display()),
+            Source::BuiltIn => f.write_str("built-in default"),
+        }
+    }
+}
+
+/// The built-in default (section 3.9): a listener on `127.0.0.1:8080` in front of
+/// the app `demo`, two instances of `portcullis demo-app`, the default probe, the
+/// console on `127.0.0.1:9090`.
+pub const BUILT_IN_DEFAULT: &str = r#"
+[[listeners]]
+name = "default-listener"
+listen = "127.0.0.1:8080"
+
+[[backend_pools]]
+name = "demo-pool"
+app = "demo"
+
+[[backend_http_settings]]
+name = "demo-settings"
+request_timeout = 30
+
+[[request_routing_rules]]
+name = "default-rule"
+listener = "default-listener"
+priority = 100
+backend_pool = "demo-pool"
+backend_http_settings = "demo-settings"
+
+[[apps]]
+name = "demo"
+command = ["portcullis", "demo-app"]
+instances = 2
+health_check_path = "/health"
+"#;
+
+/// Finds the config to run: `explicit`, else `./portcullis.toml`, else the built-in default.
+pub fn locate(explicit: Option<&Path>) -> Source {
+    match explicit {
+        Some(p) => Source::File(p.to_path_buf()),
+        None => {
+            let here = PathBuf::from("portcullis.toml");
+            if here.exists() {
+                Source::File(here)
+            } else {
+                Source::BuiltIn
+            }
+        }
+    }
+}
+
+/// Reads, parses and validates the config of `source`. Errors: every problem found.
+pub fn load(source: &Source) -> Result<Validated, Vec<ConfigError>> {
+    let (text, base) = match source {
+        Source::BuiltIn => (
+            BUILT_IN_DEFAULT.to_string(),
+            std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+        ),
+        Source::File(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                vec![ConfigError::new(
+                    "",
+                    format!("cannot read {}: {e}", p.display()),
+                )]
+            })?;
+            let base = p
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("."));
+            let base = std::fs::canonicalize(&base).unwrap_or(base);
+            (text, base)
+        }
+    };
+    let mut config = load_str(&text)?;
+    config.base_dir = base;
+    validate(config)
+}
+
+/// Parses TOML text into a [`Config`] without checking ranges or references.
+/// Errors: every key or type problem found, each with its path.
+pub fn load_str(text: &str) -> Result<Config, Vec<ConfigError>> {
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| vec![ConfigError::new("", syntax_message(&e))])?;
+    let mut errors = Vec::new();
+    let mut config = Config::default();
+    for (key, value) in table {
+        match key.as_str() {
+            "gateway" => {
+                if let Some(v) = item(value, "gateway", &mut errors) {
+                    config.gateway = v;
+                }
+            }
+            "console" => {
+                if let Some(v) = item(value, "console", &mut errors) {
+                    config.console = v;
+                }
+            }
+            "listeners" => config.listeners = list(value, &key, &mut errors),
+            "backend_pools" => config.backend_pools = list(value, &key, &mut errors),
+            "backend_http_settings" => {
+                config.backend_http_settings = list(value, &key, &mut errors)
+            }
+            "probes" => config.probes = list(value, &key, &mut errors),
+            "request_routing_rules" => {
+                config.request_routing_rules = list(value, &key, &mut errors)
+            }
+            "url_path_maps" => config.url_path_maps = list(value, &key, &mut errors),
+            "apps" => config.apps = list(value, &key, &mut errors),
+            other => errors.push(ConfigError::new(
+                other,
+                "unknown section (expected gateway, console, listeners, backend_pools, \
+                 backend_http_settings, probes, request_routing_rules, url_path_maps or apps)",
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(errors)
+    }
+}
+
+fn syntax_message(e: &toml::de::Error) -> String {
+    let msg = e.message();
+    match e.span() {
+        Some(span) => format!("TOML syntax error at byte {}: {msg}", span.start),
+        None => format!("TOML syntax error: {msg}"),
+    }
+}
+
+fn item<T: DeserializeOwned>(
+    value: toml::Value,
+    path: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let full = if inner == "." || inner.is_empty() {
+                path.to_string()
+            } else {
+                format!("{path}.{inner}")
+            };
+            errors.push(ConfigError::new(full, e.into_inner().to_string()));
+            None
+        }
+    }
+}
+
+fn list<T: DeserializeOwned>(
+    value: toml::Value,
+    key: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<T> {
+    match value {
+        toml::Value::Array(items) => items
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, v)| item(v, &format!("{key}[{i}]"), errors))
+            .collect(),
+        _ => {
+            errors.push(ConfigError::new(
+                key,
+                format!("must be an array of tables ([[{key}]])"),
+            ));
+            Vec::new()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_default_is_valid() {
+        let c = load_str(BUILT_IN_DEFAULT).expect("parses");
+        let v = validate(c).expect("valid");
+        assert_eq!(v.config.apps[0].instances, 2);
+    }
+
+    #[test]
+    fn reports_every_item_error_with_path() {
+        let text = r#"
+            [[listeners]]
+            name = "a"
+            listen = "127.0.0.1:80"
+            colour = "blue"
+
+            [[listeners]]
+            name = "b"
+            listen = 5
+
+            [[probes]]
+            name = "p"
+            interval = "3 fortnights"
+
+            [bogus]
+        "#;
+        let errs = load_str(text).expect_err("must fail");
+        let paths: Vec<_> = errs.iter().map(|e| e.path.clone()).collect();
+        assert!(paths.contains(&"listeners[0]".to_string()), "{paths:?}");
+        assert!(
+            paths.contains(&"listeners[1].listen".to_string()),
+            "{paths:?}"
+        );
+        assert!(
+            paths.contains(&"probes[0].interval".to_string()),
+            "{paths:?}"
+        );
+        assert!(paths.contains(&"bogus".to_string()), "{paths:?}");
+        assert!(errs.iter().any(|e| e.message.contains("colour")));
+    }
+}

@@ -1,0 +1,236 @@
+//! The body of every response the gateway sends, and the access-log record that
+//! rides along with it: the record is written when the body ends (or is dropped),
+//! so `sentBytes`, `timeTaken` and `clientResponseTime` are true figures; a
+//! backend connection whose response was read to the end goes back to the pool.
+//!
+//! [`PendingRecord`] covers the time before there is a response: if the client
+//! goes away while the gateway waits for the backend, hyper drops the handler
+//! future and the pending record is written as 499 `CLIENT_CLOSED_REQUEST`.
+
+use super::failure::ErrorInfo;
+use super::upstream::{Conn, Upstream};
+use crate::accesslog::{secs_number, AccessLog, AccessRecord};
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+/// What a response body carries.
+pub enum Inner {
+    /// A backend's streaming body.
+    Upstream(Incoming),
+    /// A body the gateway made (error page), sent once.
+    Full(Option<Bytes>),
+}
+
+/// Everything needed to finish the access-log record of one request.
+pub struct Completion {
+    log: AccessLog,
+    record: AccessRecord,
+    start: Instant,
+    head_bytes: u64,
+    body_bytes: u64,
+    first_poll: Option<Instant>,
+    received_head: u64,
+    received_body: Option<Arc<AtomicU64>>,
+    checkin: Option<(Arc<Upstream>, Conn)>,
+}
+
+/// The response body type of the gateway.
+pub struct ResponseBody {
+    inner: Inner,
+    completion: Option<Box<Completion>>,
+}
+
+impl ResponseBody {
+    /// A body with no record attached (console, tests).
+    pub fn plain(inner: Inner) -> Self {
+        ResponseBody {
+            inner,
+            completion: None,
+        }
+    }
+
+    fn finish(&mut self, complete: bool, upstream_error: bool) {
+        let Some(mut c) = self.completion.take() else {
+            return;
+        };
+        if complete {
+            if let Some((up, conn)) = c.checkin.take() {
+                up.checkin(conn);
+            }
+        }
+        let p = &mut c.record.properties;
+        if upstream_error && p.error_info == ErrorInfo::NoError.as_str() {
+            p.error_info = ErrorInfo::UpstreamClosedConnection.as_str().to_string();
+        }
+        p.sent_bytes = c.head_bytes + c.body_bytes;
+        p.received_bytes = c.received_head
+            + c.received_body
+                .as_ref()
+                .map(|n| n.load(Ordering::Relaxed))
+                .unwrap_or(0);
+        p.time_taken = secs_number(c.start.elapsed());
+        p.client_response_time = c
+            .first_poll
+            .map(|t| secs_number(t.elapsed()))
+            .unwrap_or(0.0);
+        c.log.log(std::mem::replace(&mut c.record, empty_record()));
+    }
+}
+
+fn empty_record() -> AccessRecord {
+    AccessRecord {
+        time_stamp: String::new(),
+        listener_name: String::new(),
+        rule_name: String::new(),
+        backend_pool_name: String::new(),
+        backend_setting_name: String::new(),
+        operation_name: String::new(),
+        category: String::new(),
+        properties: Default::default(),
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        if let Some(c) = this.completion.as_mut() {
+            if c.first_poll.is_none() {
+                c.first_poll = Some(Instant::now());
+            }
+        }
+        let r = match &mut this.inner {
+            Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Upstream(b) => Pin::new(b).poll_frame(cx),
+        };
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                if let (Some(d), Some(c)) = (f.data_ref(), this.completion.as_mut()) {
+                    c.body_bytes += d.len() as u64;
+                }
+                if this.is_end_stream() {
+                    this.finish(true, false);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.finish(false, true),
+            Poll::Ready(None) => this.finish(true, false),
+            Poll::Pending => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Full(b) => b.is_none(),
+            Inner::Upstream(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Inner::Full(None) => SizeHint::with_exact(0),
+            Inner::Upstream(b) => b.size_hint(),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if self.completion.is_some() {
+            let done = self.is_end_stream();
+            self.finish(done, false);
+        }
+    }
+}
+
+/// The access-log record of a request being handled. Written as 499 if dropped
+/// before [`PendingRecord::into_body`] hands it to the response body.
+pub struct PendingRecord {
+    log: AccessLog,
+    /// The record so far; the handler fills it as it learns.
+    pub record: AccessRecord,
+    start: Instant,
+    /// Estimated bytes of the request head.
+    pub received_head: u64,
+    /// Counter of request body bytes, when the request has a body.
+    pub received_body: Option<Arc<AtomicU64>>,
+    armed: bool,
+}
+
+impl PendingRecord {
+    /// Starts the record of a request that arrived at `start`.
+    pub fn new(log: AccessLog, record: AccessRecord, start: Instant) -> Self {
+        PendingRecord {
+            log,
+            record,
+            start,
+            received_head: 0,
+            received_body: None,
+            armed: true,
+        }
+    }
+
+    /// Time since the request arrived.
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.start.elapsed()
+    }
+
+    /// Attaches the record to the response body, which writes it when it ends.
+    /// `head_bytes`: size of the response head; `checkin`: the backend connection
+    /// to return to the pool once the body was read to the end.
+    pub fn into_body(
+        mut self,
+        inner: Inner,
+        head_bytes: u64,
+        checkin: Option<(Arc<Upstream>, Conn)>,
+    ) -> ResponseBody {
+        self.armed = false;
+        let record = std::mem::replace(&mut self.record, empty_record());
+        ResponseBody {
+            inner,
+            completion: Some(Box::new(Completion {
+                log: self.log.clone(),
+                record,
+                start: self.start,
+                head_bytes,
+                body_bytes: 0,
+                first_poll: None,
+                received_head: self.received_head,
+                received_body: self.received_body.take(),
+                checkin,
+            })),
+        }
+    }
+}
+
+impl Drop for PendingRecord {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut record = std::mem::replace(&mut self.record, empty_record());
+        let p = &mut record.properties;
+        p.http_status = ErrorInfo::ClientClosedRequest.status().as_u16();
+        p.error_info = ErrorInfo::ClientClosedRequest.as_str().to_string();
+        p.time_taken = secs_number(self.start.elapsed());
+        p.received_bytes = self.received_head
+            + self
+                .received_body
+                .as_ref()
+                .map(|n| n.load(Ordering::Relaxed))
+                .unwrap_or(0);
+        self.log.log(record);
+    }
+}

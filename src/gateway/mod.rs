@@ -1,0 +1,299 @@
+//! The data plane: listeners, the HTTP/1 request guard, routing, forwarding,
+//! backend pools and the failure vocabulary (product contract sections 3–5).
+//!
+//! It owns sockets and the request path; it does not start processes (that is
+//! `host`) and never calls the host: app pools read what the host publishes in
+//! [`crate::registry`]. Tables are an immutable [`Snapshot`] swapped whole on
+//! reload, so a request reads one consistent view and takes no lock.
+
+pub mod body;
+pub mod failure;
+pub mod guard;
+pub mod headers;
+pub mod listener;
+pub mod pool;
+pub mod proxy;
+pub mod routing;
+pub mod tls;
+pub mod upstream;
+
+use crate::config::{parse_backend_address, Config, Protocol, RuleType};
+use crate::registry::AppRegistry;
+use http::HeaderValue;
+use pool::{Backend, HostRewrite, Pool, PoolSource, Settings};
+use routing::{ListenerInfo, ListenerRoute, PathMap, RuleTarget};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The routes of one bound address.
+pub struct PortRoutes {
+    /// TLS config when the listeners on this address are https.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Listener routes in evaluation order.
+    pub routes: Vec<ListenerRoute>,
+}
+
+/// Everything the request path reads, built from one validated config.
+pub struct Snapshot {
+    /// Bound address → its routes.
+    pub ports: HashMap<SocketAddr, PortRoutes>,
+    /// Pools by name (shared by rules and, later, probes).
+    pub pools: HashMap<String, Arc<Pool>>,
+    /// `properties.instanceId`.
+    pub instance_id: Arc<str>,
+}
+
+impl Snapshot {
+    /// An empty table (nothing routes).
+    pub fn empty(instance_id: &str) -> Snapshot {
+        Snapshot {
+            ports: HashMap::new(),
+            pools: HashMap::new(),
+            instance_id: instance_id.into(),
+        }
+    }
+}
+
+/// Builds the tables for `config`. FQDNs are resolved now; a name that fails keeps
+/// the answer it had in `previous`. Errors: files that cannot be loaded
+/// (certificates, error pages), each as `path: message`.
+pub async fn build_snapshot(
+    config: &Config,
+    registry: &AppRegistry,
+    previous: Option<&Snapshot>,
+    instance_id: &str,
+) -> Result<Snapshot, Vec<String>> {
+    let mut errors = Vec::new();
+    let base = &config.base_dir;
+
+    let mut settings: HashMap<&str, Arc<Settings>> = HashMap::new();
+    for (i, s) in config.backend_http_settings.iter().enumerate() {
+        let tls = if s.protocol == Protocol::Https {
+            let roots: Vec<_> = s
+                .trusted_root_certificates
+                .iter()
+                .map(|p| base.join(p))
+                .collect();
+            match tls::client_config(&roots) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    errors.push(format!(
+                        "backend_http_settings[{i}].trusted_root_certificates: {e}"
+                    ));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let host = if let Some(h) = &s.host_name {
+            match HeaderValue::from_str(h) {
+                Ok(v) => HostRewrite::Fixed(v),
+                Err(_) => {
+                    errors.push(format!(
+                        "backend_http_settings[{i}].host_name: not a valid header value"
+                    ));
+                    HostRewrite::Client
+                }
+            }
+        } else if s.pick_host_name_from_backend_address {
+            HostRewrite::FromBackend
+        } else {
+            HostRewrite::Client
+        };
+        let request_timeout = s.request_timeout.get();
+        settings.insert(
+            s.name.as_str(),
+            Arc::new(Settings {
+                name: s.name.as_str().into(),
+                port: u16::try_from(s.port).unwrap_or(80),
+                tls,
+                request_timeout,
+                connect_timeout: request_timeout.min(Duration::from_secs(10)),
+                affinity_cookie: s
+                    .cookie_based_affinity
+                    .then(|| s.affinity_cookie_name.as_str().into()),
+                host,
+                path_override: s.path.as_deref().map(Into::into),
+            }),
+        );
+    }
+
+    let mut pools: HashMap<String, Arc<Pool>> = HashMap::new();
+    for p in &config.backend_pools {
+        let pool = if let Some(app) = &p.app {
+            Pool::new_app(&p.name, app, registry.slot(app))
+        } else {
+            let addrs: Vec<_> = p
+                .addresses
+                .iter()
+                .flatten()
+                .filter_map(|a| parse_backend_address(a).ok())
+                .collect();
+            let prev: Vec<_> = previous
+                .and_then(|s| s.pools.get(&p.name))
+                .map(|old| match &old.source {
+                    PoolSource::Static { resolved, .. } => resolved.load().as_ref().clone(),
+                    PoolSource::App { .. } => Vec::new(),
+                })
+                .unwrap_or_default();
+            let resolved = pool::resolve(&addrs, &prev).await;
+            Pool::new_static(&p.name, addrs, resolved)
+        };
+        let pool = Arc::new(pool);
+        pool::spawn_dns_refresh(&pool);
+        pools.insert(p.name.clone(), pool);
+    }
+
+    let backend = |pool: &str, set: &str| -> Option<Arc<Backend>> {
+        Some(Arc::new(Backend {
+            pool: pools.get(pool)?.clone(),
+            settings: settings.get(set)?.clone(),
+        }))
+    };
+
+    // Listeners and their rules, grouped by bound address.
+    let mut by_addr: HashMap<SocketAddr, (Vec<ListenerRoute>, Vec<usize>)> = HashMap::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        let Ok(addr) = l.listen.parse::<SocketAddr>() else {
+            continue;
+        };
+        let mut error_pages = HashMap::new();
+        for (code, file) in &l.custom_error_pages {
+            let Ok(code) = code.parse::<u16>() else {
+                continue;
+            };
+            match std::fs::read_to_string(base.join(file)) {
+                Ok(t) => {
+                    error_pages.insert(code, Arc::<str>::from(t));
+                }
+                Err(e) => errors.push(format!("listeners[{i}].custom_error_pages.{code}: {e}")),
+            }
+        }
+        let info = Arc::new(ListenerInfo {
+            name: l.name.as_str().into(),
+            host_names: l
+                .host_names
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            port: addr.port(),
+            https: l.protocol == Protocol::Https,
+            error_pages,
+        });
+        let entry = by_addr.entry(addr).or_default();
+        entry.1.push(i);
+        let Some((ri, rule)) = config
+            .request_routing_rules
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.listener == l.name)
+        else {
+            continue; // a listener without a rule serves nothing: 404 INVALID_HOST
+        };
+        let target = match rule.rule_type {
+            RuleType::Basic => {
+                let (Some(p), Some(s)) = (&rule.backend_pool, &rule.backend_http_settings) else {
+                    continue;
+                };
+                let Some(b) = backend(p, s) else { continue };
+                RuleTarget::Basic(b)
+            }
+            RuleType::PathBased => {
+                let Some(m) = rule
+                    .url_path_map
+                    .as_ref()
+                    .and_then(|n| config.url_path_maps.iter().find(|m| &m.name == n))
+                else {
+                    continue;
+                };
+                let Some(default) =
+                    backend(&m.default_backend_pool, &m.default_backend_http_settings)
+                else {
+                    continue;
+                };
+                let mut exact = HashMap::new();
+                let mut prefixes = Vec::new();
+                for pr in &m.path_rules {
+                    let Some(b) = backend(&pr.backend_pool, &pr.backend_http_settings) else {
+                        continue;
+                    };
+                    for path in &pr.paths {
+                        let lower = path.to_ascii_lowercase();
+                        match lower.strip_suffix('*') {
+                            Some(prefix) => prefixes.push((prefix.to_string(), b.clone())),
+                            None => {
+                                exact.insert(lower, b.clone());
+                            }
+                        }
+                    }
+                }
+                prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+                RuleTarget::PathMap(PathMap {
+                    exact,
+                    prefixes,
+                    default,
+                })
+            }
+        };
+        entry.0.push(ListenerRoute {
+            order: (
+                rule.priority.unwrap_or(u32::MAX),
+                l.host_names.is_empty(),
+                ri,
+            ),
+            listener: info,
+            rule_name: rule.name.as_str().into(),
+            target,
+        });
+    }
+
+    let mut ports = HashMap::new();
+    for (addr, (mut routes, idx)) in by_addr {
+        routes.sort_by_key(|r| r.order);
+        let https = idx
+            .iter()
+            .any(|&i| config.listeners[i].protocol == Protocol::Https);
+        let tls = if https {
+            let mut by_name = Vec::new();
+            let mut fallback = None;
+            for &i in &idx {
+                let l = &config.listeners[i];
+                let Some(t) = &l.tls else { continue };
+                match tls::load_certified_key(&base.join(&t.certificate), &base.join(&t.key)) {
+                    Ok(k) => {
+                        if l.host_names.is_empty() || fallback.is_none() {
+                            fallback = Some(k.clone());
+                        }
+                        for h in &l.host_names {
+                            by_name.push((h.to_ascii_lowercase(), k.clone()));
+                        }
+                    }
+                    Err(e) => errors.push(format!("listeners[{i}].tls: {e}")),
+                }
+            }
+            match tls::server_config(tls::SniResolver { by_name, fallback }) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    errors.push(format!("listeners on {addr}: {e}"));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        ports.insert(addr, PortRoutes { tls, routes });
+    }
+
+    if errors.is_empty() {
+        Ok(Snapshot {
+            ports,
+            pools,
+            instance_id: instance_id.into(),
+        })
+    } else {
+        Err(errors)
+    }
+}

@@ -1,0 +1,285 @@
+//! Backend pools and backend HTTP settings at run time.
+//!
+//! A [`Pool`] knows its servers: IP/FQDN addresses (FQDNs resolved at build time
+//! and every [`DNS_REFRESH`], keeping the last good answer when DNS fails) or the
+//! ready instances of a hosted app, read from the [`crate::registry`]. A
+//! [`Backend`] is one (pool, settings) pair, the unit a rule routes to and, later,
+//! the unit a probe checks.
+
+use crate::config::{BackendAddress, BackendHost};
+use crate::registry::{AppSlot, AppState};
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use super::failure::ErrorInfo;
+
+/// How often FQDN addresses are resolved again.
+pub const DNS_REFRESH: Duration = Duration::from_secs(30);
+/// Longest wait for one DNS answer.
+pub const DNS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The Host header sent to the backend (section 3.5).
+#[derive(Debug, Clone)]
+pub enum HostRewrite {
+    /// The client's Host, unchanged.
+    Client,
+    /// `host_name`.
+    Fixed(HeaderValue),
+    /// `pick_host_name_from_backend_address`: the server's FQDN or IP.
+    FromBackend,
+}
+
+/// Backend HTTP settings, compiled.
+#[derive(Debug)]
+pub struct Settings {
+    /// `backendSettingName`.
+    pub name: Arc<str>,
+    /// Port for addresses without one.
+    pub port: u16,
+    /// TLS to the backend when `protocol = "https"`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Time allowed for response headers.
+    pub request_timeout: Duration,
+    /// Time allowed for a TCP (and TLS) connect: min(request_timeout, 10 s).
+    pub connect_timeout: Duration,
+    /// Affinity cookie name when cookie-based affinity is on.
+    pub affinity_cookie: Option<Arc<str>>,
+    /// Host sent to the backend.
+    pub host: HostRewrite,
+    /// Path override prefix.
+    pub path_override: Option<Arc<str>>,
+}
+
+/// One server address of a pool, before the settings give it a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAddr {
+    /// Resolved IP.
+    pub ip: IpAddr,
+    /// Explicit port (address `:port`, or an app instance's port).
+    pub port: Option<u16>,
+    /// The name as configured (FQDN or IP), for Host picking and display.
+    pub name: Arc<str>,
+}
+
+impl ServerAddr {
+    /// The socket address under `settings`.
+    pub fn socket(&self, settings: &Settings) -> SocketAddr {
+        SocketAddr::new(self.ip, self.port.unwrap_or(settings.port))
+    }
+}
+
+/// Where a pool's servers come from.
+#[derive(Debug)]
+pub enum PoolSource {
+    /// `addresses = [...]`.
+    Static {
+        /// As configured.
+        addresses: Vec<BackendAddress>,
+        /// The current answer.
+        resolved: ArcSwap<Vec<ServerAddr>>,
+    },
+    /// `app = "NAME"`.
+    App {
+        /// App name.
+        app: String,
+        /// Its published view.
+        slot: AppSlot,
+    },
+}
+
+/// A backend pool at run time.
+#[derive(Debug)]
+pub struct Pool {
+    /// `backendPoolName`.
+    pub name: Arc<str>,
+    /// Servers.
+    pub source: PoolSource,
+    /// Round-robin cursor.
+    rr: AtomicUsize,
+}
+
+/// The servers a request may use, in the order to try them.
+pub struct Candidates {
+    /// Servers, rotated so the first is the round-robin (or affinity) choice.
+    pub servers: Vec<ServerAddr>,
+}
+
+impl Pool {
+    /// A pool over static addresses, resolved with [`resolve`].
+    pub fn new_static(
+        name: &str,
+        addresses: Vec<BackendAddress>,
+        resolved: Vec<ServerAddr>,
+    ) -> Pool {
+        Pool {
+            name: name.into(),
+            source: PoolSource::Static {
+                addresses,
+                resolved: ArcSwap::from_pointee(resolved),
+            },
+            rr: AtomicUsize::new(0),
+        }
+    }
+
+    /// A pool over a hosted app's instances.
+    pub fn new_app(name: &str, app: &str, slot: AppSlot) -> Pool {
+        Pool {
+            name: name.into(),
+            source: PoolSource::App {
+                app: app.to_string(),
+                slot,
+            },
+            rr: AtomicUsize::new(0),
+        }
+    }
+
+    /// True when some address is an FQDN (needs periodic resolution).
+    pub fn has_fqdn(&self) -> bool {
+        matches!(&self.source, PoolSource::Static { addresses, .. }
+            if addresses.iter().any(|a| matches!(a.host, BackendHost::Fqdn(_))))
+    }
+
+    /// The current servers (no rotation).
+    pub fn servers(&self) -> Vec<ServerAddr> {
+        match &self.source {
+            PoolSource::Static { resolved, .. } => resolved.load().as_ref().clone(),
+            PoolSource::App { slot, .. } => slot
+                .load()
+                .ready
+                .iter()
+                .map(|a| ServerAddr {
+                    ip: a.ip(),
+                    port: Some(a.port()),
+                    name: a.ip().to_string().into(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The servers to try for one request, first choice first; `prefer` (an
+    /// affinity key) moves its server to the front. Err: why there is none
+    /// (app stopped / unavailable, or an empty pool → `UPSTREAM_NO_LIVE`).
+    pub fn candidates(
+        &self,
+        settings: &Settings,
+        prefer: Option<&str>,
+    ) -> Result<Candidates, ErrorInfo> {
+        let mut servers = self.servers();
+        if servers.is_empty() {
+            return Err(match &self.source {
+                PoolSource::App { slot, .. } => match slot.load().state {
+                    AppState::Stopped => ErrorInfo::AppStopped,
+                    _ => ErrorInfo::AppUnavailable,
+                },
+                PoolSource::Static { .. } => ErrorInfo::UpstreamNoLive,
+            });
+        }
+        let n = servers.len();
+        let mut start = self.rr.fetch_add(1, Ordering::Relaxed) % n;
+        if let Some(key) = prefer {
+            if let Some(i) = servers
+                .iter()
+                .position(|s| affinity_key(s.socket(settings)) == key)
+            {
+                start = i;
+            }
+        }
+        servers.rotate_left(start);
+        Ok(Candidates { servers })
+    }
+}
+
+/// The affinity cookie value of a server: 16 hex characters derived from its
+/// address (FNV-1a), stable across restarts of the gateway.
+pub fn affinity_key(addr: SocketAddr) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in addr.to_string().bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// A (pool, settings) pair: what a rule routes to.
+#[derive(Debug)]
+pub struct Backend {
+    /// The pool.
+    pub pool: Arc<Pool>,
+    /// The settings.
+    pub settings: Arc<Settings>,
+}
+
+/// Resolves `addresses`: IPs as they are, FQDNs through the system resolver.
+/// A name that fails to resolve keeps its entries from `previous`.
+pub async fn resolve(addresses: &[BackendAddress], previous: &[ServerAddr]) -> Vec<ServerAddr> {
+    let mut out = Vec::new();
+    for a in addresses {
+        match &a.host {
+            BackendHost::Ip(ip) => out.push(ServerAddr {
+                ip: *ip,
+                port: a.port,
+                name: ip.to_string().into(),
+            }),
+            BackendHost::Fqdn(name) => {
+                let answer = tokio::time::timeout(
+                    DNS_TIMEOUT,
+                    tokio::net::lookup_host((name.as_str(), a.port.unwrap_or(0))),
+                )
+                .await;
+                let mut ips: Vec<IpAddr> = match answer {
+                    Ok(Ok(it)) => it.map(|sa| sa.ip()).collect(),
+                    _ => Vec::new(),
+                };
+                ips.sort();
+                ips.dedup();
+                if ips.is_empty() {
+                    tracing::warn!(name = %name, "DNS resolution failed; keeping the last answer");
+                    out.extend(
+                        previous
+                            .iter()
+                            .filter(|s| &*s.name == name.as_str() && s.port == a.port)
+                            .cloned(),
+                    );
+                } else {
+                    let label: Arc<str> = name.as_str().into();
+                    out.extend(ips.into_iter().map(|ip| ServerAddr {
+                        ip,
+                        port: a.port,
+                        name: label.clone(),
+                    }));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Re-resolves the FQDNs of `pool` every [`DNS_REFRESH`] until the pool is dropped.
+pub fn spawn_dns_refresh(pool: &Arc<Pool>) {
+    if !pool.has_fqdn() {
+        return;
+    }
+    let weak: Weak<Pool> = Arc::downgrade(pool);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(DNS_REFRESH).await;
+            let Some(pool) = weak.upgrade() else { return };
+            if let PoolSource::Static {
+                addresses,
+                resolved,
+            } = &pool.source
+            {
+                let prev = resolved.load_full();
+                let next = resolve(addresses, &prev).await;
+                if *prev != next {
+                    tracing::info!(pool = %pool.name, servers = next.len(), "DNS answer changed");
+                    resolved.store(Arc::new(next));
+                }
+            }
+        }
+    });
+}

@@ -1,0 +1,636 @@
+//! The request path: one client request → route → backend attempts → response,
+//! with its access-log record. See ARCHITECTURE.md, "the request path".
+//!
+//! Failover (section 4): a connection attempt that failed sent nothing, so the
+//! request moves to the next server of the pool, always. A request that reached a
+//! backend is retried only when it is idempotent, has no body, went out on a
+//! reused idle connection, and that connection closed before any response byte
+//! (the keep-alive race); the retry uses a fresh connection. A request hyper hands
+//! back unsent (pooled connection already closed) is retried without conditions.
+
+use super::body::{Inner, PendingRecord, ResponseBody};
+use super::failure::{builtin_page, custom_page, ErrorInfo};
+use super::guard::{ConnShared, Rejection};
+use super::headers::{self, X_TRANSACTION_ID};
+use super::pool::{affinity_key, HostRewrite, ServerAddr};
+use super::routing::{backend_path, match_listener, ListenerInfo};
+use super::upstream::{Conn, ConnKey, ConnectError, ReqBody, Upstream};
+use super::Snapshot;
+use crate::accesslog::{secs_string, AccessLog, AccessRecord, Attempt, Properties};
+use crate::txid::new_transaction_id;
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+/// The gateway's shared state: the current tables, the backend connection pool
+/// and the access log.
+pub struct Gateway {
+    /// Current route tables; replaced whole on reload.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// Backend connections.
+    pub upstream: Arc<Upstream>,
+    /// Access log.
+    pub log: AccessLog,
+}
+
+/// TLS facts of a client connection, for the log.
+#[derive(Debug, Clone)]
+pub struct TlsInfo {
+    /// e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher: String,
+    /// e.g. `TLSv1.3`.
+    pub protocol: String,
+}
+
+/// Per client connection.
+pub struct ConnInfo {
+    /// Gateway state.
+    pub gateway: Arc<Gateway>,
+    /// The bound address the client connected to (the route table key).
+    pub bound: SocketAddr,
+    /// The client.
+    pub peer: SocketAddr,
+    /// TLS details for https listeners.
+    pub tls: Option<TlsInfo>,
+    /// Guard state for HTTP/1 connections.
+    pub guard: Option<Arc<ConnShared>>,
+}
+
+fn version_str(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// A record with the envelope and the client's side filled in.
+pub fn base_record(
+    instance_id: &str,
+    peer: SocketAddr,
+    tls: Option<&TlsInfo>,
+    transaction_id: &str,
+) -> AccessRecord {
+    AccessRecord {
+        time_stamp: now_rfc3339(),
+        listener_name: String::new(),
+        rule_name: String::new(),
+        backend_pool_name: String::new(),
+        backend_setting_name: String::new(),
+        operation_name: "ApplicationGatewayAccess".into(),
+        category: "ApplicationGatewayAccessLog".into(),
+        properties: Properties {
+            instance_id: instance_id.to_string(),
+            client_ip: peer.ip().to_string(),
+            client_port: peer.port(),
+            transaction_id: transaction_id.to_string(),
+            ssl_enabled: if tls.is_some() { "on" } else { "off" }.into(),
+            ssl_cipher: tls.map(|t| t.cipher.clone()).unwrap_or_default(),
+            ssl_protocol: tls.map(|t| t.protocol.clone()).unwrap_or_default(),
+            server_routed: "-".into(),
+            server_status: "-".into(),
+            server_response_latency: "-".into(),
+            upstream_source_port: "-".into(),
+            error_info: ErrorInfo::NoError.as_str().into(),
+            server_connect_time: Some("-".into()),
+            server_header_time: Some("-".into()),
+            attempts: Some(Vec::new()),
+            connection_reused: Some(false),
+            ..Default::default()
+        },
+    }
+}
+
+/// hyper service entry point for one request.
+pub async fn handle(
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let start = Instant::now();
+    let txid = new_transaction_id();
+    let snapshot = conn.gateway.snapshot.load_full();
+    let record = base_record(&snapshot.instance_id, conn.peer, conn.tls.as_ref(), &txid);
+    let mut pending = PendingRecord::new(conn.gateway.log.clone(), record, start);
+
+    if let Some(shared) = &conn.guard {
+        if let Some(rej) = shared.take_rejection(req.uri().path()) {
+            fill_from_rejection(&mut pending.record.properties, &rej);
+            pending.received_head = rej.received_bytes;
+            return Ok(error_response(pending, rej.info, &txid, None));
+        }
+    }
+    Ok(proxy(&conn, &snapshot, req, pending, &txid).await)
+}
+
+fn fill_from_rejection(p: &mut Properties, rej: &Rejection) {
+    p.http_method = rej.method.clone();
+    p.original_request_uri_with_args = rej.target.clone();
+    let (path, query) = rej.target.split_once('?').unwrap_or((&rej.target, ""));
+    p.request_uri = path.to_string();
+    p.request_query = query.to_string();
+    p.http_version = if rej.version.is_empty() {
+        "HTTP/0.9".into()
+    } else {
+        rej.version.clone()
+    };
+    p.original_host = rej.host.clone();
+    p.host = rej.host.clone();
+    p.user_agent = rej.user_agent.clone();
+}
+
+/// A gateway-generated response: the status of `info`, its page (custom if the
+/// listener has one), `x-transaction-id`, and `Retry-After` for 503s.
+pub fn error_response(
+    mut pending: PendingRecord,
+    info: ErrorInfo,
+    txid: &str,
+    listener: Option<&ListenerInfo>,
+) -> Response<ResponseBody> {
+    let status = info.status();
+    let page = listener
+        .and_then(|l| l.error_pages.get(&status.as_u16()))
+        .map(|t| custom_page(t, txid))
+        .unwrap_or_else(|| builtin_page(info, txid));
+    let mut resp = Response::new(());
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(txid) {
+        h.insert(X_TRANSACTION_ID.clone(), v);
+    }
+    if let Some(secs) = info.retry_after() {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if info.closes_connection() {
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    let p = &mut pending.record.properties;
+    p.http_status = status.as_u16();
+    p.error_info = info.as_str().into();
+    p.content_type = "text/html; charset=utf-8".into();
+    let head = head_size(status, resp.headers()) + 20;
+    let (parts, ()) = resp.into_parts();
+    Response::from_parts(
+        parts,
+        pending.into_body(Inner::Full(Some(page)), head, None),
+    )
+}
+
+fn head_size(_status: StatusCode, h: &HeaderMap) -> u64 {
+    // status line + headers + CRLF
+    17 + headers::wire_size(h) + 2
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    )
+}
+
+/// The request target of `uri` as sent (`/path?query`).
+fn path_and_query(uri: &Uri) -> &str {
+    uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+}
+
+async fn proxy(
+    conn: &ConnInfo,
+    snapshot: &Snapshot,
+    mut req: Request<Incoming>,
+    mut pending: PendingRecord,
+    txid: &str,
+) -> Response<ResponseBody> {
+    let version = req.version();
+    let method = req.method().clone();
+    let client_host: Option<String> = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_string()));
+    {
+        let p = &mut pending.record.properties;
+        p.http_method = method.as_str().to_string();
+        p.http_version = version_str(version).into();
+        p.original_request_uri_with_args = path_and_query(req.uri()).to_string();
+        p.request_uri = req.uri().path().to_string();
+        p.request_query = req.uri().query().unwrap_or("").to_string();
+        p.user_agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        p.original_host = client_host.clone().unwrap_or_default();
+        p.host = p.original_host.clone();
+    }
+    pending.received_head = (method.as_str().len() + path_and_query(req.uri()).len() + 12) as u64
+        + headers::wire_size(req.headers())
+        + 2;
+
+    if method == Method::TRACE {
+        return error_response(pending, ErrorInfo::InvalidMethodTrace, txid, None);
+    }
+    if method == Method::CONNECT {
+        return error_response(pending, ErrorInfo::InvalidMethod, txid, None);
+    }
+    let Some(client_host) = client_host.filter(|h| !h.is_empty()) else {
+        let info = if version == Version::HTTP_10 {
+            // HTTP/1.0 may omit Host: only a basic listener can serve it.
+            ErrorInfo::NoError
+        } else {
+            ErrorInfo::HttpNoHostHeader
+        };
+        if info != ErrorInfo::NoError {
+            return error_response(pending, info, txid, None);
+        }
+        return route_and_forward(conn, snapshot, req, pending, txid, String::new()).await;
+    };
+    let _ = &mut req;
+    route_and_forward(conn, snapshot, req, pending, txid, client_host).await
+}
+
+fn host_without_port(host: &str) -> String {
+    let h = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        host.rsplit_once(':')
+            .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+            .map(|(h, _)| h)
+            .unwrap_or(host)
+    };
+    h.trim_end_matches('.').to_ascii_lowercase()
+}
+
+async fn route_and_forward(
+    conn: &ConnInfo,
+    snapshot: &Snapshot,
+    mut req: Request<Incoming>,
+    mut pending: PendingRecord,
+    txid: &str,
+    client_host: String,
+) -> Response<ResponseBody> {
+    let Some(port) = snapshot.ports.get(&conn.bound) else {
+        return error_response(pending, ErrorInfo::InvalidHost, txid, None);
+    };
+    let host_name = host_without_port(&client_host);
+    let Some(lr) = match_listener(&port.routes, &host_name) else {
+        return error_response(pending, ErrorInfo::InvalidHost, txid, None);
+    };
+    let route = lr.route(req.uri().path());
+    let listener = route.listener;
+    let backend = route.backend;
+    let settings = &backend.settings;
+    pending.record.listener_name = listener.name.to_string();
+    pending.record.rule_name = route.rule_name.to_string();
+    pending.record.backend_pool_name = backend.pool.name.to_string();
+    pending.record.backend_setting_name = settings.name.to_string();
+
+    // Affinity: a valid cookie names the server to prefer.
+    let cookie_name = settings.affinity_cookie.as_deref();
+    let prefer = cookie_name
+        .and_then(|n| headers::cookie(req.headers(), n))
+        .map(str::to_string);
+    let candidates = match backend.pool.candidates(settings, prefer.as_deref()) {
+        Ok(c) => c,
+        Err(info) => return error_response(pending, info, txid, Some(listener)),
+    };
+
+    // The request for the backend.
+    let path = backend_path(
+        req.uri().path(),
+        route.matched_prefix_len,
+        settings.path_override.as_deref(),
+    );
+    let target = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    pending.record.properties.request_uri = target.split('?').next().unwrap_or("").to_string();
+    let Ok(uri) = Uri::try_from(target) else {
+        return error_response(pending, ErrorInfo::RequestUriInvalid, txid, Some(listener));
+    };
+    let wants_upgrade =
+        req.version() == Version::HTTP_11 && req.headers().contains_key(header::UPGRADE);
+    let client_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let mut out_headers = parts.headers;
+    let upgrade_value = out_headers.get(header::UPGRADE).cloned();
+    headers::strip_hop_by_hop(&mut out_headers);
+    out_headers.remove(header::EXPECT);
+    headers::join_cookies(&mut out_headers);
+    if let (true, Some(u)) = (wants_upgrade, upgrade_value) {
+        out_headers.insert(header::UPGRADE, u);
+        out_headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    let client_ip = conn.peer.ip().to_string();
+    headers::append_forwarded_for(&mut out_headers, &client_ip);
+    out_headers.insert(
+        headers::X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(if listener.https { "https" } else { "http" }),
+    );
+    if let Ok(v) = HeaderValue::from_str(&client_host) {
+        out_headers.insert(headers::X_FORWARDED_HOST.clone(), v.clone());
+        out_headers.insert(headers::X_ORIGINAL_HOST.clone(), v);
+    }
+    out_headers.insert(
+        headers::X_FORWARDED_PORT.clone(),
+        HeaderValue::from(listener.port),
+    );
+    if let Ok(v) = HeaderValue::from_str(txid) {
+        out_headers.insert(X_TRANSACTION_ID.clone(), v);
+    }
+
+    let has_body = !http_body::Body::is_end_stream(&body);
+    let body = if has_body {
+        let counter = Arc::new(AtomicU64::new(0));
+        pending.received_body = Some(counter.clone());
+        ReqBody::Client(body, counter)
+    } else {
+        ReqBody::Empty
+    };
+    let replayable = !has_body && is_idempotent(&parts.method);
+
+    let mut attempts: Vec<Attempt> = Vec::new();
+    let mut body = Some(body);
+    let mut last_failure = ErrorInfo::UpstreamNoLive;
+    let upstream = &conn.gateway.upstream;
+
+    for server in candidates.servers.iter() {
+        let addr = server.socket(settings);
+        let host_value = match &settings.host {
+            HostRewrite::Client => HeaderValue::from_str(&client_host).ok(),
+            HostRewrite::Fixed(v) => Some(v.clone()),
+            HostRewrite::FromBackend => HeaderValue::from_str(&host_for_backend(server, addr)).ok(),
+        };
+        let tls_name: Option<Arc<str>> = settings
+            .tls
+            .as_ref()
+            .map(|_| tls_name_for(settings, server, host_value.as_ref()));
+        let key = ConnKey { addr, tls_name };
+        let mut headers_now = out_headers.clone();
+        if let Some(h) = &host_value {
+            headers_now.insert(header::HOST, h.clone());
+            pending.record.properties.host = h.to_str().unwrap_or("").to_string();
+        }
+        let mut fresh_only = false;
+        let mut replayed = false;
+        loop {
+            let connect_started = Instant::now();
+            let pooled = if fresh_only || wants_upgrade {
+                None
+            } else {
+                upstream.checkout(&key).await
+            };
+            let mut c: Conn = match pooled {
+                Some(c) => c,
+                None => match upstream
+                    .connect(&key, settings.tls.as_ref(), settings.connect_timeout)
+                    .await
+                {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::debug!(server = %addr, error = %e, "connect failed");
+                        attempts.push(Attempt {
+                            server: addr.to_string(),
+                            error_info: ErrorInfo::UpstreamNoLive.as_str().into(),
+                            server_status: "-".into(),
+                        });
+                        last_failure = match e {
+                            ConnectError::Tls(_) => ErrorInfo::UpstreamNoLive,
+                            _ => ErrorInfo::UpstreamNoLive,
+                        };
+                        break; // next server
+                    }
+                },
+            };
+            let connect_time = if c.reused {
+                std::time::Duration::ZERO
+            } else {
+                connect_started.elapsed()
+            };
+            let Some(b) = body.take() else { break };
+            let mut out = Request::new(b);
+            *out.method_mut() = parts.method.clone();
+            *out.uri_mut() = uri.clone();
+            *out.version_mut() = Version::HTTP_11;
+            let replay_headers = if replayable && c.reused && !replayed {
+                Some(headers_now.clone())
+            } else {
+                None
+            };
+            *out.headers_mut() = std::mem::take(&mut headers_now);
+            let sent_at = Instant::now();
+            let result =
+                tokio::time::timeout(settings.request_timeout, c.tx.try_send_request(out)).await;
+            let since_arrival = pending.elapsed();
+            let p = &mut pending.record.properties;
+            p.server_routed = addr.to_string();
+            p.upstream_source_port = c.local_port.to_string();
+            p.connection_reused = Some(c.reused);
+            p.server_connect_time = Some(secs_string(connect_time));
+            match result {
+                Ok(Ok(mut resp)) => {
+                    let latency = sent_at.elapsed();
+                    let status = resp.status();
+                    attempts.push(Attempt {
+                        server: addr.to_string(),
+                        error_info: ErrorInfo::NoError.as_str().into(),
+                        server_status: status.as_u16().to_string(),
+                    });
+                    p.server_status = status.as_u16().to_string();
+                    p.server_response_latency = secs_string(latency);
+                    p.server_header_time = Some(secs_string(since_arrival));
+                    p.attempts = Some(attempts);
+                    p.http_status = status.as_u16();
+                    p.content_type = resp
+                        .headers()
+                        .get(header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    if status == StatusCode::SWITCHING_PROTOCOLS {
+                        if let Some(client_up) = client_upgrade {
+                            let backend_up = hyper::upgrade::on(&mut resp);
+                            if let Some(g) = &conn.guard {
+                                g.upgraded.store(true, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            tokio::spawn(tunnel(client_up, backend_up));
+                        }
+                        let (mut rparts, rbody) = resp.into_parts();
+                        let keep_upgrade = rparts.headers.get(header::UPGRADE).cloned();
+                        headers::strip_hop_by_hop(&mut rparts.headers);
+                        if let Some(u) = keep_upgrade {
+                            rparts.headers.insert(header::UPGRADE, u);
+                            rparts
+                                .headers
+                                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                        }
+                        add_txid(&mut rparts.headers, txid);
+                        let head = head_size(status, &rparts.headers);
+                        return Response::from_parts(
+                            rparts,
+                            pending.into_body(Inner::Upstream(rbody), head, None),
+                        );
+                    }
+                    let (mut rparts, rbody) = resp.into_parts();
+                    headers::strip_hop_by_hop(&mut rparts.headers);
+                    if wants_upgrade {
+                        // A refused upgrade: the guard stopped checking this
+                        // connection, so it must not carry another request.
+                        rparts
+                            .headers
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    add_txid(&mut rparts.headers, txid);
+                    if let Some(name) = cookie_name {
+                        let key = affinity_key(addr);
+                        if prefer.as_deref() != Some(key.as_str()) {
+                            set_affinity_cookie(&mut rparts.headers, name, &key, listener.https);
+                        }
+                    }
+                    let head = head_size(status, &rparts.headers);
+                    let checkin = (!wants_upgrade).then(|| (upstream.clone(), c));
+                    return Response::from_parts(
+                        rparts,
+                        pending.into_body(Inner::Upstream(rbody), head, checkin),
+                    );
+                }
+                Ok(Err(mut e)) => {
+                    if let Some(unsent) = e.take_message() {
+                        // Never written: the pooled connection had closed. Safe to resend.
+                        let (rp, b) = unsent.into_parts();
+                        body = Some(b);
+                        headers_now = rp.headers;
+                        fresh_only = true;
+                        continue;
+                    }
+                    let err = e.into_error();
+                    tracing::debug!(server = %addr, error = %err, reused = c.reused, "backend failed before response headers");
+                    attempts.push(Attempt {
+                        server: addr.to_string(),
+                        error_info: ErrorInfo::UpstreamClosedConnection.as_str().into(),
+                        server_status: "-".into(),
+                    });
+                    last_failure = ErrorInfo::UpstreamClosedConnection;
+                    if let Some(h) = replay_headers {
+                        // The keep-alive race: retry once on a fresh connection.
+                        replayed = true;
+                        fresh_only = true;
+                        body = Some(ReqBody::Empty);
+                        headers_now = h;
+                        continue;
+                    }
+                    return fail(pending, attempts, last_failure, txid, listener);
+                }
+                Err(_elapsed) => {
+                    attempts.push(Attempt {
+                        server: addr.to_string(),
+                        error_info: ErrorInfo::UpstreamTimedOut.as_str().into(),
+                        server_status: "-".into(),
+                    });
+                    p.server_response_latency = secs_string(sent_at.elapsed());
+                    return fail(
+                        pending,
+                        attempts,
+                        ErrorInfo::UpstreamTimedOut,
+                        txid,
+                        listener,
+                    );
+                }
+            }
+        }
+        if body.is_none() {
+            break;
+        }
+    }
+    fail(pending, attempts, last_failure, txid, listener)
+}
+
+fn fail(
+    mut pending: PendingRecord,
+    attempts: Vec<Attempt>,
+    info: ErrorInfo,
+    txid: &str,
+    listener: &ListenerInfo,
+) -> Response<ResponseBody> {
+    pending.record.properties.attempts = Some(attempts);
+    error_response(pending, info, txid, Some(listener))
+}
+
+fn add_txid(h: &mut HeaderMap, txid: &str) {
+    if let Ok(v) = HeaderValue::from_str(txid) {
+        h.insert(X_TRANSACTION_ID.clone(), v);
+    }
+}
+
+fn set_affinity_cookie(h: &mut HeaderMap, name: &str, key: &str, https: bool) {
+    let plain = format!("{name}={key}; Path=/; HttpOnly");
+    if let Ok(v) = HeaderValue::from_str(&plain) {
+        h.append(header::SET_COOKIE, v);
+    }
+    if https {
+        // Azure's CORS twin: the same value, usable in cross-site requests.
+        let cors = format!("{name}CORS={key}; Path=/; SameSite=None; Secure; HttpOnly");
+        if let Ok(v) = HeaderValue::from_str(&cors) {
+            h.append(header::SET_COOKIE, v);
+        }
+    }
+}
+
+fn host_for_backend(server: &ServerAddr, addr: SocketAddr) -> String {
+    if server.ip.to_string() == *server.name {
+        match addr {
+            SocketAddr::V6(a) => format!("[{}]", a.ip()),
+            SocketAddr::V4(a) => a.ip().to_string(),
+        }
+    } else {
+        server.name.to_string()
+    }
+}
+
+fn tls_name_for(
+    settings: &super::pool::Settings,
+    server: &ServerAddr,
+    host: Option<&HeaderValue>,
+) -> Arc<str> {
+    let from_host = host
+        .and_then(|h| h.to_str().ok())
+        .map(host_without_port)
+        .filter(|h| !h.is_empty());
+    match (&settings.host, from_host) {
+        (HostRewrite::Client, Some(h)) | (HostRewrite::Fixed(_), Some(h)) => h.into(),
+        _ => server.name.clone(),
+    }
+}
+
+async fn tunnel(client: hyper::upgrade::OnUpgrade, backend: hyper::upgrade::OnUpgrade) {
+    let (Ok(c), Ok(b)) = tokio::join!(client, backend) else {
+        return;
+    };
+    let mut c = hyper_util::rt::TokioIo::new(c);
+    let mut b = hyper_util::rt::TokioIo::new(b);
+    let _ = tokio::io::copy_bidirectional(&mut c, &mut b).await;
+}
+
+/// Body bytes of a gateway-made response.
+pub fn full(b: impl Into<Bytes>) -> ResponseBody {
+    ResponseBody::plain(Inner::Full(Some(b.into())))
+}

@@ -1,0 +1,100 @@
+//! TLS material: listener certificates (chosen by SNI among the listeners that
+//! share a port) and client configs for https backends (rustls, ring provider).
+
+use rustls::crypto::ring::default_provider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Loads a PEM chain and key into a signing key. Errors: a readable message.
+pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("cannot read certificate {}: {e}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("bad PEM in {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("no certificate in {}", cert.display()));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("cannot read private key {}: {e}", key.display()))?;
+    let signing = default_provider()
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|e| format!("unusable private key {}: {e}", key.display()))?;
+    Ok(Arc::new(CertifiedKey::new(chain, signing)))
+}
+
+/// Picks a listener's certificate by SNI: exact host name, then wildcard, then
+/// the basic listener's (or the first) certificate.
+#[derive(Debug)]
+pub struct SniResolver {
+    /// (host pattern lowercase, key); `*.x` patterns are wildcards.
+    pub by_name: Vec<(String, Arc<CertifiedKey>)>,
+    /// Used when SNI is absent or matches nothing.
+    pub fallback: Option<Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(sni) = hello.server_name() {
+            let sni = sni.to_ascii_lowercase();
+            if let Some((_, k)) = self.by_name.iter().find(|(n, _)| *n == sni) {
+                return Some(k.clone());
+            }
+            if let Some((_, k)) = self.by_name.iter().find(|(n, _)| {
+                n.strip_prefix("*.").is_some_and(|s| {
+                    sni.ends_with(s)
+                        && sni.len() > s.len() + 1
+                        && sni.as_bytes()[sni.len() - s.len() - 1] == b'.'
+                })
+            }) {
+                return Some(k.clone());
+            }
+        }
+        self.fallback.clone()
+    }
+}
+
+/// A server config with ALPN `h2`, `http/1.1`.
+pub fn server_config(resolver: SniResolver) -> Result<Arc<rustls::ServerConfig>, String> {
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// A client config for an https backend: roots from `trusted` PEM files, or the
+/// system's roots when empty. ALPN `http/1.1`.
+pub fn client_config(trusted: &[std::path::PathBuf]) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    if trusted.is_empty() {
+        let found = rustls_native_certs::load_native_certs();
+        for c in found.certs {
+            let _ = roots.add(c);
+        }
+    } else {
+        for f in trusted {
+            for c in CertificateDer::pem_file_iter(f)
+                .map_err(|e| format!("cannot read {}: {e}", f.display()))?
+            {
+                let c = c.map_err(|e| format!("bad PEM in {}: {e}", f.display()))?;
+                roots
+                    .add(c)
+                    .map_err(|e| format!("unusable root in {}: {e}", f.display()))?;
+            }
+        }
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}

@@ -1,0 +1,273 @@
+//! The `portcullis` command line (product contract section 2).
+
+use clap::{Args, Parser, Subcommand};
+use portcullis::{client, config, demo_app, server};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "An application gateway that hosts the apps behind it and explains every 502 and 503."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct ClientArgs {
+    /// Console URL.
+    #[arg(long, default_value = "http://127.0.0.1:9090")]
+    api: String,
+    /// Console token (else env PORTCULLIS_TOKEN, else the token file in the state directory).
+    #[arg(long)]
+    token: Option<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+    /// Config file whose state directory holds the token file.
+    #[arg(short = 'c', long = "config")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the gateway, the app host and the console.
+    Run {
+        /// Config file (else ./portcullis.toml, else the built-in default).
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+    },
+    /// Check a config: prints `ok` or every error with its field path.
+    Validate {
+        /// Config file (else ./portcullis.toml, else the built-in default).
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+    },
+    /// Ask the running process to reload its config file.
+    Reload(ClientArgs),
+    /// Apps and their instances (`app list`, `app show NAME`).
+    App {
+        #[command(subcommand)]
+        command: AppCommand,
+    },
+    /// Run the demo web app with fault switches.
+    DemoApp {
+        /// Port (else $PORT, else any free port).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AppCommand {
+    /// All apps.
+    List(ClientArgs),
+    /// One app and its instances.
+    Show {
+        /// App name.
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+fn init_tracing() {
+    let level = match std::env::var("PORTCULLIS_LOG").as_deref() {
+        Ok("debug") => tracing::Level::DEBUG,
+        Ok("trace") => tracing::Level::TRACE,
+        Ok("warn") => tracing::Level::WARN,
+        Ok("error") => tracing::Level::ERROR,
+        _ => tracing::Level::INFO,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn runtime(multi: bool) -> std::io::Result<tokio::runtime::Runtime> {
+    if multi {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match cli.command {
+        Command::Run { config } => {
+            init_tracing();
+            let source = config::locate(config.as_deref());
+            match runtime(true) {
+                Ok(rt) => ExitCode::from(rt.block_on(server::run(source)) as u8),
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Validate { config } => {
+            let source = config::locate(config.as_deref());
+            match config::load(&source) {
+                Ok(v) => {
+                    for w in &v.warnings {
+                        println!("warning: {w}");
+                    }
+                    println!("ok");
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => {
+                    for e in &errors {
+                        println!("{e}");
+                    }
+                    eprintln!("{source}: {} error(s)", errors.len());
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Reload(c) => client_call(&c, "POST", "/api/reload", |body| {
+            let names = |k: &str| {
+                body.get(k)
+                    .and_then(|v| v.as_array())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default()
+            };
+            format!(
+                "reloaded: listeners [{}], pools [{}], rules [{}], apps [{}]",
+                names("listeners"),
+                names("backend_pools"),
+                names("request_routing_rules"),
+                names("apps")
+            )
+        }),
+        Command::App { command } => match command {
+            AppCommand::List(c) => client_call(&c, "GET", "/api/apps", app_table),
+            AppCommand::Show { name, client } => {
+                client_call(&client, "GET", &format!("/api/apps/{name}"), |b| {
+                    app_table(&serde_json::Value::Array(vec![b.clone()]))
+                })
+            }
+        },
+        Command::DemoApp { port } => {
+            let port = port
+                .or_else(|| std::env::var("PORT").ok().and_then(|p| p.parse().ok()))
+                .unwrap_or(0);
+            match runtime(false) {
+                Ok(rt) => match rt.block_on(demo_app::run(port)) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("demo-app: {e}");
+                        ExitCode::from(1)
+                    }
+                },
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+fn app_table(body: &serde_json::Value) -> String {
+    let mut out = format!(
+        "{:<16} {:<10} {:<14} {:>8} {:>6} {:<9} {:>8}\n",
+        "APP", "STATE", "INSTANCE", "PID", "PORT", "STATE", "RESTARTS"
+    );
+    for app in body.as_array().into_iter().flatten() {
+        let name = app["name"].as_str().unwrap_or("");
+        let state = app["state"].as_str().unwrap_or("");
+        let instances = app["instances"].as_array().cloned().unwrap_or_default();
+        if instances.is_empty() {
+            out.push_str(&format!("{name:<16} {state:<10}\n"));
+        }
+        for i in instances {
+            out.push_str(&format!(
+                "{:<16} {:<10} {:<14} {:>8} {:>6} {:<9} {:>8}\n",
+                name,
+                state,
+                i["id"].as_str().unwrap_or(""),
+                i["pid"]
+                    .as_u64()
+                    .map(|p| p.to_string())
+                    .unwrap_or("-".into()),
+                i["port"]
+                    .as_u64()
+                    .map(|p| p.to_string())
+                    .unwrap_or("-".into()),
+                i["state"].as_str().unwrap_or(""),
+                i["restarts"].as_u64().unwrap_or(0),
+            ));
+        }
+    }
+    out.trim_end().to_string()
+}
+
+fn client_call(
+    c: &ClientArgs,
+    method: &str,
+    path: &str,
+    human: impl Fn(&serde_json::Value) -> String,
+) -> ExitCode {
+    let rt = match runtime(false) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let token = client::find_token(c.token.clone(), c.config.clone());
+    match rt.block_on(client::call(&c.api, token.as_deref(), method, path, None)) {
+        Ok(a) if (200..300).contains(&a.status) => {
+            if c.json {
+                println!("{}", a.body);
+            } else {
+                println!("{}", human(&a.body));
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(a) => {
+            if c.json {
+                println!("{}", a.body);
+            } else {
+                let msg = a.body["error"]["message"]
+                    .as_str()
+                    .unwrap_or("request failed");
+                eprintln!("error {}: {msg}", a.status);
+                for e in a.body["error"]["errors"].as_array().into_iter().flatten() {
+                    eprintln!("{}", e.as_str().unwrap_or(""));
+                }
+            }
+            ExitCode::from(if a.status == 400 || a.status == 404 {
+                2
+            } else {
+                1
+            })
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}

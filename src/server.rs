@@ -1,0 +1,305 @@
+//! `portcullis run`: wires config, access log, app host, gateway and console;
+//! prints `ready`; reloads on SIGHUP and `POST /api/reload`; drains and exits 0
+//! on SIGTERM/SIGINT.
+//!
+//! Reload path: load + validate the file → build new tables (resolving DNS,
+//! loading certificates) → bind new listener addresses → swap the tables
+//! atomically → stop accepting on removed addresses → start new apps. Any error
+//! before the swap leaves the running config untouched.
+
+use crate::accesslog::{AccessLog, AccessLogTarget};
+use crate::config::{self, Config, Source};
+use crate::console::{self, Control};
+use crate::gateway::listener::Listeners;
+use crate::gateway::proxy::Gateway;
+use crate::gateway::upstream::Upstream;
+use crate::gateway::{build_snapshot, Snapshot};
+use crate::host::AppHost;
+use crate::registry::{AppRegistry, AppState};
+use arc_swap::ArcSwap;
+use serde_json::{json, Value};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// How `run` ended, as a process exit code (section 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: clean shutdown.
+    Ok = 0,
+    /// 1: runtime failure (cannot bind, cannot write state).
+    Runtime = 1,
+    /// 2: invalid config.
+    Invalid = 2,
+}
+
+struct Process {
+    source: Source,
+    gateway: Arc<Gateway>,
+    listeners: Arc<Listeners>,
+    host: Arc<AppHost>,
+    registry: Arc<AppRegistry>,
+    instance_id: String,
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+fn listen_addrs(c: &Config) -> Vec<SocketAddr> {
+    let mut v: Vec<SocketAddr> = c
+        .listeners
+        .iter()
+        .filter_map(|l| l.listen.parse().ok())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "portcullis".into())
+}
+
+fn summary(c: &Config, warnings: &[config::ConfigError]) -> Value {
+    json!({
+        "listeners": c.listeners.iter().map(|l| &l.name).collect::<Vec<_>>(),
+        "backend_pools": c.backend_pools.iter().map(|p| &p.name).collect::<Vec<_>>(),
+        "request_routing_rules": c.request_routing_rules.iter().map(|r| &r.name).collect::<Vec<_>>(),
+        "apps": c.apps.iter().map(|a| &a.name).collect::<Vec<_>>(),
+        "warnings": warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
+    })
+}
+
+impl Process {
+    async fn reload(&self) -> Result<Value, Vec<String>> {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        let v = config::load(&self.source)
+            .map_err(|e| e.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
+        let prev = self.gateway.snapshot.load_full();
+        let snap =
+            build_snapshot(&v.config, &self.registry, Some(&prev), &self.instance_id).await?;
+        let addrs = listen_addrs(&v.config);
+        self.listeners.bind_new(&addrs).await?;
+        self.gateway.snapshot.store(Arc::new(snap));
+        self.listeners.retain(&addrs);
+        self.host.start_apps(&v.config.apps, &v.config.base_dir);
+        tracing::info!(source = %self.source, "config reloaded");
+        Ok(summary(&v.config, &v.warnings))
+    }
+}
+
+impl Control for Process {
+    fn reload(&self) -> Pin<Box<dyn Future<Output = Result<Value, Vec<String>>> + Send + '_>> {
+        Box::pin(Process::reload(self))
+    }
+
+    fn apps(&self) -> Vec<Value> {
+        let cfg = match config::load(&self.source) {
+            Ok(v) => v.config,
+            Err(_) => Config::default(),
+        };
+        cfg.apps
+            .iter()
+            .map(|a| {
+                let view = self.registry.slot(&a.name).load_full();
+                let state = match view.state {
+                    AppState::Running => "Running",
+                    AppState::Stopped => "Stopped",
+                    AppState::Starting => "Starting",
+                    AppState::Degraded => "Degraded",
+                };
+                json!({
+                    "name": a.name,
+                    "state": state,
+                    "instances": self.host.statuses(&a.name).unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+}
+
+fn resolve_path(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Waits until every app that wants instances has one ready, each for at most
+/// its `startup_timeout`, so that `ready` means "answers now".
+async fn wait_for_first_instances(cfg: &Config, registry: &AppRegistry) {
+    for app in cfg.apps.iter().filter(|a| a.instances > 0) {
+        let slot = registry.slot(&app.name);
+        let deadline = tokio::time::Instant::now() + app.startup_timeout.get();
+        while slot.load().ready.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Runs the gateway until SIGTERM/SIGINT. Errors are printed to stderr.
+pub async fn run(source: Source) -> Exit {
+    let v = match config::load(&source) {
+        Ok(v) => v,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!("{source}: {} error(s); not starting", errors.len());
+            return Exit::Invalid;
+        }
+    };
+    for w in &v.warnings {
+        tracing::warn!("{w}");
+    }
+    let cfg = &v.config;
+    let state_dir = resolve_path(&cfg.base_dir, &cfg.gateway.state_dir);
+    let target = match cfg.gateway.access_log.as_deref() {
+        Some("-") => AccessLogTarget::Stdout,
+        Some("off") => AccessLogTarget::Off,
+        Some(p) => AccessLogTarget::File(resolve_path(&cfg.base_dir, Path::new(p))),
+        None => AccessLogTarget::File(state_dir.join("logs").join("access.log")),
+    };
+    let log = match AccessLog::start(&target) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cannot open the access log {target:?}: {e}");
+            return Exit::Runtime;
+        }
+    };
+    let token = match console::resolve_token(cfg.console.token.as_deref(), &state_dir) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "cannot create the console token in {}: {e}",
+                state_dir.display()
+            );
+            return Exit::Runtime;
+        }
+    };
+    let instance_id = cfg.gateway.instance_id.clone().unwrap_or_else(host_name);
+    let registry = Arc::new(AppRegistry::default());
+    let host = AppHost::new(registry.clone(), &state_dir);
+    let upstream = Arc::new(Upstream::default());
+    upstream.spawn_reaper();
+    let gateway = Arc::new(Gateway {
+        snapshot: ArcSwap::from_pointee(Snapshot::empty(&instance_id)),
+        upstream,
+        log: log.clone(),
+    });
+    let snap = match build_snapshot(cfg, &registry, None, &instance_id).await {
+        Ok(s) => s,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            return Exit::Invalid;
+        }
+    };
+    gateway.snapshot.store(Arc::new(snap));
+    let listeners = Listeners::new(gateway.clone());
+    let bound = match listeners.bind_new(&listen_addrs(cfg)).await {
+        Ok(b) => b,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            return Exit::Runtime;
+        }
+    };
+    let console_addr: SocketAddr = match cfg.console.listen.parse() {
+        Ok(a) => a,
+        Err(_) => return Exit::Invalid,
+    };
+    let console_listener = match tokio::net::TcpListener::bind(console_addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cannot listen on {console_addr} (console): {e}");
+            return Exit::Runtime;
+        }
+    };
+    let console_local = console_listener.local_addr().unwrap_or(console_addr);
+    host.start_apps(&cfg.apps, &cfg.base_dir);
+    wait_for_first_instances(cfg, &registry).await;
+
+    let process = Arc::new(Process {
+        source: source.clone(),
+        gateway: gateway.clone(),
+        listeners: listeners.clone(),
+        host: host.clone(),
+        registry,
+        instance_id,
+        reload_lock: tokio::sync::Mutex::new(()),
+    });
+    let (console_stop, console_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let app = console::router(&token, process.clone());
+    let console_task = tokio::spawn(async move {
+        let _ = axum::serve(console_listener, app)
+            .with_graceful_shutdown(async {
+                let _ = console_stop_rx.await;
+            })
+            .await;
+    });
+
+    let gateway_addrs: Vec<String> = bound
+        .iter()
+        .map(|(_, local)| {
+            let names: Vec<&str> = cfg
+                .listeners
+                .iter()
+                .filter(|l| {
+                    l.listen.parse::<SocketAddr>().ok()
+                        == bound.iter().find(|(_, lo)| lo == local).map(|(k, _)| *k)
+                })
+                .map(|l| l.name.as_str())
+                .collect();
+            format!("{}={local}", names.join(","))
+        })
+        .collect();
+    tracing::info!(
+        config = %source,
+        listeners = %gateway_addrs.join(" "),
+        console = %console_local,
+        access_log = ?target,
+        "ready"
+    );
+
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        eprintln!("cannot install signal handlers");
+        return Exit::Runtime;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                match process.reload().await {
+                    Ok(_) => {}
+                    Err(errors) => {
+                        for e in &errors {
+                            tracing::error!("reload refused: {e}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+    listeners.shutdown(cfg.gateway.shutdown_timeout.get()).await;
+    let _ = console_stop.send(());
+    let _ = console_task.await;
+    host.stop_all().await;
+    log.flush().await;
+    tracing::info!("stopped");
+    Exit::Ok
+}
