@@ -27,7 +27,6 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -364,9 +363,6 @@ pub async fn run(port: u16) -> io::Result<()> {
         });
     }
 }
-
-#[allow(dead_code)]
-fn _assert_infallible(_: Infallible) {}
 
 #[cfg(test)]
 mod tests {

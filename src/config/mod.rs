@@ -136,19 +136,45 @@ pub fn load(source: &Source) -> Result<Validated, Vec<ConfigError>> {
             (text, base)
         }
     };
-    let mut config = load_str(&text)?;
+    let (mut config, mut errors) = parse(&text);
     config.base_dir = base;
-    validate(config)
+    match validate(config) {
+        Ok(v) if errors.is_empty() => Ok(v),
+        Ok(_) => Err(errors),
+        Err(more) => {
+            errors.extend(more);
+            Err(errors)
+        }
+    }
 }
 
 /// Parses TOML text into a [`Config`] without checking ranges or references.
 /// Errors: every key or type problem found, each with its path.
 pub fn load_str(text: &str) -> Result<Config, Vec<ConfigError>> {
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| vec![ConfigError::new("", syntax_message(&e))])?;
+    let (config, errors) = parse(text);
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Parses what it can: the entries that parse, and every error of those that do
+/// not (a TOML syntax error stops everything: nothing else is reliable then).
+pub fn parse(text: &str) -> (Config, Vec<ConfigError>) {
+    let table: toml::Table = match text.parse() {
+        Ok(t) => t,
+        Err(e) => {
+            let e: toml::de::Error = e;
+            return (
+                Config::default(),
+                vec![ConfigError::new("", syntax_message(&e))],
+            );
+        }
+    };
     let mut errors = Vec::new();
     let mut config = Config::default();
+    let mut unparsed = Vec::new();
     for (key, value) in table {
         match key.as_str() {
             "gateway" => {
@@ -161,17 +187,17 @@ pub fn load_str(text: &str) -> Result<Config, Vec<ConfigError>> {
                     config.console = v;
                 }
             }
-            "listeners" => config.listeners = list(value, &key, &mut errors),
-            "backend_pools" => config.backend_pools = list(value, &key, &mut errors),
+            "listeners" => config.listeners = list(value, &key, &mut errors, &mut unparsed),
+            "backend_pools" => config.backend_pools = list(value, &key, &mut errors, &mut unparsed),
             "backend_http_settings" => {
-                config.backend_http_settings = list(value, &key, &mut errors)
+                config.backend_http_settings = list(value, &key, &mut errors, &mut unparsed)
             }
-            "probes" => config.probes = list(value, &key, &mut errors),
+            "probes" => config.probes = list(value, &key, &mut errors, &mut unparsed),
             "request_routing_rules" => {
-                config.request_routing_rules = list(value, &key, &mut errors)
+                config.request_routing_rules = list(value, &key, &mut errors, &mut unparsed)
             }
-            "url_path_maps" => config.url_path_maps = list(value, &key, &mut errors),
-            "apps" => config.apps = list(value, &key, &mut errors),
+            "url_path_maps" => config.url_path_maps = list(value, &key, &mut errors, &mut unparsed),
+            "apps" => config.apps = list(value, &key, &mut errors, &mut unparsed),
             other => errors.push(ConfigError::new(
                 other,
                 "unknown section (expected gateway, console, listeners, backend_pools, \
@@ -179,11 +205,8 @@ pub fn load_str(text: &str) -> Result<Config, Vec<ConfigError>> {
             )),
         }
     }
-    if errors.is_empty() {
-        Ok(config)
-    } else {
-        Err(errors)
-    }
+    config.unparsed = unparsed;
+    (config, errors)
 }
 
 fn syntax_message(e: &toml::de::Error) -> String {
@@ -218,12 +241,22 @@ fn list<T: DeserializeOwned>(
     value: toml::Value,
     key: &str,
     errors: &mut Vec<ConfigError>,
+    unparsed: &mut Vec<(String, String)>,
 ) -> Vec<T> {
     match value {
         toml::Value::Array(items) => items
             .into_iter()
             .enumerate()
-            .filter_map(|(i, v)| item(v, &format!("{key}[{i}]"), errors))
+            .filter_map(|(i, v)| {
+                let name = v.get("name").and_then(|n| n.as_str()).map(str::to_string);
+                let parsed = item(v, &format!("{key}[{i}]"), errors);
+                if parsed.is_none() {
+                    if let Some(n) = name {
+                        unparsed.push((key.to_string(), n));
+                    }
+                }
+                parsed
+            })
             .collect(),
         _ => {
             errors.push(ConfigError::new(
@@ -266,7 +299,10 @@ mod tests {
         "#;
         let errs = load_str(text).expect_err("must fail");
         let paths: Vec<_> = errs.iter().map(|e| e.path.clone()).collect();
-        assert!(paths.contains(&"listeners[0]".to_string()), "{paths:?}");
+        assert!(
+            paths.contains(&"listeners[0].colour".to_string()),
+            "{paths:?}"
+        );
         assert!(
             paths.contains(&"listeners[1].listen".to_string()),
             "{paths:?}"

@@ -34,6 +34,9 @@ pub struct Config {
     pub apps: Vec<AppConfig>,
     /// Folder relative paths in the file are resolved against (the file's folder).
     pub base_dir: PathBuf,
+    /// `(section, name)` of entries that failed to parse: validation treats the
+    /// names as existing, so a reference to them is not reported a second time.
+    pub unparsed: Vec<(String, String)>,
 }
 
 /// `[gateway]` (section 3.1).

@@ -236,6 +236,21 @@ pub fn validate(config: Config) -> Result<Validated, Vec<ConfigError>> {
     let maps: HashSet<&str> = cfg.url_path_maps.iter().map(|p| p.name.as_str()).collect();
     let apps: HashSet<&str> = cfg.apps.iter().map(|p| p.name.as_str()).collect();
     let listeners: HashSet<&str> = cfg.listeners.iter().map(|p| p.name.as_str()).collect();
+    // Entries that failed to parse were already reported; references to them are not.
+    let (mut pools, mut settings, mut probes, mut maps, mut apps, mut listeners) =
+        (pools, settings, probes, maps, apps, listeners);
+    for (section, name) in &cfg.unparsed {
+        let set = match section.as_str() {
+            "backend_pools" => &mut pools,
+            "backend_http_settings" => &mut settings,
+            "probes" => &mut probes,
+            "url_path_maps" => &mut maps,
+            "apps" => &mut apps,
+            "listeners" => &mut listeners,
+            _ => continue,
+        };
+        set.insert(name.as_str());
+    }
 
     // Listeners, and what shares an address.
     let mut by_addr: HashMap<SocketAddr, Vec<usize>> = HashMap::new();

@@ -150,6 +150,8 @@ pub struct GuardedIo<T> {
     /// Offset in `out` of the head of the message being scanned, while hyper has
     /// not read it yet: a framing error in its body can still replace it.
     undelivered_head: Option<usize>,
+    /// Lingering close after a refusal: deadline and bytes discarded.
+    linger: Option<(Pin<Box<Sleep>>, usize)>,
 }
 
 impl<T> GuardedIo<T> {
@@ -172,6 +174,7 @@ impl<T> GuardedIo<T> {
             upgrade_pending: false,
             head_timeout,
             undelivered_head: None,
+            linger: None,
         }
     }
 
@@ -282,7 +285,12 @@ impl<T> GuardedIo<T> {
                         HeadEnd::Complete(end) => {
                             self.head_deadline = None;
                             let head: Vec<u8> = self.input.drain(..end).collect();
-                            match check_head(&head) {
+                            let verdict = if head.len() > MAX_HEAD_BYTES {
+                                Err(Box::new(describe(&head, ErrorInfo::HeadersTooLarge)))
+                            } else {
+                                check_head(&head)
+                            };
+                            match verdict {
                                 Ok(framing) => {
                                     self.undelivered_head = Some(self.out.len());
                                     self.out.extend_from_slice(&head);
@@ -297,7 +305,7 @@ impl<T> GuardedIo<T> {
                                     };
                                 }
                                 Err(rej) => {
-                                    self.reject(rej);
+                                    self.reject(*rej);
                                     return Ok(());
                                 }
                             }
@@ -426,8 +434,8 @@ fn describe(head: &[u8], info: ErrorInfo) -> Rejection {
 }
 
 /// Checks one complete head. Ok: how its body is framed. Err: why it is refused.
-fn check_head(head: &[u8]) -> Result<Framing, Rejection> {
-    let fail = |info| Err(describe(head, info));
+fn check_head(head: &[u8]) -> Result<Framing, Box<Rejection>> {
+    let fail = |info| Err(Box::new(describe(head, info)));
     let line_end = head.iter().position(|b| *b == b'\r').unwrap_or(head.len());
     let words: Vec<&[u8]> = head[..line_end]
         .split(|b| *b == b' ')
@@ -717,7 +725,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -742,10 +750,47 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
+    /// After a refusal the client may still be sending (a huge head, a body):
+    /// closing a socket with unread input makes the kernel send RST, which can
+    /// destroy our 4xx answer before the client reads it. So, like nginx's
+    /// lingering close, shut the write side, then read and discard what still
+    /// arrives for up to [`LINGER`] (or [`LINGER_BYTES`]) before closing.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let this = &mut *self;
+        if this.state != State::Closed {
+            return Pin::new(&mut this.inner).poll_shutdown(cx);
+        }
+        if this.linger.is_none() {
+            ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
+            this.linger = Some((Box::pin(tokio::time::sleep(LINGER)), 0));
+        }
+        let Some((deadline, drained)) = this.linger.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        if deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Ok(()));
+        }
+        let mut scratch = [0u8; 8192];
+        loop {
+            let mut rb = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) if !rb.filled().is_empty() => {
+                    *drained += rb.filled().len();
+                    if *drained > LINGER_BYTES {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                Poll::Ready(_) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
+
+/// Longest lingering close after a refusal.
+pub const LINGER: Duration = Duration::from_secs(2);
+/// Most bytes discarded during a lingering close.
+pub const LINGER_BYTES: usize = 1024 * 1024;
 
 #[cfg(test)]
 mod tests {
@@ -802,7 +847,7 @@ mod tests {
             ("GET /\r\n\r\n", Invalid09Method),
             ("G@T / HTTP/1.1\r\nHost: a\r\n\r\n", InvalidRequest),
         ] {
-            assert_eq!(verdict(head).map_err(|e| e), Err(want), "{head:?}");
+            assert_eq!(verdict(head), Err(want), "{head:?}");
         }
     }
 

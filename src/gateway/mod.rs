@@ -230,7 +230,7 @@ pub async fn build_snapshot(
                         }
                     }
                 }
-                prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+                prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
                 RuleTarget::PathMap(PathMap {
                     exact,
                     prefixes,

@@ -437,15 +437,19 @@ async fn route_and_forward(
                 None
             };
             *out.headers_mut() = std::mem::take(&mut headers_now);
+            {
+                // Known before the answer: a 499 record names the server too.
+                let p = &mut pending.record.properties;
+                p.server_routed = addr.to_string();
+                p.upstream_source_port = c.local_port.to_string();
+                p.connection_reused = Some(c.reused);
+                p.server_connect_time = Some(secs_string(connect_time));
+            }
             let sent_at = Instant::now();
             let result =
                 tokio::time::timeout(settings.request_timeout, c.tx.try_send_request(out)).await;
             let since_arrival = pending.elapsed();
             let p = &mut pending.record.properties;
-            p.server_routed = addr.to_string();
-            p.upstream_source_port = c.local_port.to_string();
-            p.connection_reused = Some(c.reused);
-            p.server_connect_time = Some(secs_string(connect_time));
             match result {
                 Ok(Ok(mut resp)) => {
                     let latency = sent_at.elapsed();

@@ -1,1 +1,12 @@
+//! The end-to-end suite: the real `portcullis` binary against real backends on
+//! OS-chosen loopback ports. One test binary (one link); modules by concern.
 
+mod support;
+
+mod accesslog;
+mod failures;
+mod hostile;
+mod lifecycle;
+mod routing;
+mod streaming;
+mod tls;

@@ -1,0 +1,109 @@
+//! Malformed and ambiguous requests: each gets its 4xx with the right
+//! `error_info`, the connection is closed, and nothing reaches the backend.
+
+use crate::support::*;
+use std::sync::atomic::Ordering;
+
+const CASES: &[(&str, &[u8], u16, &str)] = &[
+    ("CL+TE", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "ERRORINFO_INVALID_REQUEST"),
+    ("TE+CL", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", 400, "ERRORINFO_INVALID_REQUEST"),
+    ("duplicate CL", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc", 400, "ERRORINFO_INVALID_REQUEST"),
+    ("signed CL", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc", 400, "ERRORINFO_INVALID_REQUEST"),
+    ("CL list", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\nabc", 400, "ERRORINFO_INVALID_REQUEST"),
+    ("obfuscated TE", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n", 400, "ERRORINFO_INVALID_REQUEST"),
+    ("TE xchunked", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n", 400, "ERRORINFO_INVALID_REQUEST"),
+    ("bad chunk size", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", 400, "ERRORINFO_INVALID_REQUEST"),
+    ("bare LF", b"GET / HTTP/1.1\nHost: a\n\n", 400, "ERRORINFO_INVALID_REQUEST"),
+    ("obs-fold", b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n  folded\r\n\r\n", 400, "ERRORINFO_INVALID_REQUEST"),
+    ("space in header name", b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: 1\r\n\r\n", 400, "ERRORINFO_INVALID_REQUEST"),
+    ("NUL in header name", b"GET / HTTP/1.1\r\nHost: a\r\nX\x00Y: 1\r\n\r\n", 400, "ERRORINFO_INVALID_REQUEST"),
+    ("CR in header name", b"GET / HTTP/1.1\r\nHost: a\r\nX\rY: 1\r\n\r\n", 400, "ERRORINFO_INVALID_REQUEST"),
+    ("two Host", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "ERRORINFO_INVALID_REQUEST"),
+    ("no Host", b"GET / HTTP/1.1\r\n\r\n", 400, "ERRORINFO_HTTP_NO_HOST_HEADER"),
+    ("bad target", b"GET index.html HTTP/1.1\r\nHost: a\r\n\r\n", 400, "ERRORINFO_REQUEST_URI_INVALID"),
+    ("HTTP/1.2", b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", 400, "ERRORINFO_INVALID_VERSION"),
+    ("HTTP/0.9", b"GET /\r\n\r\n", 505, "ERRORINFO_INVALID_09_METHOD"),
+    ("TRACE", b"TRACE / HTTP/1.1\r\nHost: a\r\n\r\n", 405, "ERRORINFO_INVALID_METHOD_TRACE"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_malformed_request_is_refused_and_never_forwarded() {
+    let backend = RawServer::start(Raw::Hang);
+    let port = free_port();
+    let gw = Gateway::start(
+        "hostile",
+        &basic_config(port, &[backend.addr.to_string()], ""),
+    );
+    for (name, bytes, status, info) in CASES {
+        let (text, closed) = raw_exchange(local(port), bytes);
+        assert_eq!(raw_status(&text), *status, "{name}: {text}");
+        let txid = raw_txid(&text);
+        assert_eq!(
+            txid.len(),
+            32,
+            "{name}: gateway answers carry x-transaction-id: {text}"
+        );
+        if *status != 405 {
+            assert!(closed, "{name}: connection must be closed");
+        }
+        let rec = gw.record(&txid);
+        assert_eq!(rec["properties"]["error_info"], *info, "{name}");
+        assert_eq!(rec["properties"]["httpStatus"], *status, "{name}");
+        assert_eq!(rec["properties"]["serverRouted"], "-", "{name}");
+    }
+    assert_eq!(
+        backend.accepted.load(Ordering::SeqCst),
+        0,
+        "nothing may reach the backend"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_head_is_431_and_overlong_uri_is_414() {
+    let backend = RawServer::start(Raw::Hang);
+    let port = free_port();
+    let gw = Gateway::start(
+        "oversize",
+        &basic_config(port, &[backend.addr.to_string()], ""),
+    );
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    let (text, closed) = raw_exchange(local(port), big.as_bytes());
+    assert_eq!(raw_status(&text), 431, "{text}");
+    assert!(closed);
+    let long = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "u".repeat(20 * 1024));
+    let (text, _) = raw_exchange(local(port), long.as_bytes());
+    assert_eq!(raw_status(&text), 414, "{}", &text[..text.len().min(200)]);
+    let rec = gw.record(&raw_txid(&text));
+    assert_eq!(
+        rec["properties"]["error_info"],
+        "ERRORINFO_REQUEST_URI_INVALID"
+    );
+    assert_eq!(backend.accepted.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_smuggled_second_request_never_reaches_the_backend() {
+    // The classic CL.TE smuggle: a front end that trusted Content-Length would
+    // forward the tail as a second request. We refuse the whole thing.
+    let app = DemoApp::start();
+    let port = free_port();
+    let gw = Gateway::start("smuggle", &basic_config(port, &[app.addr.to_string()], ""));
+    let attack = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 44\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /status/418 HTTP/1.1\r\nHost: a\r\n\r\n";
+    let (text, closed) = raw_exchange(local(port), attack);
+    assert_eq!(raw_status(&text), 400);
+    assert!(closed);
+    assert!(!text.contains("418"), "{text}");
+    // A valid pipelined pair is served in order.
+    let pair = b"GET /status/201 HTTP/1.1\r\nHost: a\r\n\r\nGET /status/202 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    let (text, _) = raw_exchange(local(port), pair);
+    let a = text.find("201 Created").expect("first");
+    let b = text.find("202 Accepted").expect("second");
+    assert!(a < b);
+    assert!(gw
+        .records()
+        .iter()
+        .all(|r| r["properties"]["serverStatus"] != "418"));
+}

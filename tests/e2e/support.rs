@@ -1,0 +1,564 @@
+//! Test support: the real `portcullis` binary on OS-chosen loopback ports, real
+//! backends (demo-app, python3 http.server, raw TCP misbehavers), a small HTTP
+//! client, and access-log readers.
+
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_portcullis")
+}
+
+/// A port the OS says is free now.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh folder under target/e2e-tmp.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("e2e-{}-{name}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// A running `portcullis run`.
+pub struct Gateway {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+    pub console: SocketAddr,
+}
+
+impl Gateway {
+    /// Writes `config` (with `{console}` replaced by a free console address and
+    /// `{dir}` by the folder) and starts the binary; waits for `ready`.
+    pub fn start(name: &str, config: &str) -> Gateway {
+        let dir = temp_dir(name);
+        let console = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let text = format!(
+            "[gateway]\ninstance_id = \"e2e\"\nshutdown_timeout = 10\n[console]\nlisten = \"{console}\"\ntoken = \"test-token\"\n\n{}",
+            config.replace("{dir}", &dir.display().to_string())
+        );
+        let path = dir.join("portcullis.toml");
+        std::fs::write(&path, text).expect("write config");
+        Self::spawn(dir, path, console, &["run", "-c"])
+    }
+
+    fn spawn(dir: PathBuf, path: PathBuf, console: SocketAddr, args: &[&str]) -> Gateway {
+        let mut cmd = Command::new(bin());
+        cmd.args(args);
+        if args.last() == Some(&"-c") {
+            cmd.arg(&path);
+        }
+        let mut child = cmd
+            .current_dir(&dir)
+            .env("PORTCULLIS_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn portcullis");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let err = child.stderr.take().expect("stderr");
+        let lines = stderr.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                if l.contains(" ready ") || l.ends_with(" ready") || l.contains("ready config") {
+                    let _ = tx.send(l.clone());
+                }
+                lines.lock().expect("lock").push(l);
+            }
+        });
+        let ready = rx.recv_timeout(Duration::from_secs(60));
+        if ready.is_err() {
+            let _ = child.kill();
+            panic!(
+                "portcullis did not get ready; stderr:\n{}",
+                stderr.lock().expect("lock").join("\n")
+            );
+        }
+        Gateway {
+            child,
+            dir,
+            config: path,
+            stderr,
+            console,
+        }
+    }
+
+    /// Starts `portcullis run` without a config file in an empty folder.
+    pub fn start_default(name: &str) -> Gateway {
+        let dir = temp_dir(name);
+        let path = dir.join("none.toml");
+        Self::spawn(
+            dir,
+            path,
+            SocketAddr::from(([127, 0, 0, 1], 9090)),
+            &["run"],
+        )
+    }
+
+    /// The access-log records written so far.
+    pub fn records(&self) -> Vec<Value> {
+        let path = self.dir.join(".portcullis/logs/access.log");
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits (up to 10 s) for the record of transaction `txid`.
+    pub fn record(&self, txid: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(r) = self
+                .records()
+                .into_iter()
+                .find(|r| r["properties"]["transactionId"] == txid)
+            {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no access-log record for {txid}; have {:#?}",
+                self.records()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (up to 10 s) for a record matching `pred`.
+    pub fn record_where(&self, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(r) = self.records().into_iter().find(|r| pred(r)) {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no matching access-log record; have {:#?}",
+                self.records()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// SIGTERM and wait (up to 30 s) for the exit code.
+    pub fn stop(&mut self) -> i32 {
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "portcullis did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// All stderr lines so far.
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().expect("lock").join("\n")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A `portcullis demo-app` process on a free port.
+pub struct DemoApp {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl DemoApp {
+    pub fn start() -> DemoApp {
+        let mut child = Command::new(bin())
+            .args(["demo-app", "--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn demo-app");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        out.read_line(&mut line).expect("read");
+        let addr: SocketAddr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected demo-app line {line:?}"));
+        // Keep draining stdout so the app never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = out.read_to_end(&mut sink);
+        });
+        DemoApp { child, addr }
+    }
+}
+
+impl Drop for DemoApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `python3 -m http.server` serving `dir` on a free port.
+pub struct PythonServer {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl PythonServer {
+    pub fn start(dir: &Path) -> PythonServer {
+        let port = free_port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn python3 http.server");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        wait_port(addr);
+        PythonServer { child, addr }
+    }
+}
+
+impl Drop for PythonServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits (up to 15 s) until something accepts on `addr`.
+pub fn wait_port(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while StdStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {addr}");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+}
+
+/// How a raw test backend treats each connection.
+#[derive(Clone, Copy, Debug)]
+pub enum Raw {
+    /// Accepts, reads, never answers.
+    Hang,
+    /// Reads the request, then closes without answering.
+    Close,
+    /// Reads the request, answers bytes that are not HTTP.
+    Garbage,
+}
+
+/// A raw TCP backend on a free port, counting accepted connections.
+pub struct RawServer {
+    pub addr: SocketAddr,
+    pub accepted: Arc<AtomicUsize>,
+}
+
+impl RawServer {
+    pub fn start(kind: Raw) -> RawServer {
+        let l = StdListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                count.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
+                    let _ = s.read(&mut buf);
+                    match kind {
+                        Raw::Hang => std::thread::sleep(Duration::from_secs(60)),
+                        Raw::Close => {}
+                        Raw::Garbage => {
+                            let _ = s.write_all(b"SSH-2.0-OpenSSH_9.0 this is not http\r\n\r\n");
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    }
+                });
+            }
+        });
+        RawServer { addr, accepted }
+    }
+}
+
+/// A response read by [`request`].
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+    pub fn txid(&self) -> String {
+        self.header("x-transaction-id")
+            .expect("x-transaction-id header")
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Resp {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    send(&mut tx, addr, method, path, headers, body).await
+}
+
+/// Sends on an existing connection.
+pub async fn send(
+    tx: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Resp {
+    let mut b = http::Request::builder().method(method).uri(path);
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        b = b.header("host", addr.to_string());
+    }
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let req = b.body(Full::new(body.into())).expect("request");
+    let resp = tx.send_request(req).await.expect("send");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// GET `path` with Host `host` (or the address).
+pub async fn get(addr: SocketAddr, path: &str) -> Resp {
+    request(addr, "GET", path, &[], Bytes::new()).await
+}
+
+/// Opens a keep-alive connection.
+pub async fn connect(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    tx
+}
+
+/// Writes raw bytes, reads until the server closes (or 5 s pass). Returns the
+/// bytes and whether the server closed the connection.
+pub fn raw_exchange(addr: SocketAddr, data: &[u8]) -> (String, bool) {
+    let mut s = StdStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(data).expect("write");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    let closed = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    (String::from_utf8_lossy(&out).into_owned(), closed)
+}
+
+/// Status code of the first response in raw bytes.
+pub fn raw_status(text: &str) -> u16 {
+    text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// The `x-transaction-id` of the first response in raw bytes.
+pub fn raw_txid(text: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix("x-transaction-id: "))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// A test CA and a `localhost` / `127.0.0.1` leaf signed by it (openssl CLI).
+/// Returns (ca certificate, leaf certificate, leaf key) paths.
+pub fn test_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let ok = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl")
+            .success();
+        assert!(ok, "openssl {args:?} failed");
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=portcullis test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "leaf.key",
+        "-out",
+        "leaf.csr",
+    ]);
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+        "-out",
+        "leaf.pem",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("leaf.pem"),
+        dir.join("leaf.key"),
+    )
+}
+
+/// A basic config: one listener on `port` → pool `addresses` with `settings` lines.
+pub fn basic_config(port: u16, addresses: &[String], settings: &str) -> String {
+    let list = addresses
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"
+[[listeners]]
+name = "web"
+listen = "127.0.0.1:{port}"
+
+[[backend_pools]]
+name = "pool"
+addresses = [{list}]
+
+[[backend_http_settings]]
+name = "settings"
+{settings}
+
+[[request_routing_rules]]
+name = "rule"
+listener = "web"
+priority = 10
+backend_pool = "pool"
+backend_http_settings = "settings"
+"#
+    )
+}
+
+/// `127.0.0.1:port` as a socket address.
+pub fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}

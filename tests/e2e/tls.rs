@@ -1,0 +1,135 @@
+//! TLS listeners (rustls), HTTP/2 from clients (ALPN h2, and h2c with prior
+//! knowledge), plain HTTP on an https port, and https to a backend.
+
+use crate::support::*;
+use std::process::Command;
+
+fn curl(args: &[&str]) -> (String, String) {
+    let out = Command::new("curl").args(args).output().expect("curl");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_listener_speaks_h2_and_http11_and_refuses_plain_http() {
+    let app = DemoApp::start();
+    let dir = temp_dir("certs");
+    let (ca, cert, key) = test_pki(&dir);
+    let port = free_port();
+    let config = basic_config(port, &[app.addr.to_string()], "").replace(
+        "listen = ",
+        &format!(
+            "protocol = \"https\"\ntls = {{ certificate = \"{}\", key = \"{}\" }}\nlisten = ",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let gw = Gateway::start("https", &config);
+    let url = format!("https://localhost:{port}/headers");
+    let (body, err) = curl(&[
+        "-s",
+        "--http2",
+        "--cacert",
+        &ca.display().to_string(),
+        "-D",
+        "-",
+        &url,
+    ]);
+    assert!(body.starts_with("HTTP/2 200"), "{body}\n{err}");
+    assert!(body.contains("\"x-forwarded-proto\":[\"https\"]"), "{body}");
+    let txid = body
+        .lines()
+        .find_map(|l| l.strip_prefix("x-transaction-id: "))
+        .expect("txid")
+        .trim()
+        .to_string();
+    let rec = gw.record(&txid);
+    let p = &rec["properties"];
+    assert_eq!(p["httpVersion"], "HTTP/2.0");
+    assert_eq!(p["sslEnabled"], "on");
+    assert!(p["sslProtocol"].as_str().expect("s").starts_with("TLSv1."));
+    assert!(!p["sslCipher"].as_str().expect("s").is_empty());
+    let (body, _) = curl(&[
+        "-s",
+        "--http1.1",
+        "--cacert",
+        &ca.display().to_string(),
+        "-D",
+        "-",
+        &url,
+    ]);
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    // Plain HTTP to the https port.
+    let (text, closed) = raw_exchange(local(port), b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(raw_status(&text), 400, "{text}");
+    assert!(closed);
+    let rec = gw.record(&raw_txid(&text));
+    assert_eq!(
+        rec["properties"]["error_info"],
+        "ERRORINFO_HTTP_TO_HTTPS_PORT"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_with_prior_knowledge() {
+    let app = DemoApp::start();
+    let port = free_port();
+    let gw = Gateway::start("h2c", &basic_config(port, &[app.addr.to_string()], ""));
+    let (body, err) = curl(&[
+        "-s",
+        "--http2-prior-knowledge",
+        "-D",
+        "-",
+        &format!("http://127.0.0.1:{port}/status/202"),
+    ]);
+    assert!(body.starts_with("HTTP/2 202"), "{body}\n{err}");
+    let rec = gw.record_where(|r| r["properties"]["requestUri"] == "/status/202");
+    assert_eq!(rec["properties"]["httpVersion"], "HTTP/2.0");
+    assert_eq!(rec["properties"]["serverStatus"], "202");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_to_the_backend_with_a_trusted_root() {
+    let dir = temp_dir("tlsbackend");
+    let (ca, cert, key) = test_pki(&dir);
+    std::fs::write(dir.join("index.html"), "secure hello\n").expect("write");
+    let bport = free_port();
+    let script = format!(
+        "import http.server, ssl\n\
+         h = http.server.SimpleHTTPRequestHandler\n\
+         s = http.server.HTTPServer(('127.0.0.1', {bport}), lambda *a, **k: h(*a, directory='{d}', **k))\n\
+         c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+         c.load_cert_chain('{cert}', '{key}')\n\
+         s.socket = c.wrap_socket(s.socket, server_side=True)\n\
+         s.serve_forever()\n",
+        d = dir.display(),
+        cert = cert.display(),
+        key = key.display()
+    );
+    let mut py = Command::new("python3")
+        .args(["-c", &script])
+        .spawn()
+        .expect("python");
+    wait_port(local(bport));
+    let port = free_port();
+    let settings = format!(
+        "protocol = \"https\"\nport = {bport}\nhost_name = \"localhost\"\ntrusted_root_certificates = [\"{}\"]",
+        ca.display()
+    );
+    let gw = Gateway::start(
+        "tlsback",
+        &basic_config(port, &["127.0.0.1".to_string()], &settings),
+    );
+    let r = get(local(port), "/index.html").await;
+    let _ = py.kill();
+    let _ = py.wait();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "secure hello\n");
+    let rec = gw.record(&r.txid());
+    assert_eq!(
+        rec["properties"]["serverRouted"],
+        format!("127.0.0.1:{bport}")
+    );
+}
