@@ -1,11 +1,12 @@
 //! The management API on `[console].listen` (product contract section 6):
 //! bearer-token auth, JSON errors `{"error": {"code", "message"}}`.
 //!
-//! Built now: `POST /api/reload`, `GET /api/apps`, `GET /api/apps/{name}`.
-//! The remaining endpoints of section 6 (backend health, probes, lifecycle,
-//! logs, events, metrics) belong to later issues and answer 404 until then.
+//! Built now: `POST /api/reload`, `GET /api/apps`, `GET /api/apps/{name}`,
+//! `GET /api/backend-health`, `POST /api/probe/{pool}[?settings=NAME]`,
+//! `GET /api/events[?since=1h]`. The remaining endpoints of section 6 (app
+//! lifecycle, logs, metrics) belong to later issues and answer 404 until then.
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +25,16 @@ pub trait Control: Send + Sync + 'static {
     fn reload(&self) -> Pin<Box<dyn Future<Output = Result<Value, Vec<String>>> + Send + '_>>;
     /// All apps as section 6 shows them.
     fn apps(&self) -> Vec<Value>;
+    /// `GET /api/backend-health`.
+    fn backend_health(&self) -> Value;
+    /// `POST /api/probe/{pool}`: None when no rule uses the pool (with those settings).
+    fn probe(
+        &self,
+        pool: String,
+        settings: Option<String>,
+    ) -> Pin<Box<dyn Future<Output = Option<Value>> + Send + '_>>;
+    /// `GET /api/events`.
+    fn events(&self, since: Option<std::time::Duration>) -> Value;
 }
 
 #[derive(Clone)]
@@ -51,6 +62,9 @@ pub fn router(token: &str, control: Arc<dyn Control>) -> Router {
         .route("/api/reload", post(reload))
         .route("/api/apps", get(apps))
         .route("/api/apps/{name}", get(app))
+        .route("/api/backend-health", get(backend_health))
+        .route("/api/probe/{pool}", post(probe))
+        .route("/api/events", get(events))
         .fallback(|| async { api_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .layer(middleware::from_fn_with_state(ctx.clone(), auth))
         .with_state(ctx)
@@ -95,6 +109,44 @@ async fn reload(State(ctx): State<Ctx>) -> Response {
         )
             .into_response(),
     }
+}
+
+async fn backend_health(State(ctx): State<Ctx>) -> Response {
+    Json(ctx.control.backend_health()).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct ProbeQuery {
+    settings: Option<String>,
+}
+
+async fn probe(
+    State(ctx): State<Ctx>,
+    Path(pool): Path<String>,
+    Query(q): Query<ProbeQuery>,
+) -> Response {
+    match ctx.control.probe(pool.clone(), q.settings).await {
+        Some(v) => Json(v).into_response(),
+        None => api_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no rule uses a backend pool named `{pool}` (with those settings)"),
+        ),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct EventsQuery {
+    since: Option<String>,
+}
+
+async fn events(State(ctx): State<Ctx>, Query(q): Query<EventsQuery>) -> Response {
+    let since = match q.since.as_deref().map(crate::config::parse_duration) {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => return api_error(StatusCode::BAD_REQUEST, "bad_since", e),
+    };
+    Json(ctx.control.events(since)).into_response()
 }
 
 async fn apps(State(ctx): State<Ctx>) -> Response {

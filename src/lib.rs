@@ -20,6 +20,7 @@ pub mod client;
 pub mod config;
 pub mod console;
 pub mod demo_app;
+pub mod events;
 pub mod gateway;
 pub mod host;
 pub mod registry;

@@ -48,6 +48,26 @@ enum Command {
     },
     /// Ask the running process to reload its config file.
     Reload(ClientArgs),
+    /// Backend health: one row per (pool, settings, server) with Status and Details.
+    Health(ClientArgs),
+    /// Run the probe now against every server of POOL and show what it saw.
+    Probe {
+        /// Backend pool name.
+        pool: String,
+        /// Only the pool's pair with these backend HTTP settings.
+        #[arg(long)]
+        settings: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The activity log: health transitions, ejections, reloads, instance events.
+    Events {
+        /// Only events newer than this (e.g. 10m, 1h).
+        #[arg(long)]
+        since: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Apps and their instances (`app list`, `app show NAME`).
     App {
         #[command(subcommand)]
@@ -115,7 +135,14 @@ fn main() -> ExitCode {
             init_tracing();
             let source = config::locate(config.as_deref());
             match runtime(true) {
-                Ok(rt) => ExitCode::from(rt.block_on(server::run(source)) as u8),
+                Ok(rt) => {
+                    let code = rt.block_on(server::run(source)) as u8;
+                    // Requests still running past the shutdown timeout are dropped
+                    // with the runtime and write their records then.
+                    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+                    portcullis::accesslog::wait_for_writers(std::time::Duration::from_secs(5));
+                    ExitCode::from(code)
+                }
                 Err(e) => {
                     eprintln!("cannot start the runtime: {e}");
                     ExitCode::from(1)
@@ -161,6 +188,31 @@ fn main() -> ExitCode {
                 names("apps")
             )
         }),
+        Command::Health(c) => client_call(&c, "GET", "/api/backend-health", health_table),
+        Command::Probe {
+            pool,
+            settings,
+            client,
+        } => {
+            let path = match &settings {
+                Some(s) => format!("/api/probe/{pool}?settings={s}"),
+                None => format!("/api/probe/{pool}"),
+            };
+            client_call(&client, "POST", &path, probe_table)
+        }
+        Command::Events { since, client } => {
+            if let Some(s) = &since {
+                if let Err(e) = config::parse_duration(s) {
+                    eprintln!("--since: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+            let path = match &since {
+                Some(s) => format!("/api/events?since={s}"),
+                None => "/api/events".to_string(),
+            };
+            client_call(&client, "GET", &path, events_table)
+        }
         Command::App { command } => match command {
             AppCommand::List(c) => client_call(&c, "GET", "/api/apps", app_table),
             AppCommand::Show { name, client } => {
@@ -188,6 +240,124 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn health_table(body: &serde_json::Value) -> String {
+    let mut rows = vec![[
+        "POOL".to_string(),
+        "SETTINGS".into(),
+        "SERVER".into(),
+        "STATUS".into(),
+        "DETAILS".into(),
+    ]];
+    for pool in body["pools"].as_array().into_iter().flatten() {
+        for set in pool["settings"].as_array().into_iter().flatten() {
+            for srv in set["servers"].as_array().into_iter().flatten() {
+                rows.push([
+                    pool["name"].as_str().unwrap_or("").into(),
+                    set["name"].as_str().unwrap_or("").into(),
+                    srv["address"].as_str().unwrap_or("").into(),
+                    srv["health"].as_str().unwrap_or("").into(),
+                    srv["details"].as_str().unwrap_or("").into(),
+                ]);
+            }
+        }
+    }
+    table(&rows)
+}
+
+fn probe_table(body: &serde_json::Value) -> String {
+    let mut rows = vec![[
+        "SETTINGS".to_string(),
+        "SERVER".into(),
+        "STATUS".into(),
+        "LATENCY".into(),
+        "VERDICT".into(),
+        "DETAILS / BODY".into(),
+    ]];
+    for set in body["settings"].as_array().into_iter().flatten() {
+        for o in set["servers"].as_array().into_iter().flatten() {
+            let body = o["body_excerpt"]
+                .as_str()
+                .unwrap_or("")
+                .replace(['\r', '\n'], " ");
+            rows.push([
+                format!(
+                    "{} (probe {})",
+                    set["name"].as_str().unwrap_or(""),
+                    set["probe"].as_str().unwrap_or("")
+                ),
+                o["address"].as_str().unwrap_or("").into(),
+                o["status"]
+                    .as_u64()
+                    .map(|s| s.to_string())
+                    .unwrap_or("-".into()),
+                o["latency_ms"]
+                    .as_u64()
+                    .map(|s| format!("{s} ms"))
+                    .unwrap_or("-".into()),
+                if o["ok"].as_bool() == Some(true) {
+                    "pass".into()
+                } else {
+                    "FAIL".into()
+                },
+                format!(
+                    "{} {}",
+                    o["details"].as_str().unwrap_or(""),
+                    if body.is_empty() {
+                        String::new()
+                    } else {
+                        format!("| {}", body.chars().take(60).collect::<String>())
+                    }
+                ),
+            ]);
+        }
+    }
+    table(&rows)
+}
+
+fn events_table(body: &serde_json::Value) -> String {
+    let mut rows = vec![[
+        "TIME".to_string(),
+        "KIND".into(),
+        "SUBJECT".into(),
+        "MESSAGE".into(),
+    ]];
+    for e in body.as_array().into_iter().flatten() {
+        rows.push([
+            e["time"].as_str().unwrap_or("").into(),
+            e["kind"].as_str().unwrap_or("").into(),
+            e["subject"].as_str().unwrap_or("").into(),
+            e["message"].as_str().unwrap_or("").into(),
+        ]);
+    }
+    table(&rows)
+}
+
+/// Left-aligned columns; the last column is not padded.
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    if i + 1 == N {
+                        c.clone()
+                    } else {
+                        format!("{c:<w$}", w = widths[i])
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("  ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn app_table(body: &serde_json::Value) -> String {

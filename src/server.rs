@@ -10,7 +10,10 @@
 use crate::accesslog::{AccessLog, AccessLogTarget};
 use crate::config::{self, Config, Source};
 use crate::console::{self, Control};
+use crate::events::EventLog;
+use crate::gateway::health::{Health, HealthRegistry, ServerHealth, ServerReport};
 use crate::gateway::listener::Listeners;
+use crate::gateway::probe::{probe_now, Prober};
 use crate::gateway::proxy::Gateway;
 use crate::gateway::upstream::Upstream;
 use crate::gateway::{build_snapshot, Snapshot};
@@ -38,6 +41,10 @@ pub enum Exit {
 
 struct Process {
     source: Source,
+    /// The config now running (what `reload` last swapped in).
+    config: ArcSwap<Config>,
+    health: Arc<HealthRegistry>,
+    events: Arc<EventLog>,
     gateway: Arc<Gateway>,
     listeners: Arc<Listeners>,
     host: Arc<AppHost>,
@@ -78,18 +85,41 @@ fn summary(c: &Config, warnings: &[config::ConfigError]) -> Value {
 impl Process {
     async fn reload(&self) -> Result<Value, Vec<String>> {
         let _one_at_a_time = self.reload_lock.lock().await;
-        let v = config::load(&self.source)
-            .map_err(|e| e.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
-        let prev = self.gateway.snapshot.load_full();
-        let snap =
-            build_snapshot(&v.config, &self.registry, Some(&prev), &self.instance_id).await?;
-        let addrs = listen_addrs(&v.config);
-        self.listeners.bind_new(&addrs).await?;
-        self.gateway.snapshot.store(Arc::new(snap));
-        self.listeners.retain(&addrs);
-        self.host.start_apps(&v.config.apps, &v.config.base_dir);
-        tracing::info!(source = %self.source, "config reloaded");
-        Ok(summary(&v.config, &v.warnings))
+        let subject = self.source.to_string();
+        let result = async {
+            let v = config::load(&self.source)
+                .map_err(|e| e.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
+            let prev = self.gateway.snapshot.load_full();
+            let snap = build_snapshot(
+                &v.config,
+                &self.registry,
+                &self.health,
+                Some(&prev),
+                &self.instance_id,
+            )
+            .await?;
+            let addrs = listen_addrs(&v.config);
+            self.listeners.bind_new(&addrs).await?;
+            self.gateway.snapshot.store(Arc::new(snap));
+            self.listeners.retain(&addrs);
+            self.host.start_apps(&v.config.apps, &v.config.base_dir);
+            let out = summary(&v.config, &v.warnings);
+            self.config.store(Arc::new(v.config));
+            Ok::<Value, Vec<String>>(out)
+        }
+        .await;
+        match &result {
+            Ok(_) => self.events.record("reload", &subject, "config reloaded"),
+            Err(e) => self.events.record(
+                "reload",
+                &subject,
+                format!(
+                    "reload refused; the old config keeps serving: {}",
+                    e.join("; ")
+                ),
+            ),
+        }
+        result
     }
 }
 
@@ -98,11 +128,89 @@ impl Control for Process {
         Box::pin(Process::reload(self))
     }
 
+    fn backend_health(&self) -> Value {
+        let snap = self.gateway.snapshot.load_full();
+        let mut pools: Vec<Value> = Vec::new();
+        let mut names: Vec<&str> = snap.backends.iter().map(|b| &*b.pool.name).collect();
+        names.dedup();
+        for pool in names {
+            let settings: Vec<Value> = snap
+                .backends
+                .iter()
+                .filter(|b| &*b.pool.name == pool)
+                .map(|b| {
+                    let mut servers: Vec<ServerReport> = Vec::new();
+                    let current: Vec<SocketAddr> = b
+                        .pool
+                        .servers()
+                        .iter()
+                        .map(|s| s.socket(&b.settings))
+                        .collect();
+                    for addr in &current {
+                        servers.push(match b.health.get(addr) {
+                            Some(h) => h.report(),
+                            None => ServerHealth::new(*addr).report(),
+                        });
+                    }
+                    for h in b.health.all() {
+                        if !current.contains(&h.addr) {
+                            servers.push(h.report());
+                        }
+                    }
+                    for name in b.pool.unresolved() {
+                        servers.push(ServerReport {
+                            address: name.clone(),
+                            health: Health::Unknown,
+                            details: format!("DNS could not resolve {name}"),
+                            last_probe: None,
+                            latency_ms: None,
+                            consecutive_failures: 0,
+                        });
+                    }
+                    json!({"name": &*b.settings.name, "probe": b.probe.name, "servers": servers})
+                })
+                .collect();
+            pools.push(json!({"name": pool, "settings": settings}));
+        }
+        json!({ "pools": pools })
+    }
+
+    fn probe(
+        &self,
+        pool: String,
+        settings: Option<String>,
+    ) -> Pin<Box<dyn Future<Output = Option<Value>> + Send + '_>> {
+        Box::pin(async move {
+            let snap = self.gateway.snapshot.load_full();
+            let chosen: Vec<_> = snap
+                .backends
+                .iter()
+                .filter(|b| {
+                    *b.pool.name == *pool
+                        && settings.as_deref().is_none_or(|s| *b.settings.name == *s)
+                })
+                .cloned()
+                .collect();
+            if chosen.is_empty() {
+                return None;
+            }
+            let mut out = Vec::new();
+            for b in chosen {
+                let servers = probe_now(&b).await;
+                out.push(
+                    json!({"name": &*b.settings.name, "probe": b.probe.name, "servers": servers}),
+                );
+            }
+            Some(json!({"name": pool, "settings": out}))
+        })
+    }
+
+    fn events(&self, since: Option<std::time::Duration>) -> Value {
+        serde_json::to_value(self.events.since(since)).unwrap_or(Value::Null)
+    }
+
     fn apps(&self) -> Vec<Value> {
-        let cfg = match config::load(&self.source) {
-            Ok(v) => v.config,
-            Err(_) => Config::default(),
-        };
+        let cfg = self.config.load();
         cfg.apps
             .iter()
             .map(|a| {
@@ -188,12 +296,15 @@ pub async fn run(source: Source) -> Exit {
     let host = AppHost::new(registry.clone(), &state_dir);
     let upstream = Arc::new(Upstream::default());
     upstream.spawn_reaper();
+    let events = Arc::new(EventLog::new(Some(&state_dir.join("events.jsonl"))));
+    let health = Arc::new(HealthRegistry::default());
     let gateway = Arc::new(Gateway {
-        snapshot: ArcSwap::from_pointee(Snapshot::empty(&instance_id)),
-        upstream,
+        snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::empty(&instance_id))),
+        events: events.clone(),
+        upstream: upstream.clone(),
         log: log.clone(),
     });
-    let snap = match build_snapshot(cfg, &registry, None, &instance_id).await {
+    let snap = match build_snapshot(cfg, &registry, &health, None, &instance_id).await {
         Ok(s) => s,
         Err(errors) => {
             for e in &errors {
@@ -203,6 +314,13 @@ pub async fn run(source: Source) -> Exit {
         }
     };
     gateway.snapshot.store(Arc::new(snap));
+    Prober::new(
+        gateway.snapshot.clone(),
+        health.clone(),
+        events.clone(),
+        upstream,
+    )
+    .spawn();
     let listeners = Listeners::new(gateway.clone());
     let bound = match listeners.bind_new(&listen_addrs(cfg)).await {
         Ok(b) => b,
@@ -230,6 +348,9 @@ pub async fn run(source: Source) -> Exit {
 
     let process = Arc::new(Process {
         source: source.clone(),
+        config: ArcSwap::from_pointee(cfg.clone()),
+        health,
+        events,
         gateway: gateway.clone(),
         listeners: listeners.clone(),
         host: host.clone(),

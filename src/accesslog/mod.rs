@@ -9,7 +9,7 @@ mod record;
 mod writer;
 
 pub use record::{AccessRecord, Attempt, Properties};
-pub use writer::{AccessLog, AccessLogTarget};
+pub use writer::{wait_for_writers, AccessLog, AccessLogTarget};
 
 /// Formats seconds the way Azure's string fields do: `"0.028"`.
 pub fn secs_string(d: std::time::Duration) -> String {

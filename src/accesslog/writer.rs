@@ -57,9 +57,12 @@ impl AccessLog {
             }
         };
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || write_loop(rx, BufWriter::with_capacity(64 * 1024, out)))?;
+        if let Ok(mut w) = WRITERS.lock() {
+            w.push(handle);
+        }
         Ok(AccessLog {
             tx: Some(tx),
             dropped: Arc::default(),
@@ -88,6 +91,29 @@ impl AccessLog {
     /// Records lost because the channel was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+static WRITERS: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Waits (at most `limit`) for every writer thread to write its last records and
+/// end. A writer ends when every [`AccessLog`] handle is gone, so call this
+/// after the runtime (and with it every request task) was dropped: requests cut
+/// at shutdown write their records as they are dropped.
+pub fn wait_for_writers(limit: std::time::Duration) {
+    let handles: Vec<_> = WRITERS
+        .lock()
+        .map(|mut w| w.drain(..).collect())
+        .unwrap_or_default();
+    let deadline = std::time::Instant::now() + limit;
+    for h in handles {
+        while !h.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        if h.is_finished() {
+            let _ = h.join();
+        }
     }
 }
 

@@ -138,14 +138,37 @@ pub fn load(source: &Source) -> Result<Validated, Vec<ConfigError>> {
     };
     let (mut config, mut errors) = parse(&text);
     config.base_dir = base;
+    let positions = config.positions.clone();
     match validate(config) {
         Ok(v) if errors.is_empty() => Ok(v),
         Ok(_) => Err(errors),
         Err(more) => {
-            errors.extend(more);
+            errors.extend(more.into_iter().map(|e| renumber(e, &positions)));
             Err(errors)
         }
     }
+}
+
+/// Rewrites `section[i]` at the start of an error path to the entry's position
+/// in the file (entries that failed to parse shift the others).
+fn renumber(
+    mut e: ConfigError,
+    positions: &std::collections::HashMap<String, Vec<usize>>,
+) -> ConfigError {
+    let Some(open) = e.path.find('[') else {
+        return e;
+    };
+    let Some(close) = e.path[open..].find(']').map(|c| open + c) else {
+        return e;
+    };
+    let section = &e.path[..open];
+    let Ok(i) = e.path[open + 1..close].parse::<usize>() else {
+        return e;
+    };
+    if let Some(&real) = positions.get(section).and_then(|p| p.get(i)) {
+        e.path = format!("{section}[{real}]{}", &e.path[close + 1..]);
+    }
+    e
 }
 
 /// Parses TOML text into a [`Config`] without checking ranges or references.
@@ -175,6 +198,7 @@ pub fn parse(text: &str) -> (Config, Vec<ConfigError>) {
     let mut errors = Vec::new();
     let mut config = Config::default();
     let mut unparsed = Vec::new();
+    let mut positions = std::collections::HashMap::new();
     for (key, value) in table {
         match key.as_str() {
             "gateway" => {
@@ -187,17 +211,27 @@ pub fn parse(text: &str) -> (Config, Vec<ConfigError>) {
                     config.console = v;
                 }
             }
-            "listeners" => config.listeners = list(value, &key, &mut errors, &mut unparsed),
-            "backend_pools" => config.backend_pools = list(value, &key, &mut errors, &mut unparsed),
+            "listeners" => {
+                config.listeners = list(value, &key, &mut errors, &mut unparsed, &mut positions)
+            }
+            "backend_pools" => {
+                config.backend_pools = list(value, &key, &mut errors, &mut unparsed, &mut positions)
+            }
             "backend_http_settings" => {
-                config.backend_http_settings = list(value, &key, &mut errors, &mut unparsed)
+                config.backend_http_settings =
+                    list(value, &key, &mut errors, &mut unparsed, &mut positions)
             }
-            "probes" => config.probes = list(value, &key, &mut errors, &mut unparsed),
+            "probes" => {
+                config.probes = list(value, &key, &mut errors, &mut unparsed, &mut positions)
+            }
             "request_routing_rules" => {
-                config.request_routing_rules = list(value, &key, &mut errors, &mut unparsed)
+                config.request_routing_rules =
+                    list(value, &key, &mut errors, &mut unparsed, &mut positions)
             }
-            "url_path_maps" => config.url_path_maps = list(value, &key, &mut errors, &mut unparsed),
-            "apps" => config.apps = list(value, &key, &mut errors, &mut unparsed),
+            "url_path_maps" => {
+                config.url_path_maps = list(value, &key, &mut errors, &mut unparsed, &mut positions)
+            }
+            "apps" => config.apps = list(value, &key, &mut errors, &mut unparsed, &mut positions),
             other => errors.push(ConfigError::new(
                 other,
                 "unknown section (expected gateway, console, listeners, backend_pools, \
@@ -206,11 +240,12 @@ pub fn parse(text: &str) -> (Config, Vec<ConfigError>) {
         }
     }
     config.unparsed = unparsed;
+    config.positions = positions;
     (config, errors)
 }
 
 fn syntax_message(e: &toml::de::Error) -> String {
-    let msg = e.message();
+    let msg = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
     match e.span() {
         Some(span) => format!("TOML syntax error at byte {}: {msg}", span.start),
         None => format!("TOML syntax error: {msg}"),
@@ -231,7 +266,14 @@ fn item<T: DeserializeOwned>(
             } else {
                 format!("{path}.{inner}")
             };
-            errors.push(ConfigError::new(full, e.into_inner().to_string()));
+            // The TOML library adds "in `key`" and blank lines: keep one line.
+            let msg = e.into_inner().to_string();
+            let first = msg
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .unwrap_or("invalid value");
+            errors.push(ConfigError::new(full, first.to_string()));
             None
         }
     }
@@ -242,6 +284,7 @@ fn list<T: DeserializeOwned>(
     key: &str,
     errors: &mut Vec<ConfigError>,
     unparsed: &mut Vec<(String, String)>,
+    positions: &mut std::collections::HashMap<String, Vec<usize>>,
 ) -> Vec<T> {
     match value {
         toml::Value::Array(items) => items
@@ -250,10 +293,10 @@ fn list<T: DeserializeOwned>(
             .filter_map(|(i, v)| {
                 let name = v.get("name").and_then(|n| n.as_str()).map(str::to_string);
                 let parsed = item(v, &format!("{key}[{i}]"), errors);
-                if parsed.is_none() {
-                    if let Some(n) = name {
-                        unparsed.push((key.to_string(), n));
-                    }
+                match (&parsed, name) {
+                    (Some(_), _) => positions.entry(key.to_string()).or_default().push(i),
+                    (None, Some(n)) => unparsed.push((key.to_string(), n)),
+                    (None, None) => {}
                 }
                 parsed
             })
@@ -313,5 +356,31 @@ mod tests {
         );
         assert!(paths.contains(&"bogus".to_string()), "{paths:?}");
         assert!(errs.iter().any(|e| e.message.contains("colour")));
+        assert!(errs.iter().all(|e| !e.message.contains('\n')));
+    }
+
+    #[test]
+    fn errors_name_the_entry_as_written_even_after_a_parse_failure() {
+        let dir = std::env::temp_dir().join(format!("pc-renumber-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let f = dir.join("c.toml");
+        std::fs::write(
+            &f,
+            "[[listeners]]\nname = \"a\"\nlisten = 5\n[[listeners]]\nname = \"b\"\nlisten = \"nope\"\n",
+        )
+        .expect("write");
+        let errs = load(&Source::File(f)).expect_err("invalid");
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("listeners[0].listen: invalid type")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t == "listeners[1].listen: `nope` is not an IP:port address"),
+            "{text:?}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -37,6 +37,9 @@ pub struct Config {
     /// `(section, name)` of entries that failed to parse: validation treats the
     /// names as existing, so a reference to them is not reported a second time.
     pub unparsed: Vec<(String, String)>,
+    /// Per section, the position in the file of each parsed entry (entries that
+    /// failed to parse are missing), so errors name the entry the user wrote.
+    pub positions: std::collections::HashMap<String, Vec<usize>>,
 }
 
 /// `[gateway]` (section 3.1).
@@ -227,6 +230,16 @@ pub struct BackendHttpSettingsConfig {
     /// Connection draining; off by default.
     #[serde(default)]
     pub connection_draining: Option<DrainingConfig>,
+    /// Passive health (portcullis addition, like Envoy's outlier detection):
+    /// eject a server after this many 5xx answers or timeouts in a row, until a
+    /// probe passes again. 0 (the default) = off.
+    #[serde(default)]
+    pub outlier_consecutive_errors: u32,
+    /// Retry an idempotent request without a body once on another server when
+    /// its connection was closed or reset before any response byte (Envoy's
+    /// `retry_on: reset`). Default false: only the cases of section 4 are retried.
+    #[serde(default)]
+    pub retry_idempotent_on_reset: bool,
 }
 
 fn default_port() -> u32 {

@@ -358,6 +358,12 @@ pub fn validate(config: Config) -> Result<Validated, Vec<ConfigError>> {
         let p = format!("backend_http_settings[{i}]");
         c.range_u32(format!("{p}.port"), s.port, 1, 65535);
         c.range_dur(format!("{p}.request_timeout"), s.request_timeout, 1, 86400);
+        c.range_u32(
+            format!("{p}.outlier_consecutive_errors"),
+            s.outlier_consecutive_errors,
+            0,
+            1000,
+        );
         if let Some(probe) = &s.probe {
             if !probes.contains(probe.as_str()) {
                 c.err(format!("{p}.probe"), format!("no probe is named `{probe}`"));

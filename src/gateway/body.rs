@@ -8,6 +8,7 @@
 //! future and the pending record is written as 499 `CLIENT_CLOSED_REQUEST`.
 
 use super::failure::ErrorInfo;
+use super::proxy::InFlight;
 use super::upstream::{Conn, Upstream};
 use crate::accesslog::{secs_number, AccessLog, AccessRecord};
 use bytes::Bytes;
@@ -38,6 +39,7 @@ pub struct Completion {
     received_head: u64,
     received_body: Option<Arc<AtomicU64>>,
     checkin: Option<(Arc<Upstream>, Conn)>,
+    _in_flight: Option<InFlight>,
 }
 
 /// The response body type of the gateway.
@@ -65,8 +67,14 @@ impl ResponseBody {
             }
         }
         let p = &mut c.record.properties;
-        if upstream_error && p.error_info == ErrorInfo::NoError.as_str() {
-            p.error_info = ErrorInfo::UpstreamClosedConnection.as_str().to_string();
+        if p.error_info == ErrorInfo::NoError.as_str() {
+            if upstream_error {
+                p.error_info = ErrorInfo::UpstreamClosedConnection.as_str().to_string();
+            } else if !complete {
+                // Headers went out, the client left before the body ended:
+                // the status stays what was sent, the reason says who stopped.
+                p.error_info = ErrorInfo::ClientClosedRequest.as_str().to_string();
+            }
         }
         p.sent_bytes = c.head_bytes + c.body_bytes;
         p.received_bytes = c.received_head
@@ -166,6 +174,8 @@ pub struct PendingRecord {
     pub received_head: u64,
     /// Counter of request body bytes, when the request has a body.
     pub received_body: Option<Arc<AtomicU64>>,
+    /// Keeps the request counted on its server until the body ends.
+    pub in_flight: Option<InFlight>,
     armed: bool,
 }
 
@@ -178,6 +188,7 @@ impl PendingRecord {
             start,
             received_head: 0,
             received_body: None,
+            in_flight: None,
             armed: true,
         }
     }
@@ -210,6 +221,7 @@ impl PendingRecord {
                 received_head: self.received_head,
                 received_body: self.received_body.take(),
                 checkin,
+                _in_flight: self.in_flight.take(),
             })),
         }
     }

@@ -287,6 +287,26 @@ impl Listeners {
             p.http_status = status.as_u16();
             p.error_info = info.as_str().into();
             p.received_bytes = n as u64;
+            p.request_query = p
+                .original_request_uri_with_args
+                .split_once('?')
+                .map(|(_, q)| q.to_string())
+                .unwrap_or_default();
+            let text = String::from_utf8_lossy(head);
+            let field = |name: &str| -> String {
+                text.lines()
+                    .skip(1)
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.trim()
+                            .eq_ignore_ascii_case(name)
+                            .then(|| v.trim().chars().take(256).collect())
+                    })
+                    .unwrap_or_default()
+            };
+            p.original_host = field("host");
+            p.host = p.original_host.clone();
+            p.user_agent = field("user-agent");
             p.content_type = "text/html; charset=utf-8".into();
         }
         let page = builtin_page(info, &txid);

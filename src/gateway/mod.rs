@@ -10,17 +10,21 @@ pub mod body;
 pub mod failure;
 pub mod guard;
 pub mod headers;
+pub mod health;
 pub mod listener;
 pub mod pool;
+pub mod probe;
 pub mod proxy;
 pub mod routing;
 pub mod tls;
 pub mod upstream;
 
-use crate::config::{parse_backend_address, Config, Protocol, RuleType};
+use crate::config::{parse_backend_address, parse_status_range, Config, Protocol, RuleType};
 use crate::registry::AppRegistry;
+use health::HealthRegistry;
 use http::HeaderValue;
 use pool::{Backend, HostRewrite, Pool, PoolSource, Settings};
+use probe::{ProbeHost, ProbeSpec};
 use routing::{ListenerInfo, ListenerRoute, PathMap, RuleTarget};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -39,8 +43,10 @@ pub struct PortRoutes {
 pub struct Snapshot {
     /// Bound address → its routes.
     pub ports: HashMap<SocketAddr, PortRoutes>,
-    /// Pools by name (shared by rules and, later, probes).
+    /// Pools by name.
     pub pools: HashMap<String, Arc<Pool>>,
+    /// Every (pool, settings) pair a rule uses: what probes check.
+    pub backends: Vec<Arc<Backend>>,
     /// `properties.instanceId`.
     pub instance_id: Arc<str>,
 }
@@ -51,6 +57,7 @@ impl Snapshot {
         Snapshot {
             ports: HashMap::new(),
             pools: HashMap::new(),
+            backends: Vec::new(),
             instance_id: instance_id.into(),
         }
     }
@@ -62,6 +69,7 @@ impl Snapshot {
 pub async fn build_snapshot(
     config: &Config,
     registry: &AppRegistry,
+    health: &HealthRegistry,
     previous: Option<&Snapshot>,
     instance_id: &str,
 ) -> Result<Snapshot, Vec<String>> {
@@ -117,9 +125,21 @@ pub async fn build_snapshot(
                     .then(|| s.affinity_cookie_name.as_str().into()),
                 host,
                 path_override: s.path.as_deref().map(Into::into),
+                drain_timeout: s
+                    .connection_draining
+                    .as_ref()
+                    .filter(|d| d.enabled)
+                    .map(|d| d.drain_timeout.get()),
+                outlier_consecutive_errors: s.outlier_consecutive_errors,
+                retry_idempotent_on_reset: s.retry_idempotent_on_reset,
             }),
         );
     }
+    let settings_cfg: HashMap<&str, &crate::config::BackendHttpSettingsConfig> = config
+        .backend_http_settings
+        .iter()
+        .map(|s| (s.name.as_str(), s))
+        .collect();
 
     let mut pools: HashMap<String, Arc<Pool>> = HashMap::new();
     for p in &config.backend_pools {
@@ -147,11 +167,33 @@ pub async fn build_snapshot(
         pools.insert(p.name.clone(), pool);
     }
 
-    let backend = |pool: &str, set: &str| -> Option<Arc<Backend>> {
-        Some(Arc::new(Backend {
-            pool: pools.get(pool)?.clone(),
-            settings: settings.get(set)?.clone(),
-        }))
+    // One Backend per (pool, settings) pair, with its probe.
+    let mut backends: HashMap<(String, String), Arc<Backend>> = HashMap::new();
+    let mut probe_errors = Vec::new();
+    let mut backend = |pool: &str, set: &str| -> Option<Arc<Backend>> {
+        let key = (pool.to_string(), set.to_string());
+        if let Some(b) = backends.get(&key) {
+            return Some(b.clone());
+        }
+        let p = pools.get(pool)?.clone();
+        let st = settings.get(set)?.clone();
+        let cfg = settings_cfg.get(set)?;
+        let app_path = config
+            .backend_pools
+            .iter()
+            .find(|bp| bp.name == pool)
+            .and_then(|bp| bp.app.as_ref())
+            .and_then(|a| config.apps.iter().find(|x| &x.name == a))
+            .map(|a| a.health_check_path.clone());
+        let spec = probe_spec(config, cfg, &st, app_path, &mut probe_errors);
+        let b = Arc::new(Backend {
+            pool: p,
+            settings: st,
+            probe: Arc::new(spec),
+            health: health.backend(pool, set),
+        });
+        backends.insert(key, b.clone());
+        Some(b)
     };
 
     // Listeners and their rules, grouped by bound address.
@@ -287,13 +329,91 @@ pub async fn build_snapshot(
         ports.insert(addr, PortRoutes { tls, routes });
     }
 
+    errors.append(&mut probe_errors);
+    let mut backends: Vec<Arc<Backend>> = backends.into_values().collect();
+    backends
+        .sort_by(|a, b| (&a.pool.name, &a.settings.name).cmp(&(&b.pool.name, &b.settings.name)));
     if errors.is_empty() {
         Ok(Snapshot {
             ports,
             pools,
+            backends,
             instance_id: instance_id.into(),
         })
     } else {
         Err(errors)
+    }
+}
+
+/// The probe of one (pool, settings) pair: the custom probe the settings name,
+/// else Azure's default probe (`<protocol>://127.0.0.1:<port>/`, 30 s, 30 s, 3),
+/// whose path for an app pool is the app's `health_check_path`.
+fn probe_spec(
+    config: &Config,
+    settings_cfg: &crate::config::BackendHttpSettingsConfig,
+    settings: &Settings,
+    app_health_path: Option<String>,
+    errors: &mut Vec<String>,
+) -> ProbeSpec {
+    let custom = settings_cfg
+        .probe
+        .as_ref()
+        .and_then(|n| config.probes.iter().find(|p| &p.name == n));
+    let Some(p) = custom else {
+        return ProbeSpec {
+            name: "default".into(),
+            tls: settings.tls.clone(),
+            host: ProbeHost::Fixed("127.0.0.1".into()),
+            port: None,
+            path: app_health_path.unwrap_or_else(|| "/".into()),
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(30),
+            unhealthy_threshold: 3,
+            healthy_threshold: 1,
+            min_servers: 0,
+            status_ranges: vec![(200, 399)],
+            body: None,
+        };
+    };
+    let https = match p.protocol {
+        Some(proto) => proto == Protocol::Https,
+        None => settings.tls.is_some(),
+    };
+    let tls = if https {
+        settings
+            .tls
+            .clone()
+            .or_else(|| match tls::client_config(&[]) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    errors.push(format!("probe {}: {e}", p.name));
+                    None
+                }
+            })
+    } else {
+        None
+    };
+    ProbeSpec {
+        name: p.name.clone(),
+        tls,
+        host: if p.pick_host_name_from_backend_http_settings {
+            ProbeHost::FromSettings
+        } else {
+            ProbeHost::Fixed(p.host.clone().unwrap_or_else(|| "127.0.0.1".into()))
+        },
+        port: p.port.and_then(|x| u16::try_from(x).ok()),
+        path: p.path.clone(),
+        interval: p.interval.get(),
+        timeout: p.timeout.get(),
+        unhealthy_threshold: p.unhealthy_threshold,
+        healthy_threshold: p.healthy_threshold,
+        min_servers: p.min_servers,
+        status_ranges: p
+            .match_
+            .status_codes
+            .iter()
+            .filter_map(|c| parse_status_range(c).ok())
+            .collect(),
+        body: p.match_.body.clone(),
     }
 }

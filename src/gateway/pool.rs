@@ -16,6 +16,8 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::failure::ErrorInfo;
+use super::health::{self, BackendHealth, Health, ServerHealth};
+use super::probe::ProbeSpec;
 
 /// How often FQDN addresses are resolved again.
 pub const DNS_REFRESH: Duration = Duration::from_secs(30);
@@ -52,6 +54,12 @@ pub struct Settings {
     pub host: HostRewrite,
     /// Path override prefix.
     pub path_override: Option<Arc<str>>,
+    /// `connection_draining.drain_timeout` when draining is enabled.
+    pub drain_timeout: Option<Duration>,
+    /// Eject a server after this many 5xx answers or timeouts in a row (0 = off).
+    pub outlier_consecutive_errors: u32,
+    /// Retry idempotent bodiless requests once elsewhere after a reset.
+    pub retry_idempotent_on_reset: bool,
 }
 
 /// One server address of a pool, before the settings give it a port.
@@ -100,12 +108,6 @@ pub struct Pool {
     pub source: PoolSource,
     /// Round-robin cursor.
     rr: AtomicUsize,
-}
-
-/// The servers a request may use, in the order to try them.
-pub struct Candidates {
-    /// Servers, rotated so the first is the round-robin (or affinity) choice.
-    pub servers: Vec<ServerAddr>,
 }
 
 impl Pool {
@@ -160,36 +162,43 @@ impl Pool {
         }
     }
 
-    /// The servers to try for one request, first choice first; `prefer` (an
-    /// affinity key) moves its server to the front. Err: why there is none
-    /// (app stopped / unavailable, or an empty pool → `UPSTREAM_NO_LIVE`).
-    pub fn candidates(
-        &self,
-        settings: &Settings,
-        prefer: Option<&str>,
-    ) -> Result<Candidates, ErrorInfo> {
-        let mut servers = self.servers();
-        if servers.is_empty() {
-            return Err(match &self.source {
-                PoolSource::App { slot, .. } => match slot.load().state {
-                    AppState::Stopped => ErrorInfo::AppStopped,
-                    _ => ErrorInfo::AppUnavailable,
-                },
-                PoolSource::Static { .. } => ErrorInfo::UpstreamNoLive,
-            });
-        }
-        let n = servers.len();
-        let mut start = self.rr.fetch_add(1, Ordering::Relaxed) % n;
-        if let Some(key) = prefer {
-            if let Some(i) = servers
-                .iter()
-                .position(|s| affinity_key(s.socket(settings)) == key)
-            {
-                start = i;
+    /// True for an app pool.
+    pub fn is_app(&self) -> bool {
+        matches!(self.source, PoolSource::App { .. })
+    }
+
+    /// FQDNs of the pool without any resolved address.
+    pub fn unresolved(&self) -> Vec<String> {
+        match &self.source {
+            PoolSource::Static {
+                addresses,
+                resolved,
+            } => {
+                let r = resolved.load();
+                addresses
+                    .iter()
+                    .filter_map(|a| match &a.host {
+                        BackendHost::Fqdn(n) if !r.iter().any(|s| &*s.name == n.as_str()) => {
+                            Some(n.clone())
+                        }
+                        _ => None,
+                    })
+                    .collect()
             }
+            PoolSource::App { .. } => Vec::new(),
         }
-        servers.rotate_left(start);
-        Ok(Candidates { servers })
+    }
+
+    /// Why a pool without usable servers cannot serve: app stopped/unavailable,
+    /// else `UPSTREAM_NO_LIVE`.
+    fn none_reason(&self, had_servers: bool) -> ErrorInfo {
+        match &self.source {
+            PoolSource::App { slot, .. } if !had_servers => match slot.load().state {
+                AppState::Stopped => ErrorInfo::AppStopped,
+                _ => ErrorInfo::AppUnavailable,
+            },
+            _ => ErrorInfo::UpstreamNoLive,
+        }
     }
 }
 
@@ -204,13 +213,75 @@ pub fn affinity_key(addr: SocketAddr) -> String {
     format!("{h:016x}")
 }
 
-/// A (pool, settings) pair: what a rule routes to.
+/// A (pool, settings) pair: what a rule routes to and what a probe checks.
 #[derive(Debug)]
 pub struct Backend {
     /// The pool.
     pub pool: Arc<Pool>,
     /// The settings.
     pub settings: Arc<Settings>,
+    /// Its probe (custom or default).
+    pub probe: Arc<ProbeSpec>,
+    /// Health of its servers (survives reloads).
+    pub health: Arc<BackendHealth>,
+}
+
+/// One server a request may try.
+pub struct Candidate {
+    /// The server.
+    pub server: ServerAddr,
+    /// Its socket address under the settings.
+    pub addr: SocketAddr,
+    /// Its health entry (None until the prober registered it).
+    pub health: Option<Arc<ServerHealth>>,
+}
+
+impl Backend {
+    /// The servers to try for one request, first choice first: the usable ones
+    /// ([`health::usable`]) rotated round-robin, the `prefer`red one (an
+    /// affinity key) first when usable. Err: why there is none (app stopped or
+    /// unavailable; else `UPSTREAM_NO_LIVE`: empty pool or every server Unhealthy).
+    pub fn candidates(&self, prefer: Option<&str>) -> Result<Vec<Candidate>, ErrorInfo> {
+        let servers = self.pool.servers();
+        let all: Vec<Candidate> = servers
+            .into_iter()
+            .map(|server| {
+                let addr = server.socket(&self.settings);
+                Candidate {
+                    health: self.health.get(&addr),
+                    server,
+                    addr,
+                }
+            })
+            .collect();
+        let states: Vec<Health> = all
+            .iter()
+            .map(|c| {
+                c.health
+                    .as_ref()
+                    .map(|h| h.health())
+                    .unwrap_or(Health::Unknown)
+            })
+            .collect();
+        let usable = health::usable(&states, self.probe.min_servers as usize);
+        if usable.is_empty() {
+            return Err(self.pool.none_reason(!all.is_empty()));
+        }
+        let n = usable.len();
+        let mut start = self.pool.rr.fetch_add(1, Ordering::Relaxed) % n;
+        if let Some(key) = prefer {
+            if let Some(i) = usable
+                .iter()
+                .position(|&i| affinity_key(all[i].addr) == key)
+            {
+                start = i;
+            }
+        }
+        let mut slots: Vec<Option<Candidate>> = all.into_iter().map(Some).collect();
+        let mut order: Vec<usize> = usable;
+        order.rotate_left(start);
+        Ok(order.into_iter().filter_map(|i| slots[i].take()).collect())
+    }
 }
 
 /// Resolves `addresses`: IPs as they are, FQDNs through the system resolver.

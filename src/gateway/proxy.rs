@@ -12,7 +12,9 @@ use super::body::{Inner, PendingRecord, ResponseBody};
 use super::failure::{builtin_page, custom_page, ErrorInfo};
 use super::guard::{ConnShared, Rejection};
 use super::headers::{self, X_TRANSACTION_ID};
-use super::pool::{affinity_key, HostRewrite, ServerAddr};
+use super::health::ServerHealth;
+use super::pool::{affinity_key, Backend, Candidate, HostRewrite, ServerAddr};
+use super::probe::Prober;
 use super::routing::{backend_path, match_listener, ListenerInfo};
 use super::upstream::{Conn, ConnKey, ConnectError, ReqBody, Upstream};
 use super::Snapshot;
@@ -33,7 +35,9 @@ use std::time::{Instant, SystemTime};
 /// and the access log.
 pub struct Gateway {
     /// Current route tables; replaced whole on reload.
-    pub snapshot: ArcSwap<Snapshot>,
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    /// The activity log (passive-health ejections go there).
+    pub events: Arc<crate::events::EventLog>,
     /// Backend connections.
     pub upstream: Arc<Upstream>,
     /// Access log.
@@ -132,7 +136,17 @@ pub async fn handle(
             return Ok(error_response(pending, rej.info, &txid, None));
         }
     }
-    Ok(proxy(&conn, &snapshot, req, pending, &txid).await)
+    // The guard stops checking a connection once a request asks for an upgrade
+    // (or is a CONNECT): unless the answer really is 101, close the connection so
+    // no further request can ride on it unchecked.
+    let asked_upgrade = conn.guard.is_some()
+        && (req.method() == Method::CONNECT || req.headers().contains_key(header::UPGRADE));
+    let mut resp = proxy(&conn, &snapshot, req, pending, &txid).await;
+    if asked_upgrade && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(resp)
 }
 
 fn fill_from_rejection(p: &mut Properties, rej: &Rejection) {
@@ -219,12 +233,18 @@ async fn proxy(
 ) -> Response<ResponseBody> {
     let version = req.version();
     let method = req.method().clone();
+    // RFC 9112 §3.2.2: the authority of an absolute-form target (and HTTP/2's
+    // :authority) wins over the Host header.
     let client_host: Option<String> = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.as_str().to_string()));
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        });
     {
         let p = &mut pending.record.properties;
         p.http_method = method.as_str().to_string();
@@ -294,7 +314,8 @@ async fn route_and_forward(
     let Some(lr) = match_listener(&port.routes, &host_name) else {
         return error_response(pending, ErrorInfo::InvalidHost, txid, None);
     };
-    let route = lr.route(req.uri().path());
+    let clean_path = remove_dot_segments(req.uri().path());
+    let route = lr.route(&clean_path);
     let listener = route.listener;
     let backend = route.backend;
     let settings = &backend.settings;
@@ -308,14 +329,14 @@ async fn route_and_forward(
     let prefer = cookie_name
         .and_then(|n| headers::cookie(req.headers(), n))
         .map(str::to_string);
-    let candidates = match backend.pool.candidates(settings, prefer.as_deref()) {
+    let candidates = match backend.candidates(prefer.as_deref()) {
         Ok(c) => c,
         Err(info) => return error_response(pending, info, txid, Some(listener)),
     };
 
     // The request for the backend.
     let path = backend_path(
-        req.uri().path(),
+        &clean_path,
         route.matched_prefix_len,
         settings.path_override.as_deref(),
     );
@@ -368,13 +389,15 @@ async fn route_and_forward(
     };
     let replayable = !has_body && is_idempotent(&parts.method);
 
-    let mut attempts: Vec<Attempt> = Vec::new();
     let mut body = Some(body);
     let mut last_failure = ErrorInfo::UpstreamNoLive;
+    let mut retried_elsewhere = false;
     let upstream = &conn.gateway.upstream;
 
-    for server in candidates.servers.iter() {
-        let addr = server.socket(settings);
+    for cand in candidates.iter() {
+        let server = &cand.server;
+        let addr = cand.addr;
+        let _in_flight = cand.health.as_ref().map(|h| InFlight::new(h.clone()));
         let host_value = match &settings.host {
             HostRewrite::Client => HeaderValue::from_str(&client_host).ok(),
             HostRewrite::Fixed(v) => Some(v.clone()),
@@ -408,15 +431,27 @@ async fn route_and_forward(
                     Ok(c) => c,
                     Err(e) => {
                         tracing::debug!(server = %addr, error = %e, "connect failed");
-                        attempts.push(Attempt {
-                            server: addr.to_string(),
-                            error_info: ErrorInfo::UpstreamNoLive.as_str().into(),
-                            server_status: "-".into(),
-                        });
-                        last_failure = match e {
-                            ConnectError::Tls(_) => ErrorInfo::UpstreamNoLive,
-                            _ => ErrorInfo::UpstreamNoLive,
-                        };
+                        if matches!(e, ConnectError::Refused) {
+                            eject(
+                                conn,
+                                backend,
+                                cand,
+                                format!(
+                                    "ejected after a refused connection to {addr} at {}",
+                                    humantime::format_rfc3339_seconds(SystemTime::now())
+                                ),
+                            );
+                        }
+                        add_attempt(
+                            &mut pending.record.properties,
+                            Attempt {
+                                server: addr.to_string(),
+                                error_info: ErrorInfo::UpstreamNoLive.as_str().into(),
+                                server_status: "-".into(),
+                            },
+                        );
+                        // TLS failures count as connect failures: nothing was sent.
+                        last_failure = ErrorInfo::UpstreamNoLive;
                         break; // next server
                     }
                 },
@@ -454,15 +489,18 @@ async fn route_and_forward(
                 Ok(Ok(mut resp)) => {
                     let latency = sent_at.elapsed();
                     let status = resp.status();
-                    attempts.push(Attempt {
-                        server: addr.to_string(),
-                        error_info: ErrorInfo::NoError.as_str().into(),
-                        server_status: status.as_u16().to_string(),
-                    });
+                    outlier(conn, backend, cand, status.is_server_error());
+                    add_attempt(
+                        p,
+                        Attempt {
+                            server: addr.to_string(),
+                            error_info: ErrorInfo::NoError.as_str().into(),
+                            server_status: status.as_u16().to_string(),
+                        },
+                    );
                     p.server_status = status.as_u16().to_string();
                     p.server_response_latency = secs_string(latency);
                     p.server_header_time = Some(secs_string(since_arrival));
-                    p.attempts = Some(attempts);
                     p.http_status = status.as_u16();
                     p.content_type = resp
                         .headers()
@@ -528,13 +566,29 @@ async fn route_and_forward(
                     }
                     let err = e.into_error();
                     tracing::debug!(server = %addr, error = %err, reused = c.reused, "backend failed before response headers");
-                    attempts.push(Attempt {
-                        server: addr.to_string(),
-                        error_info: ErrorInfo::UpstreamClosedConnection.as_str().into(),
-                        server_status: "-".into(),
-                    });
+                    if is_reset(&err) && !c.reused {
+                        eject(
+                            conn,
+                            backend,
+                            cand,
+                            format!(
+                                "ejected after {addr} reset the connection at {}",
+                                humantime::format_rfc3339_seconds(SystemTime::now())
+                            ),
+                        );
+                    }
+                    add_attempt(
+                        p,
+                        Attempt {
+                            server: addr.to_string(),
+                            error_info: ErrorInfo::UpstreamClosedConnection.as_str().into(),
+                            server_status: "-".into(),
+                        },
+                    );
                     last_failure = ErrorInfo::UpstreamClosedConnection;
-                    if let Some(h) = replay_headers {
+                    // A server that left its pool (its connections were cut) gets no replay.
+                    let retired = cand.health.as_ref().is_some_and(|h| h.is_retired());
+                    if let Some(h) = replay_headers.filter(|_| !retired) {
                         // The keep-alive race: retry once on a fresh connection.
                         replayed = true;
                         fresh_only = true;
@@ -542,22 +596,26 @@ async fn route_and_forward(
                         headers_now = h;
                         continue;
                     }
-                    return fail(pending, attempts, last_failure, txid, listener);
+                    if replayable && settings.retry_idempotent_on_reset && !retried_elsewhere {
+                        // Opt-in: the server died under the request; try another once.
+                        retried_elsewhere = true;
+                        body = Some(ReqBody::Empty);
+                        break;
+                    }
+                    return fail(pending, last_failure, txid, listener);
                 }
                 Err(_elapsed) => {
-                    attempts.push(Attempt {
-                        server: addr.to_string(),
-                        error_info: ErrorInfo::UpstreamTimedOut.as_str().into(),
-                        server_status: "-".into(),
-                    });
-                    p.server_response_latency = secs_string(sent_at.elapsed());
-                    return fail(
-                        pending,
-                        attempts,
-                        ErrorInfo::UpstreamTimedOut,
-                        txid,
-                        listener,
+                    outlier(conn, backend, cand, true);
+                    add_attempt(
+                        p,
+                        Attempt {
+                            server: addr.to_string(),
+                            error_info: ErrorInfo::UpstreamTimedOut.as_str().into(),
+                            server_status: "-".into(),
+                        },
                     );
+                    p.server_response_latency = secs_string(sent_at.elapsed());
+                    return fail(pending, ErrorInfo::UpstreamTimedOut, txid, listener);
                 }
             }
         }
@@ -565,18 +623,22 @@ async fn route_and_forward(
             break;
         }
     }
-    fail(pending, attempts, last_failure, txid, listener)
+    fail(pending, last_failure, txid, listener)
 }
 
 fn fail(
-    mut pending: PendingRecord,
-    attempts: Vec<Attempt>,
+    pending: PendingRecord,
     info: ErrorInfo,
     txid: &str,
     listener: &ListenerInfo,
 ) -> Response<ResponseBody> {
-    pending.record.properties.attempts = Some(attempts);
     error_response(pending, info, txid, Some(listener))
+}
+
+/// Records one backend attempt in the request's record as it happens, so even
+/// a 499 record lists every server tried.
+fn add_attempt(p: &mut Properties, a: Attempt) {
+    p.attempts.get_or_insert_with(Vec::new).push(a);
 }
 
 fn add_txid(h: &mut HeaderMap, txid: &str) {
@@ -634,7 +696,119 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, backend: hyper::upgrade::OnUp
     let _ = tokio::io::copy_bidirectional(&mut c, &mut b).await;
 }
 
+/// RFC 3986 §5.2.4 "remove_dot_segments" for a request path, so that
+/// `/images/../admin` is routed (and forwarded) as `/admin`. Paths without a
+/// `/.` are returned unchanged and unallocated.
+pub fn remove_dot_segments(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.contains("/.") {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    let mut trailing_slash = false;
+    for (i, seg) in segments.iter().enumerate() {
+        match *seg {
+            "." => trailing_slash = i == last,
+            ".." => {
+                out.pop();
+                trailing_slash = i == last;
+            }
+            s => {
+                out.push(s);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut p = String::with_capacity(path.len());
+    for s in &out {
+        p.push('/');
+        p.push_str(s);
+    }
+    if trailing_slash || p.is_empty() {
+        p.push('/');
+    }
+    std::borrow::Cow::Owned(p)
+}
+
+/// Counts a request as in flight on a server until dropped (draining waits for 0).
+pub struct InFlight(Arc<ServerHealth>);
+
+impl InFlight {
+    fn new(h: Arc<ServerHealth>) -> InFlight {
+        h.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        InFlight(h)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Passive health: marks the candidate Unhealthy now and logs the transition.
+fn eject(conn: &ConnInfo, backend: &Backend, cand: &Candidate, details: String) {
+    if let Some(h) = &cand.health {
+        if let Some(t) = h.eject(details) {
+            Prober::log_transition(&conn.gateway.events, &backend.health, cand.addr, &t);
+        }
+    }
+}
+
+/// Outlier detection: `error` = a 5xx answer or a timeout.
+fn outlier(conn: &ConnInfo, backend: &Backend, cand: &Candidate, error: bool) {
+    let limit = backend.settings.outlier_consecutive_errors;
+    let Some(h) = cand.health.as_ref().filter(|_| limit > 0) else {
+        return;
+    };
+    if !error {
+        h.count_success();
+    } else if h.count_error(limit) {
+        eject(
+            conn,
+            backend,
+            cand,
+            format!(
+                "ejected after {limit} consecutive 5xx answers or timeouts at {}",
+                humantime::format_rfc3339_seconds(SystemTime::now())
+            ),
+        );
+    }
+}
+
+/// True when the error was a TCP reset by the peer.
+fn is_reset(err: &hyper::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(e) = src {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionReset;
+        }
+        src = e.source();
+    }
+    false
+}
+
 /// Body bytes of a gateway-made response.
 pub fn full(b: impl Into<Bytes>) -> ResponseBody {
     ResponseBody::plain(Inner::Full(Some(b.into())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remove_dot_segments as r;
+
+    #[test]
+    fn dot_segments() {
+        assert_eq!(r("/a/b"), "/a/b");
+        assert_eq!(r("/images/../admin"), "/admin");
+        assert_eq!(r("/a/./b/"), "/a/b/");
+        assert_eq!(r("/a/b/.."), "/a/");
+        assert_eq!(r("/../../x"), "/x");
+        assert_eq!(r("/."), "/");
+        assert_eq!(r("/.well-known/x"), "/.well-known/x");
+    }
 }

@@ -121,6 +121,9 @@ pub enum ConnectError {
 #[derive(Default)]
 pub struct Upstream {
     idle: Mutex<HashMap<ConnKey, Vec<Idle>>>,
+    /// Connection tasks per backend address, to cut them when a server is removed.
+    live: Mutex<HashMap<SocketAddr, HashMap<u64, tokio::task::AbortHandle>>>,
+    next_id: std::sync::atomic::AtomicU64,
 }
 
 impl Upstream {
@@ -171,7 +174,7 @@ impl Upstream {
 
     /// Opens a new connection to `key` within `timeout` (TCP and TLS together).
     pub async fn connect(
-        &self,
+        self: &Arc<Self>,
         key: &ConnKey,
         tls: Option<&Arc<rustls::ClientConfig>>,
         timeout: Duration,
@@ -194,9 +197,9 @@ impl Upstream {
                         .connect(server_name, tcp)
                         .await
                         .map_err(|e| ConnectError::Tls(e.to_string()))?;
-                    handshake(tls).await?
+                    self.handshake(key.addr, tls).await?
                 }
-                _ => handshake(tcp).await?,
+                _ => self.handshake(key.addr, tcp).await?,
             };
             Ok(Conn {
                 tx,
@@ -211,7 +214,7 @@ impl Upstream {
         }
     }
 
-    /// Closes idle connections older than [`UPSTREAM_IDLE_TIMEOUT`], once a second,
+    /// Closes idle connections older than [`UPSTREAM_IDLE_TIMEOUT`], every 500 ms,
     /// for as long as the pool lives.
     pub fn spawn_reaper(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
@@ -242,16 +245,53 @@ impl Upstream {
     }
 }
 
-async fn handshake<I>(io: I) -> Result<SendRequest<ReqBody>, ConnectError>
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (tx, conn) = hyper::client::conn::http1::Builder::new()
-        .handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| ConnectError::Io(io::Error::other(e)))?;
-    tokio::spawn(async move {
-        let _ = conn.with_upgrades().await;
-    });
-    Ok(tx)
+impl Upstream {
+    async fn handshake<I>(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        io: I,
+    ) -> Result<SendRequest<ReqBody>, ConnectError>
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (tx, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| ConnectError::Io(io::Error::other(e)))?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let weak = Arc::downgrade(self);
+        let task = tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+            if let Some(up) = weak.upgrade() {
+                if let Ok(mut live) = up.live.lock() {
+                    if let Some(m) = live.get_mut(&addr) {
+                        m.remove(&id);
+                        if m.is_empty() {
+                            live.remove(&addr);
+                        }
+                    }
+                }
+            }
+        });
+        if let Ok(mut live) = self.live.lock() {
+            live.entry(addr)
+                .or_default()
+                .insert(id, task.abort_handle());
+        }
+        tracing::debug!(server = %addr, id, "backend connection opened");
+        Ok(tx)
+    }
+
+    /// Closes every connection to `addr`, idle or busy (a server left the pool).
+    /// Requests still on them fail.
+    pub fn close_server(&self, addr: SocketAddr) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.retain(|k, _| k.addr != addr);
+        }
+        let tasks = self.live.lock().ok().and_then(|mut l| l.remove(&addr));
+        tracing::debug!(server = %addr, connections = tasks.as_ref().map(|t| t.len()).unwrap_or(0), "closing every connection");
+        for (_, t) in tasks.into_iter().flatten() {
+            t.abort();
+        }
+    }
 }

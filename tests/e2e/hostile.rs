@@ -2,7 +2,6 @@
 //! `error_info`, the connection is closed, and nothing reaches the backend.
 
 use crate::support::*;
-use std::sync::atomic::Ordering;
 
 const CASES: &[(&str, &[u8], u16, &str)] = &[
     ("CL+TE", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "ERRORINFO_INVALID_REQUEST"),
@@ -52,9 +51,9 @@ async fn every_malformed_request_is_refused_and_never_forwarded() {
         assert_eq!(rec["properties"]["serverRouted"], "-", "{name}");
     }
     assert_eq!(
-        backend.accepted.load(Ordering::SeqCst),
-        0,
-        "nothing may reach the backend"
+        backend.requests(),
+        Vec::<String>::new(),
+        "nothing but probes may reach the backend"
     );
 }
 
@@ -81,7 +80,7 @@ async fn oversized_head_is_431_and_overlong_uri_is_414() {
         rec["properties"]["error_info"],
         "ERRORINFO_REQUEST_URI_INVALID"
     );
-    assert_eq!(backend.accepted.load(Ordering::SeqCst), 0);
+    assert_eq!(backend.requests(), Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,4 +105,34 @@ async fn a_smuggled_second_request_never_reaches_the_backend() {
         .records()
         .iter()
         .all(|r| r["properties"]["serverStatus"] != "418"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_rides_unchecked_after_a_refused_upgrade_or_connect() {
+    let app = DemoApp::start();
+    let empty = free_port();
+    let port = free_port();
+    let config = format!(
+        "{}\n{}",
+        basic_config(port, &[app.addr.to_string()], ""),
+        basic_config(empty, &[], "")
+            .replace("\"web\"", "\"web2\"")
+            .replace("\"pool\"", "\"pool2\"")
+            .replace("\"settings\"", "\"s2\"")
+            .replace("\"rule\"", "\"rule2\"")
+            .replace("priority = 10", "priority = 20"),
+    );
+    let _gw = Gateway::start("upgrade-bypass", &config);
+    let smuggle = "POST /status/201 HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    for (port, first) in [
+        (port, "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n".to_string()),
+        (port, "TRACE / HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\n\r\n".to_string()),
+        (empty, "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n".to_string()),
+        (port, "GET /status/200 HTTP/1.0\r\nHost: a\r\nUpgrade: x\r\nConnection: keep-alive, Upgrade\r\n\r\n".to_string()),
+    ] {
+        let (text, closed) = raw_exchange(local(port), format!("{first}{smuggle}").as_bytes());
+        assert!(closed, "{first:?}: connection must close: {text}");
+        assert_eq!(text.matches("HTTP/1.").count(), 1, "{first:?}: exactly one answer: {text}");
+        assert!(!text.contains("201 Created"), "{first:?}: {text}");
+    }
 }

@@ -89,8 +89,10 @@ async fn built_in_default_serves_demo_app_and_stops_cleanly() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().contains("demo-app instance demo-"), "{}", r.text());
     // The instance ports, from the two answers.
+    // Both instances take traffic once their first probe passed.
     let mut ports = std::collections::HashSet::new();
-    for _ in 0..4 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ports.len() < 2 && Instant::now() < deadline {
         let t = get(local(8080), "/").await.text();
         if let Some(p) = t
             .trim()
@@ -100,6 +102,7 @@ async fn built_in_default_serves_demo_app_and_stops_cleanly() {
         {
             ports.insert(p);
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(ports.len(), 2, "two instances behind the listener");
     // A generated console token, readable only by its owner.

@@ -5,6 +5,7 @@ mod support;
 
 mod accesslog;
 mod failures;
+mod health;
 mod hostile;
 mod lifecycle;
 mod routing;

@@ -13,6 +13,7 @@ use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -307,26 +308,29 @@ pub enum Raw {
     Garbage,
 }
 
-/// A raw TCP backend on a free port, counting accepted connections.
+/// A raw TCP backend on a free port; records the first bytes of every connection.
 pub struct RawServer {
     pub addr: SocketAddr,
-    pub accepted: Arc<AtomicUsize>,
+    pub received: Arc<Mutex<Vec<String>>>,
 }
 
 impl RawServer {
     pub fn start(kind: Raw) -> RawServer {
         let l = StdListener::bind("127.0.0.1:0").expect("bind");
         let addr = l.local_addr().expect("addr");
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let log = received.clone();
         std::thread::spawn(move || {
             for s in l.incoming() {
                 let Ok(mut s) = s else { continue };
-                count.fetch_add(1, Ordering::SeqCst);
+                let log = log.clone();
                 std::thread::spawn(move || {
                     let mut buf = [0u8; 4096];
                     let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
-                    let _ = s.read(&mut buf);
+                    let n = s.read(&mut buf).unwrap_or(0);
+                    log.lock()
+                        .expect("lock")
+                        .push(String::from_utf8_lossy(&buf[..n]).into_owned());
                     match kind {
                         Raw::Hang => std::thread::sleep(Duration::from_secs(60)),
                         Raw::Close => {}
@@ -338,7 +342,18 @@ impl RawServer {
                 });
             }
         });
-        RawServer { addr, accepted }
+        RawServer { addr, received }
+    }
+
+    /// What reached the backend other than health probes.
+    pub fn requests(&self) -> Vec<String> {
+        self.received
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|r| !r.contains("User-Agent: portcullis-probe"))
+            .cloned()
+            .collect()
     }
 }
 
@@ -561,4 +576,157 @@ backend_http_settings = "settings"
 /// `127.0.0.1:port` as a socket address.
 pub fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// `GET /api/backend-health` of a gateway started by [`Gateway::start`].
+pub async fn backend_health(gw: &Gateway) -> Value {
+    let r = request(
+        gw.console,
+        "GET",
+        "/api/backend-health",
+        &[("authorization", "Bearer test-token")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    serde_json::from_slice(&r.body).expect("json")
+}
+
+/// The health entry of `server` (an `IP:port` or name) in pool `pool`.
+pub async fn server_health(gw: &Gateway, pool: &str, server: &str) -> Option<Value> {
+    let h = backend_health(gw).await;
+    h["pools"].as_array()?.iter().find(|p| p["name"] == pool)?["settings"]
+        .as_array()?
+        .iter()
+        .flat_map(|s| s["servers"].as_array().cloned().unwrap_or_default())
+        .find(|s| s["address"] == server)
+}
+
+/// Polls until `server`'s health is `want` (up to `secs`), returning its entry.
+pub async fn wait_health(gw: &Gateway, pool: &str, server: &str, want: &str, secs: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(s) = server_health(gw, pool, server).await {
+            if s["health"] == want {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{server} never became {want}: {s}"
+            );
+        } else {
+            assert!(
+                Instant::now() < deadline,
+                "{server} not in backend health: {}",
+                backend_health(gw).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The activity log of a gateway.
+pub async fn events(gw: &Gateway) -> Vec<Value> {
+    let r = request(
+        gw.console,
+        "GET",
+        "/api/events",
+        &[("authorization", "Bearer test-token")],
+        Bytes::new(),
+    )
+    .await;
+    serde_json::from_slice::<Value>(&r.body)
+        .expect("json")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A python3 backend that answers 200 `ok` and appends `METHOD TARGET HOST` of
+/// every request to `log`.
+pub struct Recorder {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Recorder {
+    pub fn start(dir: &Path) -> Recorder {
+        let port = free_port();
+        let log = dir.join(format!("recorder-{port}.log"));
+        let script = format!(
+            "import http.server\n\
+             class H(http.server.BaseHTTPRequestHandler):\n\
+             \x20   def do_GET(self):\n\
+             \x20       open('{log}', 'a').write(f\"{{self.command}} {{self.path}} {{self.headers.get('Host')}}\\n\")\n\
+             \x20       self.send_response(200); self.send_header('Content-Length', '2'); self.end_headers(); self.wfile.write(b'ok')\n\
+             \x20   def log_message(self, *a): pass\n\
+             http.server.HTTPServer(('127.0.0.1', {port}), H).serve_forever()\n",
+            log = log.display()
+        );
+        let child = Command::new("python3")
+            .args(["-c", &script])
+            .spawn()
+            .expect("python3");
+        let addr = local(port);
+        wait_port(addr);
+        Recorder { child, addr, log }
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends SIGKILL/SIGSTOP/SIGCONT to a process.
+pub fn kill(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status();
+}
+
+/// `clients` keep-alive clients sending `GET path` to `addr` for `run`; calls
+/// `during` once after `after`. Returns every status seen with its transaction id.
+pub async fn load<F: FnOnce()>(
+    addr: SocketAddr,
+    path: &'static str,
+    clients: usize,
+    run: Duration,
+    after: Duration,
+    during: F,
+) -> Vec<(u16, String)> {
+    let stop_at = Instant::now() + run;
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        tasks.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut tx = connect(addr).await;
+            while Instant::now() < stop_at {
+                if tx.ready().await.is_err() {
+                    tx = connect(addr).await;
+                }
+                let r = send(&mut tx, addr, "GET", path, &[], Bytes::new()).await;
+                seen.push((r.status, r.header("x-transaction-id").unwrap_or_default()));
+            }
+            seen
+        }));
+    }
+    tokio::time::sleep(after).await;
+    during();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("client task"));
+    }
+    all
 }
