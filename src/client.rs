@@ -91,3 +91,55 @@ pub async fn call(
     });
     Ok(ApiAnswer { status, body })
 }
+
+/// GETs `path` and calls `on_line` for every line of the answer as it arrives
+/// (for `--follow` streams). Returns the status.
+pub async fn stream_lines(
+    api: &str,
+    token: Option<&str>,
+    path: &str,
+    mut on_line: impl FnMut(&str),
+) -> Result<u16, String> {
+    let authority = api
+        .trim_end_matches('/')
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("--api must be an http:// URL, got `{api}`"))?
+        .to_string();
+    let stream = tokio::net::TcpStream::connect(&authority)
+        .await
+        .map_err(|e| {
+            format!("cannot reach the console at {api}: {e} (is `portcullis run` running?)")
+        })?;
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let mut req = http::Request::builder()
+        .method("GET")
+        .uri(path)
+        .header(http::header::HOST, &authority);
+    if let Some(t) = token {
+        req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = req
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let mut body = resp.into_body();
+    let mut pending = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        if let Some(d) = frame.data_ref() {
+            pending.extend_from_slice(d);
+            while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=nl).collect();
+                on_line(String::from_utf8_lossy(&line[..line.len() - 1]).trim_end_matches('\r'));
+            }
+        }
+    }
+    if !pending.is_empty() {
+        on_line(&String::from_utf8_lossy(&pending));
+    }
+    Ok(status)
+}

@@ -3,8 +3,9 @@
 //!
 //! Built now: `POST /api/reload`, `GET /api/apps`, `GET /api/apps/{name}`,
 //! `GET /api/backend-health`, `POST /api/probe/{pool}[?settings=NAME]`,
-//! `GET /api/events[?since=1h]`. The remaining endpoints of section 6 (app
-//! lifecycle, logs, metrics) belong to later issues and answer 404 until then.
+//! `GET /api/events[?since=1h]`, `POST /api/apps/{name}/start|stop|restart|scale`,
+//! `GET /api/apps/{name}/logs[?follow=true]` (Server-Sent Events when following).
+//! Metrics (`/api/metrics`, `/metrics`) belong to a later issue and answer 404.
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
@@ -18,6 +19,57 @@ use std::io::Write;
 use std::path::Path as FsPath;
 use std::pin::Pin;
 use std::sync::Arc;
+
+/// A lifecycle request for an app (section 6).
+#[derive(Debug, Clone, Copy)]
+pub enum AppAction {
+    /// `POST /api/apps/{name}/start`.
+    Start,
+    /// `POST /api/apps/{name}/stop`.
+    Stop,
+    /// `POST /api/apps/{name}/restart` (rolling, zero-downtime).
+    Restart,
+    /// `POST /api/apps/{name}/scale` `{"instances": N}`.
+    Scale(u32),
+}
+
+/// An API error: status, code and message.
+#[derive(Debug)]
+pub struct ApiFailure {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Machine code, e.g. `not_found`.
+    pub code: &'static str,
+    /// One sentence.
+    pub message: String,
+}
+
+impl ApiFailure {
+    /// 404.
+    pub fn not_found(m: String) -> Self {
+        ApiFailure {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            message: m,
+        }
+    }
+    /// 400.
+    pub fn bad_request(m: String) -> Self {
+        ApiFailure {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            message: m,
+        }
+    }
+    /// 409.
+    pub fn conflict(m: String) -> Self {
+        ApiFailure {
+            status: StatusCode::CONFLICT,
+            code: "conflict",
+            message: m,
+        }
+    }
+}
 
 /// What the console asks of the running process.
 pub trait Control: Send + Sync + 'static {
@@ -35,6 +87,14 @@ pub trait Control: Send + Sync + 'static {
     ) -> Pin<Box<dyn Future<Output = Option<Value>> + Send + '_>>;
     /// `GET /api/events`.
     fn events(&self, since: Option<std::time::Duration>) -> Value;
+    /// Lifecycle of an app.
+    fn app_action(
+        &self,
+        name: String,
+        action: AppAction,
+    ) -> Pin<Box<dyn Future<Output = Result<Value, ApiFailure>> + Send + '_>>;
+    /// The log ring of an app.
+    fn app_logs(&self, name: &str) -> Option<Arc<crate::host::LogRing>>;
 }
 
 #[derive(Clone)]
@@ -62,6 +122,8 @@ pub fn router(token: &str, control: Arc<dyn Control>) -> Router {
         .route("/api/reload", post(reload))
         .route("/api/apps", get(apps))
         .route("/api/apps/{name}", get(app))
+        .route("/api/apps/{name}/logs", get(app_logs))
+        .route("/api/apps/{name}/{action}", post(app_action))
         .route("/api/backend-health", get(backend_health))
         .route("/api/probe/{pool}", post(probe))
         .route("/api/events", get(events))
@@ -147,6 +209,116 @@ async fn events(State(ctx): State<Ctx>, Query(q): Query<EventsQuery>) -> Respons
         Some(Err(e)) => return api_error(StatusCode::BAD_REQUEST, "bad_since", e),
     };
     Json(ctx.control.events(since)).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct ScaleBody {
+    instances: u32,
+}
+
+async fn app_action(
+    State(ctx): State<Ctx>,
+    Path((name, action)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let action = match action.as_str() {
+        "start" => AppAction::Start,
+        "stop" => AppAction::Stop,
+        "restart" => AppAction::Restart,
+        "scale" => match serde_json::from_slice::<ScaleBody>(&body) {
+            Ok(b) => AppAction::Scale(b.instances),
+            Err(e) => {
+                return api_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("expected {{\"instances\": N}}: {e}"),
+                )
+            }
+        },
+        other => {
+            return api_error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no app action `{other}` (start, stop, restart, scale)"),
+            )
+        }
+    };
+    match ctx.control.app_action(name, action).await {
+        Ok(v) => (StatusCode::ACCEPTED, Json(v)).into_response(),
+        Err(f) => api_error(f.status, f.code, f.message),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct LogsQuery {
+    follow: Option<bool>,
+}
+
+/// Forwards log lines as Server-Sent Events.
+struct SseLines(tokio::sync::mpsc::Receiver<String>);
+
+impl futures_core::Stream for SseLines {
+    type Item = Result<axum::body::Bytes, std::convert::Infallible>;
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0
+            .poll_recv(cx)
+            .map(|o| o.map(|l| Ok(axum::body::Bytes::from(format!("data: {l}\n\n")))))
+    }
+}
+
+async fn app_logs(
+    State(ctx): State<Ctx>,
+    Path(name): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Response {
+    let Some(ring) = ctx.control.app_logs(&name) else {
+        return api_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no app is named `{name}`"),
+        );
+    };
+    if q.follow != Some(true) {
+        let mut text = ring.recent().join("\n");
+        text.push('\n');
+        return ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response();
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    let mut live = ring.subscribe();
+    let recent = ring.recent();
+    tokio::spawn(async move {
+        for l in recent {
+            if tx.send(l).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            match live.recv().await {
+                Ok(l) => {
+                    if tx.send(l).await.is_err() {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    if tx.send(format!("[{n} lines skipped]")).await.is_err() {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        axum::body::Body::from_stream(SseLines(rx)),
+    )
+        .into_response()
 }
 
 async fn apps(State(ctx): State<Ctx>) -> Response {

@@ -10,6 +10,7 @@
 //! | `/status/{code}` | that status |
 //! | `/crash` | exits the process (code 1), no answer |
 //! | `/leak?mb=N` | keeps N more MiB of memory, touched |
+//! | `/burn?ms=N` | spins until the process used N ms of CPU time, then 200 |
 //! | `/hang` | never answers |
 //! | `/reset` | closes the connection without an answer |
 //! | `/garbage` | answers bytes that are not HTTP, then closes |
@@ -127,6 +128,27 @@ async fn handle(
                 StatusCode::OK,
                 format!("leaked {mb} MiB, {total} MiB in all\n"),
             )
+        }
+        "/burn" => {
+            // Spins until this process used N ms of CPU time (not wall time, so a
+            // busy machine cannot make it burn less), at most 30 s of wall time.
+            let ms = query_u64(&req, "ms").unwrap_or(500).min(10_000);
+            let cpu = || {
+                nix::time::clock_gettime(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID)
+                    .map(|t| std::time::Duration::from(t))
+                    .unwrap_or_default()
+            };
+            let start = cpu();
+            let wall = std::time::Instant::now();
+            let mut x: u64 = 0;
+            while cpu() - start < std::time::Duration::from_millis(ms)
+                && wall.elapsed() < std::time::Duration::from_secs(30)
+            {
+                for i in 0..10_000u64 {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(i);
+                }
+            }
+            text(StatusCode::OK, format!("burned {ms} ms of CPU ({x:x})\n"))
         }
         "/hang" => std::future::pending().await,
         "/reset" => return Err(Fault("reset requested")),

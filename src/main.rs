@@ -73,6 +73,17 @@ enum Command {
         #[command(subcommand)]
         command: AppCommand,
     },
+    /// App output (stdout/stderr of every instance); `--follow` streams it live.
+    Logs {
+        /// App name.
+        #[arg(long)]
+        app: String,
+        /// Keep streaming new lines.
+        #[arg(long)]
+        follow: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Run the demo web app with fault switches.
     DemoApp {
         /// Port (else $PORT, else any free port).
@@ -89,6 +100,36 @@ enum AppCommand {
     Show {
         /// App name.
         name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Start a stopped app.
+    Start {
+        /// App name.
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Stop an app (its pool answers 503 ERRORINFO_APP_STOPPED).
+    Stop {
+        /// App name.
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Zero-downtime rolling restart.
+    Restart {
+        /// App name.
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Set the instance count.
+    Scale {
+        /// App name.
+        name: String,
+        /// Instances, 0..64.
+        instances: u32,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -220,7 +261,63 @@ fn main() -> ExitCode {
                     app_table(&serde_json::Value::Array(vec![b.clone()]))
                 })
             }
+            AppCommand::Start { name, client } => app_op(&client, &name, "start", None),
+            AppCommand::Stop { name, client } => app_op(&client, &name, "stop", None),
+            AppCommand::Restart { name, client } => app_op(&client, &name, "restart", None),
+            AppCommand::Scale {
+                name,
+                instances,
+                client,
+            } => app_op(
+                &client,
+                &name,
+                "scale",
+                Some(serde_json::json!({ "instances": instances })),
+            ),
         },
+        Command::Logs {
+            app,
+            follow,
+            client,
+        } => {
+            let token = client::find_token(client.token.clone(), client.config.clone());
+            let path = format!(
+                "/api/apps/{app}/logs{}",
+                if follow { "?follow=true" } else { "" }
+            );
+            let rt = match runtime(false) {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match rt.block_on(client::stream_lines(
+                &client.api,
+                token.as_deref(),
+                &path,
+                |line| {
+                    let line = line.strip_prefix("data: ").unwrap_or(line);
+                    if !line.is_empty() {
+                        println!("{line}");
+                    }
+                },
+            )) {
+                Ok(200) => ExitCode::SUCCESS,
+                Ok(404) => {
+                    eprintln!("no app is named `{app}`");
+                    ExitCode::from(2)
+                }
+                Ok(s) => {
+                    eprintln!("error {s}");
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::DemoApp { port } => {
             let port = port
                 .or_else(|| std::env::var("PORT").ok().and_then(|p| p.parse().ok()))
@@ -360,38 +457,108 @@ fn table<const N: usize>(rows: &[[String; N]]) -> String {
         .join("\n")
 }
 
-fn app_table(body: &serde_json::Value) -> String {
-    let mut out = format!(
-        "{:<16} {:<10} {:<14} {:>8} {:>6} {:<9} {:>8}\n",
-        "APP", "STATE", "INSTANCE", "PID", "PORT", "STATE", "RESTARTS"
-    );
-    for app in body.as_array().into_iter().flatten() {
-        let name = app["name"].as_str().unwrap_or("");
-        let state = app["state"].as_str().unwrap_or("");
-        let instances = app["instances"].as_array().cloned().unwrap_or_default();
-        if instances.is_empty() {
-            out.push_str(&format!("{name:<16} {state:<10}\n"));
+fn app_op(c: &ClientArgs, name: &str, action: &str, body: Option<serde_json::Value>) -> ExitCode {
+    let rt = match runtime(false) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(1);
         }
-        for i in instances {
-            out.push_str(&format!(
-                "{:<16} {:<10} {:<14} {:>8} {:>6} {:<9} {:>8}\n",
-                name,
-                state,
-                i["id"].as_str().unwrap_or(""),
-                i["pid"]
-                    .as_u64()
-                    .map(|p| p.to_string())
-                    .unwrap_or("-".into()),
-                i["port"]
-                    .as_u64()
-                    .map(|p| p.to_string())
-                    .unwrap_or("-".into()),
-                i["state"].as_str().unwrap_or(""),
-                i["restarts"].as_u64().unwrap_or(0),
-            ));
+    };
+    let token = client::find_token(c.token.clone(), c.config.clone());
+    let path = format!("/api/apps/{name}/{action}");
+    match rt.block_on(client::call(&c.api, token.as_deref(), "POST", &path, body)) {
+        Ok(a) if (200..300).contains(&a.status) => {
+            if c.json {
+                println!("{}", a.body);
+            } else {
+                println!("{action}: accepted");
+                println!("{}", app_table(&serde_json::Value::Array(vec![a.body])));
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(a) => {
+            eprintln!(
+                "error {}: {}",
+                a.status,
+                a.body["error"]["message"]
+                    .as_str()
+                    .unwrap_or("request failed")
+            );
+            ExitCode::from(if a.status == 400 || a.status == 404 {
+                2
+            } else {
+                1
+            })
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(1)
         }
     }
-    out.trim_end().to_string()
+}
+
+fn app_table(body: &serde_json::Value) -> String {
+    let mut rows = vec![[
+        "APP".to_string(),
+        "STATE".into(),
+        "INSTANCE".into(),
+        "PID".into(),
+        "PORT".into(),
+        "INST STATE".into(),
+        "UPTIME".into(),
+        "RESTARTS".into(),
+        "CPU s".into(),
+        "MEMORY".into(),
+    ]];
+    for app in body.as_array().into_iter().flatten() {
+        let name = app["name"].as_str().unwrap_or("").to_string();
+        let state = app["state"].as_str().unwrap_or("").to_string();
+        let instances = app["instances"].as_array().cloned().unwrap_or_default();
+        if instances.is_empty() {
+            rows.push([
+                name.clone(),
+                state.clone(),
+                "-".into(),
+                "".into(),
+                "".into(),
+                "".into(),
+                "".into(),
+                "".into(),
+                "".into(),
+                "".into(),
+            ]);
+        }
+        let n = |v: &serde_json::Value| {
+            v.as_u64()
+                .map(|x| x.to_string())
+                .unwrap_or_else(|| "-".into())
+        };
+        for i in instances {
+            rows.push([
+                name.clone(),
+                state.clone(),
+                i["id"].as_str().unwrap_or("").into(),
+                n(&i["pid"]),
+                n(&i["port"]),
+                i["state"].as_str().unwrap_or("").into(),
+                i["uptime_seconds"]
+                    .as_u64()
+                    .map(|s| format!("{s}s"))
+                    .unwrap_or_else(|| "-".into()),
+                n(&i["restarts"]),
+                i["cpu_seconds"]
+                    .as_f64()
+                    .map(|c| format!("{c:.2}"))
+                    .unwrap_or_else(|| "-".into()),
+                i["memory_bytes"]
+                    .as_u64()
+                    .map(|m| format!("{:.1} MiB", m as f64 / 1048576.0))
+                    .unwrap_or_else(|| "-".into()),
+            ]);
+        }
+    }
+    table(&rows)
 }
 
 fn client_call(

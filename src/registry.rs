@@ -1,11 +1,18 @@
 //! The meeting point of the app host and the gateway, which never call each other
 //! (ARCHITECTURE.md): the host *publishes* each app's state and ready instance
-//! addresses here; the gateway's app pools *read* the latest snapshot per request.
+//! addresses here; the gateway's app pools *read* the latest snapshot per
+//! request. Two shared counters flow the other way as plain data: how many
+//! requests are in flight on each instance (the host waits for zero before it
+//! stops a drained instance) and each app's admission queue
+//! (`max_concurrent_requests`, `queue_length`, `queue_timeout`).
 
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::Notify;
 
 /// Whether an app is meant to run (section 6: `Running`, `Stopped`, `Starting`, `Degraded`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -14,10 +21,22 @@ pub enum AppState {
     Running,
     /// Stopped by the user: the gateway answers 503 `ERRORINFO_APP_STOPPED`.
     Stopped,
-    /// Instances are starting; none ready yet, or fewer than wanted.
+    /// Instances are starting; fewer ready than wanted.
     Starting,
     /// Instances keep failing (crash loop, backoff).
     Degraded,
+}
+
+impl AppState {
+    /// `Running`, `Stopped`, …
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppState::Running => "Running",
+            AppState::Stopped => "Stopped",
+            AppState::Starting => "Starting",
+            AppState::Degraded => "Degraded",
+        }
+    }
 }
 
 /// What the gateway needs to route to an app: its state and ready instances.
@@ -25,18 +44,19 @@ pub enum AppState {
 pub struct AppView {
     /// The app's state.
     pub state: AppState,
-    /// Addresses of instances that passed their readiness check, in instance order.
+    /// Addresses of instances that passed their readiness check and are in rotation.
     pub ready: Vec<SocketAddr>,
 }
 
 /// A published, atomically replaced view of one app.
 pub type AppSlot = Arc<ArcSwap<AppView>>;
 
-/// All published apps, by name. Created once per process; the host adds slots,
-/// the gateway looks them up when it builds its tables.
-#[derive(Default)]
+/// All published apps, by name. Created once per process.
+#[derive(Default, Debug)]
 pub struct AppRegistry {
     slots: RwLock<HashMap<String, AppSlot>>,
+    in_flight: Mutex<HashMap<SocketAddr, Arc<AtomicUsize>>>,
+    admissions: Mutex<HashMap<String, Arc<Admission>>>,
 }
 
 impl AppRegistry {
@@ -64,5 +84,134 @@ impl AppRegistry {
     /// Replaces the published view of `name`.
     pub fn publish(&self, name: &str, view: AppView) {
         self.slot(name).store(Arc::new(view));
+    }
+
+    /// The in-flight counter of an instance address (shared with the gateway).
+    pub fn in_flight(&self, addr: SocketAddr) -> Arc<AtomicUsize> {
+        let mut m = match self.in_flight.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        m.entry(addr).or_default().clone()
+    }
+
+    /// Forgets the counter of an instance that is gone.
+    pub fn forget(&self, addr: SocketAddr) {
+        if let Ok(mut m) = self.in_flight.lock() {
+            m.remove(&addr);
+        }
+    }
+
+    /// The admission queue of app `name`.
+    pub fn admission(&self, name: &str) -> Arc<Admission> {
+        let mut m = match self.admissions.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        m.entry(name.to_string()).or_default().clone()
+    }
+}
+
+/// App-wide admission for `max_concurrent_requests` per instance: at most
+/// `limit × ready instances` requests run; up to `queue_length` more wait (at most
+/// `queue_timeout`); beyond that, 503 `ERRORINFO_APP_OVERLOADED`.
+#[derive(Default, Debug)]
+pub struct Admission {
+    counts: Mutex<(usize, usize)>, // (running, waiting)
+    freed: Notify,
+}
+
+/// A running slot; gives it back when dropped.
+#[derive(Debug)]
+pub struct Permit(Arc<Admission>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.0.counts.lock() {
+            c.0 = c.0.saturating_sub(1);
+        }
+        self.0.freed.notify_one();
+    }
+}
+
+impl Admission {
+    /// Waits for a running slot. Err(()) when the queue is full or the wait timed out.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        capacity: usize,
+        queue_length: usize,
+        queue_timeout: Duration,
+    ) -> Result<Permit, ()> {
+        {
+            let mut c = self.counts.lock().map_err(|_| ())?;
+            if c.0 < capacity {
+                c.0 += 1;
+                return Ok(Permit(self.clone()));
+            }
+            if c.1 >= queue_length {
+                return Err(());
+            }
+            c.1 += 1;
+        }
+        let deadline = tokio::time::Instant::now() + queue_timeout;
+        let result = loop {
+            let notified = self.freed.notified();
+            {
+                let mut c = self.counts.lock().map_err(|_| ())?;
+                if c.0 < capacity {
+                    c.0 += 1;
+                    break Ok(Permit(self.clone()));
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break Err(());
+            }
+        };
+        if let Ok(mut c) = self.counts.lock() {
+            c.1 = c.1.saturating_sub(1);
+        }
+        result
+    }
+
+    /// Requests waiting now.
+    pub fn waiting(&self) -> usize {
+        self.counts.lock().map(|c| c.1).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn admits_queues_and_refuses_exactly_at_the_limits() {
+        let a = Arc::new(Admission::default());
+        let t = Duration::from_millis(200);
+        let p1 = a.acquire(2, 1, t).await.expect("1st runs");
+        let _p2 = a.acquire(2, 1, t).await.expect("2nd runs");
+        let waiter = {
+            let a = a.clone();
+            tokio::spawn(async move { a.acquire(2, 1, Duration::from_secs(5)).await.ok() })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(a.waiting(), 1);
+        assert!(a.acquire(2, 1, t).await.is_err(), "queue full");
+        drop(p1);
+        let _p3 = waiter
+            .await
+            .expect("join")
+            .expect("queued request runs when a slot frees");
+        assert!(a.acquire(2, 0, t).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn queue_wait_times_out() {
+        let a = Arc::new(Admission::default());
+        let _p = a
+            .acquire(1, 5, Duration::from_millis(10))
+            .await
+            .expect("runs");
+        assert!(a.acquire(1, 5, Duration::from_millis(30)).await.is_err());
+        assert_eq!(a.waiting(), 0);
     }
 }

@@ -9,7 +9,7 @@
 
 use crate::accesslog::{AccessLog, AccessLogTarget};
 use crate::config::{self, Config, Source};
-use crate::console::{self, Control};
+use crate::console::{self, ApiFailure, AppAction, Control};
 use crate::events::EventLog;
 use crate::gateway::health::{Health, HealthRegistry, ServerHealth, ServerReport};
 use crate::gateway::listener::Listeners;
@@ -18,7 +18,7 @@ use crate::gateway::proxy::Gateway;
 use crate::gateway::upstream::Upstream;
 use crate::gateway::{build_snapshot, Snapshot};
 use crate::host::AppHost;
-use crate::registry::{AppRegistry, AppState};
+use crate::registry::AppRegistry;
 use arc_swap::ArcSwap;
 use serde_json::{json, Value};
 use std::future::Future;
@@ -102,7 +102,7 @@ impl Process {
             self.listeners.bind_new(&addrs).await?;
             self.gateway.snapshot.store(Arc::new(snap));
             self.listeners.retain(&addrs);
-            self.host.start_apps(&v.config.apps, &v.config.base_dir);
+            self.host.apply(&v.config.apps, &v.config.base_dir);
             let out = summary(&v.config, &v.warnings);
             self.config.store(Arc::new(v.config));
             Ok::<Value, Vec<String>>(out)
@@ -210,24 +210,48 @@ impl Control for Process {
     }
 
     fn apps(&self) -> Vec<Value> {
-        let cfg = self.config.load();
-        cfg.apps
-            .iter()
-            .map(|a| {
-                let view = self.registry.slot(&a.name).load_full();
-                let state = match view.state {
-                    AppState::Running => "Running",
-                    AppState::Stopped => "Stopped",
-                    AppState::Starting => "Starting",
-                    AppState::Degraded => "Degraded",
-                };
-                json!({
-                    "name": a.name,
-                    "state": state,
-                    "instances": self.host.statuses(&a.name).unwrap_or_default(),
-                })
-            })
-            .collect()
+        self.host.apps().iter().map(|a| a.report()).collect()
+    }
+
+    fn app_action(
+        &self,
+        name: String,
+        action: AppAction,
+    ) -> Pin<Box<dyn Future<Output = Result<Value, ApiFailure>> + Send + '_>> {
+        Box::pin(async move {
+            let app = self
+                .host
+                .app(&name)
+                .map_err(|e| ApiFailure::not_found(e.to_string()))?;
+            if let AppAction::Scale(n) = action {
+                if n > 64 {
+                    return Err(ApiFailure::bad_request(format!(
+                        "instances must be within 0..64, got {n}"
+                    )));
+                }
+            }
+            let host = self.host.clone();
+            let op = tokio::spawn(async move {
+                match action {
+                    AppAction::Start => host.start(&name).await,
+                    AppAction::Stop => host.stop(&name).await,
+                    AppAction::Restart => host.restart(&name).await,
+                    AppAction::Scale(n) => host.scale(&name, n).await,
+                }
+            });
+            // Short operations finish before the answer; long ones (drains, a
+            // rolling restart) go on in the background: the answer is 202 either way.
+            if let Ok(Ok(Err(e))) =
+                tokio::time::timeout(std::time::Duration::from_secs(5), op).await
+            {
+                return Err(ApiFailure::conflict(e.to_string()));
+            }
+            Ok(app.report())
+        })
+    }
+
+    fn app_logs(&self, name: &str) -> Option<Arc<crate::host::LogRing>> {
+        self.host.app(name).ok().map(|a| a.logs.clone())
     }
 }
 
@@ -293,10 +317,10 @@ pub async fn run(source: Source) -> Exit {
     };
     let instance_id = cfg.gateway.instance_id.clone().unwrap_or_else(host_name);
     let registry = Arc::new(AppRegistry::default());
-    let host = AppHost::new(registry.clone(), &state_dir);
+    let events = Arc::new(EventLog::new(Some(&state_dir.join("events.jsonl"))));
+    let host = AppHost::new(registry.clone(), events.clone(), &state_dir);
     let upstream = Arc::new(Upstream::default());
     upstream.spawn_reaper();
-    let events = Arc::new(EventLog::new(Some(&state_dir.join("events.jsonl"))));
     let health = Arc::new(HealthRegistry::default());
     let gateway = Arc::new(Gateway {
         snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::empty(&instance_id))),
@@ -343,7 +367,7 @@ pub async fn run(source: Source) -> Exit {
         }
     };
     let console_local = console_listener.local_addr().unwrap_or(console_addr);
-    host.start_apps(&cfg.apps, &cfg.base_dir);
+    host.apply(&cfg.apps, &cfg.base_dir);
     wait_for_first_instances(cfg, &registry).await;
 
     let process = Arc::new(Process {

@@ -237,9 +237,10 @@ pub struct BackendHttpSettingsConfig {
     pub outlier_consecutive_errors: u32,
     /// Retry an idempotent request without a body once on another server when
     /// its connection was closed or reset before any response byte (Envoy's
-    /// `retry_on: reset`). Default false: only the cases of section 4 are retried.
+    /// `retry_on: reset`). Default: true for app pools (a crashed instance must not
+    /// cost a request), false for address pools (only the cases of section 4).
     #[serde(default)]
-    pub retry_idempotent_on_reset: bool,
+    pub retry_idempotent_on_reset: Option<bool>,
 }
 
 fn default_port() -> u32 {

@@ -40,6 +40,7 @@ pub struct Completion {
     received_body: Option<Arc<AtomicU64>>,
     checkin: Option<(Arc<Upstream>, Conn)>,
     _in_flight: Option<InFlight>,
+    _admission: Option<crate::registry::Permit>,
 }
 
 /// The response body type of the gateway.
@@ -176,6 +177,8 @@ pub struct PendingRecord {
     pub received_body: Option<Arc<AtomicU64>>,
     /// Keeps the request counted on its server until the body ends.
     pub in_flight: Option<InFlight>,
+    /// Holds the request's place in its app's concurrency limit until the body ends.
+    pub admission: Option<crate::registry::Permit>,
     armed: bool,
 }
 
@@ -189,6 +192,7 @@ impl PendingRecord {
             received_head: 0,
             received_body: None,
             in_flight: None,
+            admission: None,
             armed: true,
         }
     }
@@ -222,6 +226,7 @@ impl PendingRecord {
                 received_body: self.received_body.take(),
                 checkin,
                 _in_flight: self.in_flight.take(),
+                _admission: self.admission.take(),
             })),
         }
     }

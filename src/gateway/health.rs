@@ -113,8 +113,9 @@ pub struct ServerHealth {
     /// The server.
     pub addr: SocketAddr,
     state: AtomicU8,
-    /// Requests on their way to or from this server now.
-    pub in_flight: AtomicUsize,
+    /// Requests on their way to or from this server now (for app instances, the
+    /// same counter the app host reads before it stops a drained instance).
+    pub in_flight: Arc<AtomicUsize>,
     consecutive_errors: AtomicU32,
     detail: Mutex<Detail>,
     /// Set when the server left its pool: nothing new may be sent to it.
@@ -135,10 +136,15 @@ pub struct Transition {
 impl ServerHealth {
     /// A server not probed yet.
     pub fn new(addr: SocketAddr) -> ServerHealth {
+        Self::with_counter(addr, Arc::default())
+    }
+
+    /// A server not probed yet, counting in-flight requests in `in_flight`.
+    pub fn with_counter(addr: SocketAddr, in_flight: Arc<AtomicUsize>) -> ServerHealth {
         ServerHealth {
             addr,
             state: AtomicU8::new(Health::Unknown.as_u8()),
-            in_flight: AtomicUsize::new(0),
+            in_flight,
             consecutive_errors: AtomicU32::new(0),
             retired: std::sync::atomic::AtomicBool::new(false),
             detail: Mutex::new(Detail {
@@ -287,8 +293,8 @@ impl BackendHealth {
         self.servers.load().get(addr).cloned()
     }
 
-    /// The server's health, created Unknown if new.
-    pub fn get_or_add(&self, addr: SocketAddr) -> Arc<ServerHealth> {
+    /// The server's health, created Unknown (counting in `counter`) if new.
+    pub fn get_or_add(&self, addr: SocketAddr, counter: Arc<AtomicUsize>) -> Arc<ServerHealth> {
         if let Some(s) = self.get(&addr) {
             return s;
         }
@@ -296,7 +302,7 @@ impl BackendHealth {
         let mut map = self.servers.load().as_ref().clone();
         let s = map
             .entry(addr)
-            .or_insert_with(|| Arc::new(ServerHealth::new(addr)))
+            .or_insert_with(|| Arc::new(ServerHealth::with_counter(addr, counter)))
             .clone();
         self.servers.store(Arc::new(map));
         s

@@ -68,7 +68,7 @@ impl Snapshot {
 /// (certificates, error pages), each as `path: message`.
 pub async fn build_snapshot(
     config: &Config,
-    registry: &AppRegistry,
+    registry: &Arc<AppRegistry>,
     health: &HealthRegistry,
     previous: Option<&Snapshot>,
     instance_id: &str,
@@ -144,7 +144,17 @@ pub async fn build_snapshot(
     let mut pools: HashMap<String, Arc<Pool>> = HashMap::new();
     for p in &config.backend_pools {
         let pool = if let Some(app) = &p.app {
-            Pool::new_app(&p.name, app, registry.slot(app))
+            let limits = config
+                .apps
+                .iter()
+                .find(|a| &a.name == app)
+                .map(|a| pool::AppLimits {
+                    max_concurrent_requests: a.max_concurrent_requests,
+                    queue_length: a.queue_length,
+                    queue_timeout: a.queue_timeout.get(),
+                })
+                .unwrap_or_default();
+            Pool::new_app(&p.name, app, registry.clone(), limits)
         } else {
             let addrs: Vec<_> = p
                 .addresses

@@ -7,7 +7,18 @@
 //! the unit a probe checks.
 
 use crate::config::{BackendAddress, BackendHost};
-use crate::registry::{AppSlot, AppState};
+use crate::registry::{AppRegistry, AppSlot, AppState};
+
+/// Concurrency limits of an app pool (section 3.8).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AppLimits {
+    /// Requests per instance at once; 0 = unlimited.
+    pub max_concurrent_requests: u32,
+    /// Requests that may wait beyond that.
+    pub queue_length: u32,
+    /// Longest wait.
+    pub queue_timeout: Duration,
+}
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 use std::net::{IpAddr, SocketAddr};
@@ -58,8 +69,9 @@ pub struct Settings {
     pub drain_timeout: Option<Duration>,
     /// Eject a server after this many 5xx answers or timeouts in a row (0 = off).
     pub outlier_consecutive_errors: u32,
-    /// Retry idempotent bodiless requests once elsewhere after a reset.
-    pub retry_idempotent_on_reset: bool,
+    /// Retry idempotent bodiless requests once elsewhere after a reset
+    /// (None: yes for app pools, no for address pools).
+    pub retry_idempotent_on_reset: Option<bool>,
 }
 
 /// One server address of a pool, before the settings give it a port.
@@ -96,6 +108,10 @@ pub enum PoolSource {
         app: String,
         /// Its published view.
         slot: AppSlot,
+        /// Where in-flight counters and the admission queue live.
+        registry: Arc<AppRegistry>,
+        /// `max_concurrent_requests` (per instance, 0 = unlimited), `queue_length`, `queue_timeout`.
+        limits: AppLimits,
     },
 }
 
@@ -128,14 +144,24 @@ impl Pool {
     }
 
     /// A pool over a hosted app's instances.
-    pub fn new_app(name: &str, app: &str, slot: AppSlot) -> Pool {
+    pub fn new_app(name: &str, app: &str, registry: Arc<AppRegistry>, limits: AppLimits) -> Pool {
         Pool {
             name: name.into(),
             source: PoolSource::App {
                 app: app.to_string(),
-                slot,
+                slot: registry.slot(app),
+                registry,
+                limits,
             },
             rr: AtomicUsize::new(0),
+        }
+    }
+
+    /// The in-flight counter for `addr`: shared with the app host for app pools.
+    pub fn in_flight_counter(&self, addr: SocketAddr) -> Arc<std::sync::atomic::AtomicUsize> {
+        match &self.source {
+            PoolSource::App { registry, .. } => registry.in_flight(addr),
+            PoolSource::Static { .. } => Arc::default(),
         }
     }
 
@@ -280,6 +306,19 @@ impl Backend {
         let mut slots: Vec<Option<Candidate>> = all.into_iter().map(Some).collect();
         let mut order: Vec<usize> = usable;
         order.rotate_left(start);
+        if let PoolSource::App { limits, .. } = &self.pool.source {
+            if limits.max_concurrent_requests > 0 && prefer.is_none() {
+                // With a per-instance limit, the least busy instance goes first.
+                let load = |i: &usize| {
+                    slots[*i]
+                        .as_ref()
+                        .and_then(|c| c.health.as_ref())
+                        .map(|h| h.in_flight.load(Ordering::Relaxed))
+                        .unwrap_or(0)
+                };
+                order.sort_by_key(load);
+            }
+        }
         Ok(order.into_iter().filter_map(|i| slots[i].take()).collect())
     }
 }

@@ -306,7 +306,9 @@ impl Prober {
         // Start loops for new servers.
         for (key, (backend, name)) in &wanted {
             if !loops.contains_key(key) {
-                let server = backend.health.get_or_add(key.2);
+                let server = backend
+                    .health
+                    .get_or_add(key.2, backend.pool.in_flight_counter(key.2));
                 let me = self.clone();
                 let backend = backend.clone();
                 let name = name.clone();
@@ -338,7 +340,10 @@ impl Prober {
                 .find(|b| *b.pool.name == *key.0 && *b.settings.name == *key.1)
                 .and_then(|b| b.settings.drain_timeout);
             let me = self.clone();
-            let cut = !still_used.contains(&key.2);
+            // App instances are drained and stopped by the app host: never cut them here.
+            let app_pool = snap.pools.get(&key.0).is_some_and(|p| p.is_app());
+            let cut = !still_used.contains(&key.2) && !app_pool;
+            let drain = if app_pool { None } else { drain };
             tokio::spawn(async move { me.retire(table, server, drain, cut).await });
         }
         self.health.retain(&pairs);

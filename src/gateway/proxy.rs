@@ -13,7 +13,7 @@ use super::failure::{builtin_page, custom_page, ErrorInfo};
 use super::guard::{ConnShared, Rejection};
 use super::headers::{self, X_TRANSACTION_ID};
 use super::health::ServerHealth;
-use super::pool::{affinity_key, Backend, Candidate, HostRewrite, ServerAddr};
+use super::pool::{affinity_key, Backend, Candidate, HostRewrite, PoolSource, ServerAddr};
 use super::probe::Prober;
 use super::routing::{backend_path, match_listener, ListenerInfo};
 use super::upstream::{Conn, ConnKey, ConnectError, ReqBody, Upstream};
@@ -333,6 +333,28 @@ async fn route_and_forward(
         Ok(c) => c,
         Err(info) => return error_response(pending, info, txid, Some(listener)),
     };
+    // An app's concurrency limit: run, wait in its queue, or 503 APP_OVERLOADED.
+    if let PoolSource::App {
+        app,
+        registry,
+        limits,
+        ..
+    } = &backend.pool.source
+    {
+        if limits.max_concurrent_requests > 0 {
+            let capacity = limits.max_concurrent_requests as usize * candidates.len();
+            match registry
+                .admission(app)
+                .acquire(capacity, limits.queue_length as usize, limits.queue_timeout)
+                .await
+            {
+                Ok(permit) => pending.admission = Some(permit),
+                Err(()) => {
+                    return error_response(pending, ErrorInfo::AppOverloaded, txid, Some(listener))
+                }
+            }
+        }
+    }
 
     // The request for the backend.
     let path = backend_path(
@@ -596,7 +618,10 @@ async fn route_and_forward(
                         headers_now = h;
                         continue;
                     }
-                    if replayable && settings.retry_idempotent_on_reset && !retried_elsewhere {
+                    let retry_on_reset = settings
+                        .retry_idempotent_on_reset
+                        .unwrap_or_else(|| backend.pool.is_app());
+                    if replayable && retry_on_reset && !retried_elsewhere {
                         // Opt-in: the server died under the request; try another once.
                         retried_elsewhere = true;
                         body = Some(ReqBody::Empty);

@@ -5,6 +5,14 @@ use crate::support::*;
 use bytes::Bytes;
 use std::time::{Duration, Instant};
 
+/// A pool whose probe keeps 2 servers in rotation even when Unhealthy.
+fn keep_two(port: u16, servers: &[String]) -> String {
+    format!(
+        "{}\n[[probes]]\nname = \"keep\"\nmin_servers = 2\n",
+        basic_config(port, servers, "probe = \"keep\"")
+    )
+}
+
 fn props(r: &serde_json::Value) -> &serde_json::Value {
     &r["properties"]
 }
@@ -63,13 +71,11 @@ async fn empty_pool_is_502_upstream_no_live() {
 async fn refused_on_every_server_is_502_no_live_with_every_attempt() {
     let (a, b) = (free_port(), free_port());
     let port = free_port();
+    // min_servers = 2 keeps both (Unhealthy) servers in rotation, so the request
+    // really tries each one instead of being refused up front.
     let gw = Gateway::start(
         "refused",
-        &basic_config(
-            port,
-            &[format!("127.0.0.1:{a}"), format!("127.0.0.1:{b}")],
-            "",
-        ),
+        &keep_two(port, &[format!("127.0.0.1:{a}"), format!("127.0.0.1:{b}")]),
     );
     let r = get(local(port), "/").await;
     assert_eq!(r.status, 502);
@@ -92,11 +98,7 @@ async fn refused_server_fails_over_to_a_live_one() {
     let port = free_port();
     let gw = Gateway::start(
         "failover",
-        &basic_config(
-            port,
-            &[format!("127.0.0.1:{dead}"), app.addr.to_string()],
-            "",
-        ),
+        &keep_two(port, &[format!("127.0.0.1:{dead}"), app.addr.to_string()]),
     );
     for _ in 0..4 {
         let r = get(local(port), "/").await;

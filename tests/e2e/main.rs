@@ -4,6 +4,7 @@
 mod support;
 
 mod accesslog;
+mod apps;
 mod failures;
 mod health;
 mod hostile;
