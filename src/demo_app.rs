@@ -135,7 +135,7 @@ async fn handle(
             let ms = query_u64(&req, "ms").unwrap_or(500).min(10_000);
             let cpu = || {
                 nix::time::clock_gettime(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID)
-                    .map(|t| std::time::Duration::from(t))
+                    .map(std::time::Duration::from)
                     .unwrap_or_default()
             };
             let start = cpu();
