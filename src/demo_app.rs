@@ -131,23 +131,12 @@ async fn handle(
         }
         "/burn" => {
             // Spins until this process used N ms of CPU time (not wall time, so a
-            // busy machine cannot make it burn less), at most 30 s of wall time.
+            // busy machine cannot make it burn less), at most 30 s of wall time,
+            // on a blocking thread so /health keeps answering meanwhile.
             let ms = query_u64(&req, "ms").unwrap_or(500).min(10_000);
-            let cpu = || {
-                nix::time::clock_gettime(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID)
-                    .map(std::time::Duration::from)
-                    .unwrap_or_default()
-            };
-            let start = cpu();
-            let wall = std::time::Instant::now();
-            let mut x: u64 = 0;
-            while cpu() - start < std::time::Duration::from_millis(ms)
-                && wall.elapsed() < std::time::Duration::from_secs(30)
-            {
-                for i in 0..10_000u64 {
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(i);
-                }
-            }
+            let x = tokio::task::spawn_blocking(move || burn(ms))
+                .await
+                .map_err(|_| Fault("burn failed"))?;
             text(StatusCode::OK, format!("burned {ms} ms of CPU ({x:x})\n"))
         }
         "/hang" => std::future::pending().await,
@@ -209,6 +198,25 @@ async fn handle(
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     };
     Ok(resp)
+}
+
+fn burn(ms: u64) -> u64 {
+    let cpu = || {
+        nix::time::clock_gettime(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID)
+            .map(std::time::Duration::from)
+            .unwrap_or_default()
+    };
+    let start = cpu();
+    let wall = std::time::Instant::now();
+    let mut x: u64 = 0;
+    while cpu() - start < std::time::Duration::from_millis(ms)
+        && wall.elapsed() < std::time::Duration::from_secs(30)
+    {
+        for i in 0..10_000u64 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(i);
+        }
+    }
+    x
 }
 
 /// Streams `left` bytes in 64 KiB frames.

@@ -297,9 +297,14 @@ fn main() -> ExitCode {
                 token.as_deref(),
                 &path,
                 |line| {
+                    use std::io::Write;
                     let line = line.strip_prefix("data: ").unwrap_or(line);
                     if !line.is_empty() {
-                        println!("{line}");
+                        let mut out = std::io::stdout().lock();
+                        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                            // The reader went away (`| head`): stop quietly.
+                            std::process::exit(0);
+                        }
                     }
                 },
             )) {

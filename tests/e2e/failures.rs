@@ -122,20 +122,23 @@ async fn backend_reset_close_and_garbage_are_502_closed_connection() {
     let (p1, p2, p3) = (free_port(), free_port(), free_port());
     let config = format!(
         "{}\n{}\n{}",
-        basic_config(p1, &[app.addr.to_string()], ""),
-        basic_config(p2, &[closer.addr.to_string()], "")
+        basic_config(p1, &[app.addr.to_string()], "probe = \"keep\""),
+        basic_config(p2, &[closer.addr.to_string()], "probe = \"keep\"")
             .replace("\"web\"", "\"web2\"")
             .replace("\"pool\"", "\"pool2\"")
             .replace("\"settings\"", "\"settings2\"")
             .replace("\"rule\"", "\"rule2\"")
             .replace("priority = 10", "priority = 20"),
-        basic_config(p3, &[garbage.addr.to_string()], "")
+        basic_config(p3, &[garbage.addr.to_string()], "probe = \"keep\"")
             .replace("\"web\"", "\"web3\"")
             .replace("\"pool\"", "\"pool3\"")
             .replace("\"settings\"", "\"settings3\"")
             .replace("\"rule\"", "\"rule3\"")
             .replace("priority = 10", "priority = 30"),
     );
+    // The probe would soon eject these misbehaving servers (502 NO_LIVE); keep
+    // them in rotation to see how each failure itself is reported.
+    let config = format!("{config}\n[[probes]]\nname = \"keep\"\nmin_servers = 1\n");
     let gw = Gateway::start("closed", &config);
     for (port, path) in [(p1, "/reset"), (p1, "/garbage"), (p2, "/"), (p3, "/")] {
         let r = get(local(port), path).await;
