@@ -5,7 +5,8 @@
 //! `GET /api/backend-health`, `POST /api/probe/{pool}[?settings=NAME]`,
 //! `GET /api/events[?since=1h]`, `POST /api/apps/{name}/start|stop|restart|scale`,
 //! `GET /api/apps/{name}/logs[?follow=true]` (Server-Sent Events when following).
-//! Metrics (`/api/metrics`, `/metrics`) belong to a later issue and answer 404.
+//! `GET /metrics` (Prometheus text; no token when `public_metrics`),
+//! `GET /api/metrics?name=&app=|pool=|listener=&window=&grain=`, `GET /api/alerts`.
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
@@ -95,6 +96,29 @@ pub trait Control: Send + Sync + 'static {
     ) -> Pin<Box<dyn Future<Output = Result<Value, ApiFailure>> + Send + '_>>;
     /// The log ring of an app.
     fn app_logs(&self, name: &str) -> Option<Arc<crate::host::LogRing>>;
+    /// `GET /metrics`: the Prometheus text exposition.
+    fn metrics_text(&self) -> String;
+    /// `console.public_metrics`.
+    fn public_metrics(&self) -> bool;
+    /// `GET /api/metrics`.
+    fn metric_series(&self, q: MetricQuery) -> Result<Value, ApiFailure>;
+    /// `GET /api/alerts`.
+    fn alert_status(&self) -> Value;
+}
+
+/// A validated `GET /api/metrics` query.
+#[derive(Debug, Clone)]
+pub struct MetricQuery {
+    /// Series name.
+    pub name: String,
+    /// `app`, `pool` or `listener`.
+    pub kind: &'static str,
+    /// Its name.
+    pub scope: String,
+    /// How far back.
+    pub window: std::time::Duration,
+    /// 10 s or 1 min.
+    pub grain: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -127,12 +151,18 @@ pub fn router(token: &str, control: Arc<dyn Control>) -> Router {
         .route("/api/backend-health", get(backend_health))
         .route("/api/probe/{pool}", post(probe))
         .route("/api/events", get(events))
+        .route("/api/metrics", get(metric_series))
+        .route("/api/alerts", get(alert_status))
+        .route("/metrics", get(metrics_text))
         .fallback(|| async { api_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .layer(middleware::from_fn_with_state(ctx.clone(), auth))
         .with_state(ctx)
 }
 
 async fn auth(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
+    if req.uri().path() == "/metrics" && ctx.control.public_metrics() {
+        return next.run(req).await;
+    }
     let ok = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -319,6 +349,94 @@ async fn app_logs(
         axum::body::Body::from_stream(SseLines(rx)),
     )
         .into_response()
+}
+
+async fn metrics_text(State(ctx): State<Ctx>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        ctx.control.metrics_text(),
+    )
+        .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct MetricsParams {
+    name: Option<String>,
+    app: Option<String>,
+    pool: Option<String>,
+    listener: Option<String>,
+    window: Option<String>,
+    grain: Option<String>,
+}
+
+async fn metric_series(State(ctx): State<Ctx>, Query(q): Query<MetricsParams>) -> Response {
+    let Some(name) = q.name else {
+        return api_error(StatusCode::BAD_REQUEST, "bad_request", "name= is required");
+    };
+    let (kind, scope) = match (q.app, q.pool, q.listener) {
+        (Some(a), None, None) => ("app", a),
+        (None, Some(p), None) => ("pool", p),
+        (None, None, Some(l)) => ("listener", l),
+        _ => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "give exactly one of app=, pool=, listener=",
+            )
+        }
+    };
+    let parse = |v: Option<String>, default: u64| -> Result<std::time::Duration, String> {
+        match v {
+            None => Ok(std::time::Duration::from_secs(default)),
+            Some(t) => crate::config::parse_duration(&t),
+        }
+    };
+    let window = match parse(q.window, 3600) {
+        Ok(w) if w.as_secs() >= 10 && w.as_secs() <= 86400 => w,
+        Ok(_) => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "window must be within 10s..24h",
+            )
+        }
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_request", e),
+    };
+    let grain = match parse(q.grain, if window.as_secs() <= 600 { 10 } else { 60 }) {
+        Ok(g) if g.as_secs() == 10 || g.as_secs() == 60 => g,
+        Ok(_) => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "grain must be 10s or 1m",
+            )
+        }
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_request", e),
+    };
+    if grain.as_secs() == 10 && window.as_secs() > 600 {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "10s grain covers the last 10 minutes only",
+        );
+    }
+    match ctx.control.metric_series(MetricQuery {
+        name,
+        kind,
+        scope,
+        window,
+        grain,
+    }) {
+        Ok(v) => Json(v).into_response(),
+        Err(f) => api_error(f.status, f.code, f.message),
+    }
+}
+
+async fn alert_status(State(ctx): State<Ctx>) -> Response {
+    Json(ctx.control.alert_status()).into_response()
 }
 
 async fn apps(State(ctx): State<Ctx>) -> Response {

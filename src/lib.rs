@@ -25,4 +25,5 @@ pub mod gateway;
 pub mod host;
 pub mod registry;
 pub mod server;
+pub mod telemetry;
 pub mod txid;

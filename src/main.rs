@@ -73,6 +73,25 @@ enum Command {
         #[command(subcommand)]
         command: AppCommand,
     },
+    /// The main metrics over time, per app, pool or listener: a table and a sparkline each.
+    Metrics {
+        /// A hosted app.
+        #[arg(long, conflicts_with_all = ["pool", "listener"])]
+        app: Option<String>,
+        /// A backend pool.
+        #[arg(long, conflicts_with = "listener")]
+        pool: Option<String>,
+        /// A listener.
+        #[arg(long)]
+        listener: Option<String>,
+        /// How far back (10s..24h).
+        #[arg(long, default_value = "1h")]
+        window: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Alert rules and their state.
+    Alerts(ClientArgs),
     /// App output (stdout/stderr of every instance); `--follow` streams it live.
     Logs {
         /// App name.
@@ -230,6 +249,14 @@ fn main() -> ExitCode {
             )
         }),
         Command::Health(c) => client_call(&c, "GET", "/api/backend-health", health_table),
+        Command::Alerts(c) => client_call(&c, "GET", "/api/alerts", alerts_table),
+        Command::Metrics {
+            app,
+            pool,
+            listener,
+            window,
+            client,
+        } => metrics_view(&client, app, pool, listener, &window),
         Command::Probe {
             pool,
             settings,
@@ -460,6 +487,188 @@ fn table<const N: usize>(rows: &[[String; N]]) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+fn alerts_table(body: &serde_json::Value) -> String {
+    let mut rows = vec![[
+        "ALERT".to_string(),
+        "STATE".into(),
+        "METRIC".into(),
+        "SCOPE".into(),
+        "CONDITION".into(),
+        "VALUE".into(),
+        "SEV".into(),
+        "SINCE".into(),
+    ]];
+    for a in body.as_array().into_iter().flatten() {
+        let s = |k: &str| a[k].as_str().unwrap_or("").to_string();
+        rows.push([
+            s("name"),
+            s("state"),
+            s("metric"),
+            s("scope"),
+            s("condition"),
+            a["value"]
+                .as_f64()
+                .map(|v| format!("{v:.3}"))
+                .unwrap_or_else(|| "-".into()),
+            a["severity"]
+                .as_u64()
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            s("since"),
+        ]);
+    }
+    table(&rows)
+}
+
+/// Eight-level bars for a series (▁…█), scaled to its own maximum.
+fn sparkline(values: &[f64]) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let max = values.iter().cloned().fold(0.0f64, f64::max);
+    values
+        .iter()
+        .map(|v| {
+            if max <= 0.0 {
+                BARS[0]
+            } else {
+                BARS[((v / max) * 7.0).round().clamp(0.0, 7.0) as usize]
+            }
+        })
+        .collect()
+}
+
+fn metrics_view(
+    c: &ClientArgs,
+    app: Option<String>,
+    pool: Option<String>,
+    listener: Option<String>,
+    window: &str,
+) -> ExitCode {
+    let (kind, name) = match (app, pool, listener) {
+        (Some(a), _, _) => ("app", a),
+        (_, Some(p), _) => ("pool", p),
+        (_, _, Some(l)) => ("listener", l),
+        _ => {
+            eprintln!("name what to show: --app NAME, --pool NAME or --listener NAME");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = config::parse_duration(window) {
+        eprintln!("--window: {e}");
+        return ExitCode::from(2);
+    }
+    let rt = match runtime(false) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let token = client::find_token(c.token.clone(), c.config.clone());
+    let metrics: &[(&str, &str)] = match kind {
+        "app" => &[
+            ("requests", "count"),
+            ("http_2xx", "count"),
+            ("http_4xx", "count"),
+            ("http_5xx", "count"),
+            ("response_time", "s"),
+            ("cpu_seconds", "s"),
+            ("memory_working_set", "bytes"),
+            ("queue_length", ""),
+        ],
+        "pool" => &[
+            ("requests", "count"),
+            ("failed_requests", "count"),
+            ("http_5xx", "count"),
+            ("response_time", "s"),
+            ("healthy_hosts", ""),
+            ("unhealthy_hosts", ""),
+        ],
+        _ => &[
+            ("requests", "count"),
+            ("failed_requests", "count"),
+            ("http_4xx", "count"),
+            ("http_5xx", "count"),
+            ("response_time", "s"),
+        ],
+    };
+    let mut rows = vec![[
+        "METRIC".to_string(),
+        "TOTAL".into(),
+        "AVG".into(),
+        "MAX".into(),
+        "LAST".into(),
+        format!("OVER {window}"),
+    ]];
+    let mut all = serde_json::Map::new();
+    for (m, unit) in metrics {
+        let path = format!("/api/metrics?name={m}&{kind}={name}&window={window}");
+        let ans = match rt.block_on(client::call(&c.api, token.as_deref(), "GET", &path, None)) {
+            Ok(a) if a.status == 200 => a.body,
+            Ok(a) => {
+                eprintln!(
+                    "error {}: {}",
+                    a.status,
+                    a.body["error"]["message"].as_str().unwrap_or("")
+                );
+                return ExitCode::from(if a.status == 400 { 2 } else { 1 });
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(1);
+            }
+        };
+        let points = ans["points"].as_array().cloned().unwrap_or_default();
+        let counting = *unit == "count";
+        let per_point: Vec<f64> = points
+            .iter()
+            .map(|p| {
+                if counting {
+                    p["sum"].as_f64().unwrap_or(0.0)
+                } else {
+                    p["average"].as_f64().unwrap_or(0.0)
+                }
+            })
+            .collect();
+        let total: f64 = points
+            .iter()
+            .map(|p| p["sum"].as_f64().unwrap_or(0.0))
+            .sum();
+        let count: f64 = points
+            .iter()
+            .map(|p| p["count"].as_f64().unwrap_or(0.0))
+            .sum();
+        let max = points
+            .iter()
+            .map(|p| p["max"].as_f64().unwrap_or(0.0))
+            .fold(0.0f64, f64::max);
+        let fmt = |v: f64| match *unit {
+            "bytes" => format!("{:.1} MiB", v / 1048576.0),
+            "s" => format!("{v:.3} s"),
+            _ => format!("{v:.0}"),
+        };
+        let avg = if count > 0.0 { total / count } else { 0.0 };
+        rows.push([
+            m.to_string(),
+            if counting { fmt(total) } else { "-".into() },
+            if counting { "-".into() } else { fmt(avg) },
+            fmt(max),
+            per_point
+                .last()
+                .map(|v| fmt(*v))
+                .unwrap_or_else(|| "-".into()),
+            sparkline(&per_point),
+        ]);
+        all.insert(m.to_string(), ans);
+    }
+    if c.json {
+        println!("{}", serde_json::Value::Object(all));
+    } else {
+        println!("{kind} {name}, last {window}:");
+        println!("{}", table(&rows));
+    }
+    ExitCode::SUCCESS
 }
 
 fn app_op(c: &ClientArgs, name: &str, action: &str, body: Option<serde_json::Value>) -> ExitCode {

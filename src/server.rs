@@ -9,7 +9,7 @@
 
 use crate::accesslog::{AccessLog, AccessLogTarget};
 use crate::config::{self, Config, Source};
-use crate::console::{self, ApiFailure, AppAction, Control};
+use crate::console::{self, ApiFailure, AppAction, Control, MetricQuery};
 use crate::events::EventLog;
 use crate::gateway::health::{Health, HealthRegistry, ServerHealth, ServerReport};
 use crate::gateway::listener::Listeners;
@@ -19,6 +19,9 @@ use crate::gateway::upstream::Upstream;
 use crate::gateway::{build_snapshot, Snapshot};
 use crate::host::AppHost;
 use crate::registry::AppRegistry;
+use crate::telemetry::alerts::AlertEngine;
+use crate::telemetry::metrics::{AppL, InstanceL, PairL};
+use crate::telemetry::Telemetry;
 use arc_swap::ArcSwap;
 use serde_json::{json, Value};
 use std::future::Future;
@@ -40,6 +43,9 @@ pub enum Exit {
 }
 
 struct Process {
+    telemetry: Arc<Telemetry>,
+    alerts: Arc<AlertEngine>,
+    public_metrics: bool,
     source: Source,
     /// The config now running (what `reload` last swapped in).
     config: ArcSwap<Config>,
@@ -83,6 +89,79 @@ fn summary(c: &Config, warnings: &[config::ConfigError]) -> Value {
 }
 
 impl Process {
+    /// Sets the state gauges (healthy hosts, instance figures, queues) from now.
+    fn refresh_gauges(&self) {
+        let m = &self.telemetry.metrics;
+        for b in self.gateway.snapshot.load().backends.iter() {
+            let (h, u) = b.health.counts();
+            let l = PairL {
+                pool: b.pool.name.to_string(),
+                settings: b.settings.name.to_string(),
+            };
+            m.healthy_hosts.get_or_create(&l).set(h as i64);
+            m.unhealthy_hosts.get_or_create(&l).set(u as i64);
+        }
+        for app in self.host.apps() {
+            let r = app.report();
+            let name = app.name();
+            m.app_queue
+                .get_or_create(&AppL { app: name.clone() })
+                .set(self.registry.admission(&name).waiting() as i64);
+            for i in r["instances"].as_array().into_iter().flatten() {
+                let l = InstanceL {
+                    app: name.clone(),
+                    instance: i["id"].as_str().unwrap_or("").to_string(),
+                };
+                let n = |k: &str| i[k].as_u64().unwrap_or(0) as i64;
+                m.app_cpu
+                    .get_or_create(&l)
+                    .set(i["cpu_seconds"].as_f64().unwrap_or(0.0));
+                m.app_memory.get_or_create(&l).set(n("memory_bytes"));
+                m.app_private.get_or_create(&l).set(n("private_bytes"));
+                m.app_threads.get_or_create(&l).set(n("threads"));
+                m.app_handles.get_or_create(&l).set(n("handles"));
+                m.app_restarts.get_or_create(&l).set(n("restarts"));
+            }
+        }
+    }
+
+    /// Records the sampled series (CPU, memory, hosts, queues), then closes the
+    /// current 10-second bucket of every series.
+    fn sample_and_roll(&self) {
+        let series = &self.telemetry.series;
+        for b in self.gateway.snapshot.load().backends.iter() {
+            let (h, u) = b.health.counts();
+            series
+                .series("healthy_hosts", "pool", &b.pool.name)
+                .record(h as f64);
+            series
+                .series("unhealthy_hosts", "pool", &b.pool.name)
+                .record(u as f64);
+        }
+        for app in self.host.apps() {
+            let r = app.report();
+            let name = app.name();
+            let sum = |k: &str| -> f64 {
+                r["instances"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|i| i[k].as_f64().unwrap_or(0.0))
+                    .sum()
+            };
+            series
+                .series("cpu_seconds", "app", &name)
+                .record(sum("cpu_seconds"));
+            series
+                .series("memory_working_set", "app", &name)
+                .record(sum("memory_bytes"));
+            series
+                .series("queue_length", "app", &name)
+                .record(self.registry.admission(&name).waiting() as f64);
+        }
+        series.roll();
+    }
+
     async fn reload(&self) -> Result<Value, Vec<String>> {
         let _one_at_a_time = self.reload_lock.lock().await;
         let subject = self.source.to_string();
@@ -104,6 +183,7 @@ impl Process {
             self.listeners.retain(&addrs);
             self.host.apply(&v.config.apps, &v.config.base_dir);
             let out = summary(&v.config, &v.warnings);
+            self.alerts.set_rules(v.config.alerts.clone());
             self.config.store(Arc::new(v.config));
             Ok::<Value, Vec<String>>(out)
         }
@@ -250,6 +330,55 @@ impl Control for Process {
         })
     }
 
+    fn metrics_text(&self) -> String {
+        self.refresh_gauges();
+        self.telemetry.metrics.encode()
+    }
+
+    fn public_metrics(&self) -> bool {
+        self.public_metrics
+    }
+
+    fn metric_series(&self, q: MetricQuery) -> Result<Value, ApiFailure> {
+        if !crate::telemetry::SERIES.contains(&q.name.as_str()) {
+            return Err(ApiFailure::bad_request(format!(
+                "unknown metric `{}`; one of {}",
+                q.name,
+                crate::telemetry::SERIES.join(", ")
+            )));
+        }
+        let now = crate::telemetry::series::now_secs();
+        let points: Vec<Value> = self
+            .telemetry
+            .series
+            .get(&q.name, q.kind, &q.scope)
+            .map(|s| s.points(q.window, q.grain, now))
+            .unwrap_or_default()
+            .iter()
+            .map(|p| {
+                json!({
+                    "time": humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(p.time)).to_string(),
+                    "average": p.average(),
+                    "min": p.min,
+                    "max": p.max,
+                    "sum": p.sum,
+                    "count": p.count,
+                })
+            })
+            .collect();
+        Ok(json!({
+            "name": q.name,
+            "scope": {"kind": q.kind, "name": q.scope},
+            "window_seconds": q.window.as_secs(),
+            "grain_seconds": q.grain.as_secs(),
+            "points": points,
+        }))
+    }
+
+    fn alert_status(&self) -> Value {
+        serde_json::to_value(self.alerts.status()).unwrap_or(Value::Null)
+    }
+
     fn app_logs(&self, name: &str) -> Option<Arc<crate::host::LogRing>> {
         self.host.app(name).ok().map(|a| a.logs.clone())
     }
@@ -322,7 +451,11 @@ pub async fn run(source: Source) -> Exit {
     let upstream = Arc::new(Upstream::default());
     upstream.spawn_reaper();
     let health = Arc::new(HealthRegistry::default());
+    let telemetry = Arc::new(Telemetry::default());
+    let alerts = AlertEngine::new(cfg.alerts.clone(), telemetry.clone(), events.clone());
+    alerts.spawn(cfg.gateway.alert_evaluation_interval.get());
     let gateway = Arc::new(Gateway {
+        telemetry: telemetry.clone(),
         snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::empty(&instance_id))),
         events: events.clone(),
         upstream: upstream.clone(),
@@ -371,6 +504,9 @@ pub async fn run(source: Source) -> Exit {
     wait_for_first_instances(cfg, &registry).await;
 
     let process = Arc::new(Process {
+        telemetry,
+        alerts,
+        public_metrics: cfg.console.public_metrics,
         source: source.clone(),
         config: ArcSwap::from_pointee(cfg.clone()),
         health,
@@ -382,6 +518,17 @@ pub async fn run(source: Source) -> Exit {
         instance_id,
         reload_lock: tokio::sync::Mutex::new(()),
     });
+    {
+        let p = process.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::telemetry::series::FINE);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                p.sample_and_roll();
+            }
+        });
+    }
     let (console_stop, console_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let app = console::router(&token, process.clone());
     let console_task = tokio::spawn(async move {

@@ -232,10 +232,13 @@ pub fn parse(text: &str) -> (Config, Vec<ConfigError>) {
                 config.url_path_maps = list(value, &key, &mut errors, &mut unparsed, &mut positions)
             }
             "apps" => config.apps = list(value, &key, &mut errors, &mut unparsed, &mut positions),
+            "alerts" => {
+                config.alerts = list(value, &key, &mut errors, &mut unparsed, &mut positions)
+            }
             other => errors.push(ConfigError::new(
                 other,
                 "unknown section (expected gateway, console, listeners, backend_pools, \
-                 backend_http_settings, probes, request_routing_rules, url_path_maps or apps)",
+                 backend_http_settings, probes, request_routing_rules, url_path_maps, apps or alerts)",
             )),
         }
     }

@@ -32,6 +32,8 @@ pub struct Config {
     pub url_path_maps: Vec<UrlPathMapConfig>,
     /// `[[apps]]`: hosted web apps.
     pub apps: Vec<AppConfig>,
+    /// `[[alerts]]`: alert rules over the time series.
+    pub alerts: Vec<AlertConfig>,
     /// Folder relative paths in the file are resolved against (the file's folder).
     pub base_dir: PathBuf,
     /// `(section, name)` of entries that failed to parse: validation treats the
@@ -58,6 +60,13 @@ pub struct GatewayConfig {
     /// How long SIGTERM waits for in-flight requests before closing. Default 30 s.
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout: ConfDuration,
+    /// How often alert rules are evaluated, 1 s..1 h. Default 5 s.
+    #[serde(default = "default_alert_interval")]
+    pub alert_evaluation_interval: ConfDuration,
+}
+
+fn default_alert_interval() -> ConfDuration {
+    ConfDuration::secs(5)
 }
 
 impl Default for GatewayConfig {
@@ -67,6 +76,7 @@ impl Default for GatewayConfig {
             access_log: None,
             instance_id: None,
             shutdown_timeout: default_shutdown_timeout(),
+            alert_evaluation_interval: default_alert_interval(),
         }
     }
 }
@@ -449,4 +459,77 @@ fn default_startup_timeout() -> ConfDuration {
 }
 fn default_queue_length() -> u32 {
     100
+}
+
+/// What an alert rule watches: exactly one of app, pool, listener.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AlertScope {
+    /// A hosted app.
+    #[serde(default)]
+    pub app: Option<String>,
+    /// A backend pool.
+    #[serde(default)]
+    pub pool: Option<String>,
+    /// A listener.
+    #[serde(default)]
+    pub listener: Option<String>,
+}
+
+/// How the window's values become one number (Azure's time aggregations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Aggregation {
+    /// Mean of the values.
+    #[default]
+    Average,
+    /// Smallest value.
+    Minimum,
+    /// Largest value.
+    Maximum,
+    /// Sum of the values (for counts: how many).
+    Total,
+    /// Number of values recorded.
+    Count,
+}
+
+/// `[[alerts]]`: fires when the aggregated metric crosses the threshold,
+/// resolves when it no longer does.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertConfig {
+    /// Unique name.
+    pub name: String,
+    /// A series name: requests, failed_requests, http_2xx..http_5xx,
+    /// response_time, cpu_seconds, memory_working_set, healthy_hosts,
+    /// unhealthy_hosts, queue_length.
+    pub metric: String,
+    /// What it watches.
+    pub scope: AlertScope,
+    /// Default `average`.
+    #[serde(default)]
+    pub aggregation: Aggregation,
+    /// 10 s..24 h. Default 5 m.
+    #[serde(default = "default_alert_window")]
+    pub window: ConfDuration,
+    /// `>`, `>=`, `<`, `<=`.
+    pub operator: String,
+    /// The limit.
+    pub threshold: f64,
+    /// 0 (critical) .. 4 (verbose), Azure's Sev0–Sev4. Default 2.
+    #[serde(default = "default_severity")]
+    pub severity: u8,
+    /// `http://` URLs that get a JSON POST on every transition.
+    #[serde(default)]
+    pub webhooks: Vec<String>,
+    /// argv run on every transition (env `PORTCULLIS_ALERT`, `PORTCULLIS_ALERT_STATE`, `PORTCULLIS_ALERT_VALUE`).
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+}
+
+fn default_alert_window() -> ConfDuration {
+    ConfDuration::secs(300)
+}
+fn default_severity() -> u8 {
+    2
 }

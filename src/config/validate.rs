@@ -647,6 +647,87 @@ pub fn validate(config: Config) -> Result<Validated, Vec<ConfigError>> {
         }
     }
 
+    c.range_dur(
+        "gateway.alert_evaluation_interval".into(),
+        cfg.gateway.alert_evaluation_interval,
+        1,
+        3600,
+    );
+    c.unique("alerts", cfg.alerts.iter().map(|a| a.name.as_str()));
+    for (i, a) in cfg.alerts.iter().enumerate() {
+        let p = format!("alerts[{i}]");
+        if !crate::telemetry::SERIES.contains(&a.metric.as_str()) {
+            c.err(
+                format!("{p}.metric"),
+                format!(
+                    "`{}` is not one of {}",
+                    a.metric,
+                    crate::telemetry::SERIES.join(", ")
+                ),
+            );
+        }
+        let set = [&a.scope.app, &a.scope.pool, &a.scope.listener]
+            .iter()
+            .filter(|x| x.is_some())
+            .count();
+        if set != 1 {
+            c.err(
+                format!("{p}.scope"),
+                "name exactly one of app, pool, listener",
+            );
+        }
+        if let Some(n) = &a.scope.app {
+            if !apps.contains(n.as_str()) {
+                c.err(format!("{p}.scope.app"), format!("no app is named `{n}`"));
+            }
+        }
+        if let Some(n) = &a.scope.pool {
+            if !pools.contains(n.as_str()) {
+                c.err(
+                    format!("{p}.scope.pool"),
+                    format!("no backend pool is named `{n}`"),
+                );
+            }
+        }
+        if let Some(n) = &a.scope.listener {
+            if !listeners.contains(n.as_str()) {
+                c.err(
+                    format!("{p}.scope.listener"),
+                    format!("no listener is named `{n}`"),
+                );
+            }
+        }
+        c.range_dur(format!("{p}.window"), a.window, 10, 86400);
+        if ![">", ">=", "<", "<="].contains(&a.operator.as_str()) {
+            c.err(
+                format!("{p}.operator"),
+                format!("`{}` is not one of >, >=, <, <=", a.operator),
+            );
+        }
+        if !a.threshold.is_finite() {
+            c.err(format!("{p}.threshold"), "must be a finite number");
+        }
+        if a.severity > 4 {
+            c.err(
+                format!("{p}.severity"),
+                format!("{} is outside 0..4", a.severity),
+            );
+        }
+        for (j, w) in a.webhooks.iter().enumerate() {
+            if !w.starts_with("http://") || w.len() <= 7 {
+                c.err(
+                    format!("{p}.webhooks[{j}]"),
+                    format!("`{w}` is not an http:// URL"),
+                );
+            }
+        }
+        if let Some(cmd) = &a.command {
+            if cmd.is_empty() {
+                c.err(format!("{p}.command"), "must name a program (argv list)");
+            }
+        }
+    }
+
     if c.errors.is_empty() {
         Ok(Validated {
             config,

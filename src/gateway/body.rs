@@ -11,6 +11,7 @@ use super::failure::ErrorInfo;
 use super::proxy::InFlight;
 use super::upstream::{Conn, Upstream};
 use crate::accesslog::{secs_number, AccessLog, AccessRecord};
+use crate::telemetry::{Observation, Telemetry};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -31,6 +32,8 @@ pub enum Inner {
 /// Everything needed to finish the access-log record of one request.
 pub struct Completion {
     log: AccessLog,
+    telemetry: Arc<Telemetry>,
+    obs: Observation,
     record: AccessRecord,
     start: Instant,
     head_bytes: u64,
@@ -88,6 +91,8 @@ impl ResponseBody {
             .first_poll
             .map(|t| secs_number(t.elapsed()))
             .unwrap_or(0.0);
+        c.obs.total = c.start.elapsed();
+        c.telemetry.observe(&c.record, &c.obs);
         c.log.log(std::mem::replace(&mut c.record, empty_record()));
     }
 }
@@ -168,6 +173,9 @@ impl Drop for ResponseBody {
 /// before [`PendingRecord::into_body`] hands it to the response body.
 pub struct PendingRecord {
     log: AccessLog,
+    telemetry: Arc<Telemetry>,
+    /// Typed facts for the metrics (app, connect and first-byte times).
+    pub obs: Observation,
     /// The record so far; the handler fills it as it learns.
     pub record: AccessRecord,
     start: Instant,
@@ -184,9 +192,16 @@ pub struct PendingRecord {
 
 impl PendingRecord {
     /// Starts the record of a request that arrived at `start`.
-    pub fn new(log: AccessLog, record: AccessRecord, start: Instant) -> Self {
+    pub fn new(
+        log: AccessLog,
+        telemetry: Arc<Telemetry>,
+        record: AccessRecord,
+        start: Instant,
+    ) -> Self {
         PendingRecord {
             log,
+            telemetry,
+            obs: Observation::default(),
             record,
             start,
             received_head: 0,
@@ -217,6 +232,8 @@ impl PendingRecord {
             inner,
             completion: Some(Box::new(Completion {
                 log: self.log.clone(),
+                telemetry: self.telemetry.clone(),
+                obs: std::mem::take(&mut self.obs),
                 record,
                 start: self.start,
                 head_bytes,
@@ -248,6 +265,8 @@ impl Drop for PendingRecord {
                 .as_ref()
                 .map(|n| n.load(Ordering::Relaxed))
                 .unwrap_or(0);
+        self.obs.total = self.start.elapsed();
+        self.telemetry.observe(&record, &self.obs);
         self.log.log(record);
     }
 }

@@ -138,6 +138,9 @@ impl Listeners {
                 r = l.accept() => match r {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
+                        let m = &self.gateway.telemetry.metrics;
+                        m.new_connections.inc();
+                        m.current_connections.inc();
                         let watcher = self.graceful.lock().ok().and_then(|g| g.as_ref().map(|g| g.watcher()));
                         let Some(watcher) = watcher else { break };
                         tokio::spawn(self.clone().serve_tcp(key, stream, peer, watcher));
@@ -159,6 +162,14 @@ impl Listeners {
         peer: SocketAddr,
         watcher: hyper_util::server::graceful::Watcher,
     ) {
+        // Counted open from accept to the end of this task.
+        struct Open(Arc<Gateway>);
+        impl Drop for Open {
+            fn drop(&mut self) {
+                self.0.telemetry.metrics.current_connections.dec();
+            }
+        }
+        let _open = Open(self.gateway.clone());
         let tls = self
             .gateway
             .snapshot
@@ -319,6 +330,11 @@ impl Listeners {
         let _ = stream.shutdown().await;
         rec.properties.sent_bytes = (head_out.len() + page.len()) as u64;
         rec.properties.time_taken = secs_number(start.elapsed());
+        let obs = crate::telemetry::Observation {
+            total: start.elapsed(),
+            ..Default::default()
+        };
+        self.gateway.telemetry.observe(&rec, &obs);
         self.gateway.log.log(rec);
     }
 }

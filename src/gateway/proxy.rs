@@ -42,6 +42,8 @@ pub struct Gateway {
     pub upstream: Arc<Upstream>,
     /// Access log.
     pub log: AccessLog,
+    /// Metrics and time series.
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 /// TLS facts of a client connection, for the log.
@@ -127,7 +129,12 @@ pub async fn handle(
     let txid = new_transaction_id();
     let snapshot = conn.gateway.snapshot.load_full();
     let record = base_record(&snapshot.instance_id, conn.peer, conn.tls.as_ref(), &txid);
-    let mut pending = PendingRecord::new(conn.gateway.log.clone(), record, start);
+    let mut pending = PendingRecord::new(
+        conn.gateway.log.clone(),
+        conn.gateway.telemetry.clone(),
+        record,
+        start,
+    );
 
     if let Some(shared) = &conn.guard {
         if let Some(rej) = shared.take_rejection(req.uri().path()) {
@@ -323,6 +330,9 @@ async fn route_and_forward(
     pending.record.rule_name = route.rule_name.to_string();
     pending.record.backend_pool_name = backend.pool.name.to_string();
     pending.record.backend_setting_name = settings.name.to_string();
+    if let PoolSource::App { app, .. } = &backend.pool.source {
+        pending.obs.app = Some(app.as_str().into());
+    }
 
     // Affinity: a valid cookie names the server to prefer.
     let cookie_name = settings.affinity_cookie.as_deref();
@@ -501,11 +511,15 @@ async fn route_and_forward(
                 p.upstream_source_port = c.local_port.to_string();
                 p.connection_reused = Some(c.reused);
                 p.server_connect_time = Some(secs_string(connect_time));
+                pending.obs.connect = Some(connect_time);
             }
             let sent_at = Instant::now();
             let result =
                 tokio::time::timeout(settings.request_timeout, c.tx.try_send_request(out)).await;
             let since_arrival = pending.elapsed();
+            if matches!(result, Ok(Ok(_))) {
+                pending.obs.first_byte = Some(since_arrival);
+            }
             let p = &mut pending.record.properties;
             match result {
                 Ok(Ok(mut resp)) => {

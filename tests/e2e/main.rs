@@ -9,6 +9,7 @@ mod failures;
 mod health;
 mod hostile;
 mod lifecycle;
+mod monitoring;
 mod routing;
 mod streaming;
 mod tls;

@@ -280,6 +280,12 @@ async fn round_robin_and_cookie_affinity() {
             .replace("priority = 10", "priority = 20"),
     );
     let gw = Gateway::start("affinity", &config);
+    // Both servers probed Healthy first (Unknown ones only serve when none is Healthy).
+    for pool in ["pool", "pool2"] {
+        for s in &servers {
+            wait_health(&gw, pool, s, "Healthy", 10).await;
+        }
+    }
     // Round robin alternates.
     let mut seen = std::collections::HashSet::new();
     for _ in 0..4 {

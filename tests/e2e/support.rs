@@ -58,7 +58,7 @@ impl Gateway {
         let dir = temp_dir(name);
         let console = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let text = format!(
-            "[gateway]\ninstance_id = \"e2e\"\nshutdown_timeout = 10\n[console]\nlisten = \"{console}\"\ntoken = \"test-token\"\n\n{}",
+            "[gateway]\ninstance_id = \"e2e\"\nshutdown_timeout = 10\nalert_evaluation_interval = 1\n[console]\nlisten = \"{console}\"\ntoken = \"test-token\"\n\n{}",
             config.replace("{dir}", &dir.display().to_string())
         );
         let path = dir.join("portcullis.toml");
