@@ -318,6 +318,35 @@ fn list<T: DeserializeOwned>(
 mod tests {
     use super::*;
 
+    /// Randomized robustness (cargo-fuzz needs nightly): mutated configs never
+    /// panic the parser or the validator; they are accepted or refused with errors.
+    #[test]
+    fn mutated_configs_never_panic() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let base = BUILT_IN_DEFAULT.as_bytes();
+        let alphabet = b"[]{}=\"'#.,0123456789-_ abcxyz\n\t";
+        for _ in 0..3000 {
+            let mut m = base.to_vec();
+            for _ in 0..rng.usize(1..8) {
+                let i = rng.usize(..m.len());
+                match rng.u8(..3) {
+                    0 => {
+                        m.remove(i);
+                    }
+                    1 => m.insert(i, alphabet[rng.usize(..alphabet.len())]),
+                    _ => m[i] = alphabet[rng.usize(..alphabet.len())],
+                }
+            }
+            let text = String::from_utf8_lossy(&m);
+            let (cfg, errors) = parse(&text);
+            if errors.is_empty() {
+                let _ = validate(cfg);
+            } else {
+                assert!(errors.iter().all(|e| !e.message.is_empty()));
+            }
+        }
+    }
+
     #[test]
     fn built_in_default_is_valid() {
         let c = load_str(BUILT_IN_DEFAULT).expect("parses");

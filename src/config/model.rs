@@ -60,9 +60,17 @@ pub struct GatewayConfig {
     /// How long SIGTERM waits for in-flight requests before closing. Default 30 s.
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout: ConfDuration,
+    /// Time a client has to send a complete request head, 1 s..1 h; then 408.
+    /// Default 60 s (Azure: a client that sends nothing for 60 s gets 408).
+    #[serde(default = "default_header_timeout")]
+    pub request_header_timeout: ConfDuration,
     /// How often alert rules are evaluated, 1 s..1 h. Default 5 s.
     #[serde(default = "default_alert_interval")]
     pub alert_evaluation_interval: ConfDuration,
+}
+
+fn default_header_timeout() -> ConfDuration {
+    ConfDuration::secs(60)
 }
 
 fn default_alert_interval() -> ConfDuration {
@@ -77,6 +85,7 @@ impl Default for GatewayConfig {
             instance_id: None,
             shutdown_timeout: default_shutdown_timeout(),
             alert_evaluation_interval: default_alert_interval(),
+            request_header_timeout: default_header_timeout(),
         }
     }
 }

@@ -648,6 +648,12 @@ pub fn validate(config: Config) -> Result<Validated, Vec<ConfigError>> {
     }
 
     c.range_dur(
+        "gateway.request_header_timeout".into(),
+        cfg.gateway.request_header_timeout,
+        1,
+        3600,
+    );
+    c.range_dur(
         "gateway.alert_evaluation_interval".into(),
         cfg.gateway.alert_evaluation_interval,
         1,

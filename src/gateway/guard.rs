@@ -867,6 +867,53 @@ mod tests {
         ));
     }
 
+    /// Randomized robustness (a stand-in for cargo-fuzz, which needs nightly):
+    /// mutated requests never panic the guard, and whatever it passes on is a
+    /// head hyper can parse with the same framing.
+    #[test]
+    fn mutated_requests_never_panic_and_passed_heads_parse() {
+        let seeds: &[&[u8]] = &[
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"POST /x?y=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        ];
+        let mut rng = fastrand::Rng::with_seed(0x5eed);
+        let alphabet =
+            b"\r\n :;,-+0123456789abcdefGHIJ\t\x00\x7f/?chunkedContent-LengthTransfer-Encoding";
+        for _ in 0..20_000 {
+            let mut m = seeds[rng.usize(..seeds.len())].to_vec();
+            for _ in 0..rng.usize(1..6) {
+                let i = rng.usize(..=m.len());
+                match rng.u8(..3) {
+                    0 if i < m.len() => {
+                        m.remove(i);
+                    }
+                    1 => m.insert(i, alphabet[rng.usize(..alphabet.len())]),
+                    _ if i < m.len() => m[i] = alphabet[rng.usize(..alphabet.len())],
+                    _ => {}
+                }
+            }
+            if let HeadEnd::Complete(end) = find_head_end(&m) {
+                if let Ok(framing) = check_head(&m[..end]) {
+                    let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    let mut r = httparse::Request::new(&mut h);
+                    assert!(
+                        matches!(r.parse(&m[..end]), Ok(httparse::Status::Complete(_))),
+                        "{m:?}"
+                    );
+                    let _ = framing;
+                }
+            }
+            let _ = scan_chunked(
+                Chunk::Size {
+                    digits: 0,
+                    value: 0,
+                },
+                &m,
+            );
+        }
+    }
+
     #[test]
     fn chunked_scanner() {
         let body = b"5\r\nhello\r\n3;x=y\r\nabc\r\n0\r\nT: v\r\n\r\nGET";

@@ -186,8 +186,16 @@ impl Listeners {
                 tls: None,
                 guard: Some(shared.clone()),
             });
-            self.serve(GuardedIo::new(stream, shared), info, watcher)
-                .await;
+            self.serve(
+                GuardedIo::with_timeout(
+                    stream,
+                    shared,
+                    self.gateway.snapshot.load().header_timeout,
+                ),
+                info,
+                watcher,
+            )
+            .await;
             return;
         };
         let mut first = [0u8; 1];
@@ -241,8 +249,16 @@ impl Listeners {
                 tls: Some(tls_info),
                 guard: Some(shared.clone()),
             });
-            self.serve(GuardedIo::new(tls_stream, shared), info, watcher)
-                .await;
+            self.serve(
+                GuardedIo::with_timeout(
+                    tls_stream,
+                    shared,
+                    self.gateway.snapshot.load().header_timeout,
+                ),
+                info,
+                watcher,
+            )
+            .await;
         }
     }
 

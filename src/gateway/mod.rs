@@ -49,6 +49,8 @@ pub struct Snapshot {
     pub backends: Vec<Arc<Backend>>,
     /// `properties.instanceId`.
     pub instance_id: Arc<str>,
+    /// `[gateway].request_header_timeout`.
+    pub header_timeout: Duration,
 }
 
 impl Snapshot {
@@ -59,6 +61,7 @@ impl Snapshot {
             pools: HashMap::new(),
             backends: Vec::new(),
             instance_id: instance_id.into(),
+            header_timeout: guard::HEAD_TIMEOUT,
         }
     }
 }
@@ -349,6 +352,7 @@ pub async fn build_snapshot(
             pools,
             backends,
             instance_id: instance_id.into(),
+            header_timeout: config.gateway.request_header_timeout.get(),
         })
     } else {
         Err(errors)

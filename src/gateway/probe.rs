@@ -138,7 +138,17 @@ pub async fn probe_once(
         match &spec.tls {
             None => exchange(tcp, spec, &host).await,
             Some(cfg) => {
-                let sni = host.split(':').next().unwrap_or(&host).to_string();
+                // The certificate is checked against a name, not the probe's Host
+                // (Azure's default probe sends Host 127.0.0.1): a custom probe host,
+                // else the settings' host name, else the server's configured name.
+                let sni = match (&spec.host, &settings.host) {
+                    (ProbeHost::Fixed(h), _) if h.parse::<std::net::IpAddr>().is_err() => h.clone(),
+                    (_, super::pool::HostRewrite::Fixed(v)) => {
+                        v.to_str().unwrap_or(server_name).to_string()
+                    }
+                    _ => server_name.to_string(),
+                };
+                let sni = sni.split(':').next().unwrap_or(&sni).to_string();
                 let name = ServerName::try_from(sni.clone())
                     .map_err(|_| format!("TLS problem: `{sni}` is not a valid server name"))?;
                 let tls = tokio_rustls::TlsConnector::from(cfg.clone())

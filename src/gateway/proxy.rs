@@ -429,7 +429,7 @@ async fn route_and_forward(
     for cand in candidates.iter() {
         let server = &cand.server;
         let addr = cand.addr;
-        let _in_flight = cand.health.as_ref().map(|h| InFlight::new(h.clone()));
+        let mut in_flight = cand.health.as_ref().map(|h| InFlight::new(h.clone()));
         let host_value = match &settings.host {
             HostRewrite::Client => HeaderValue::from_str(&client_host).ok(),
             HostRewrite::Fixed(v) => Some(v.clone()),
@@ -586,6 +586,8 @@ async fn route_and_forward(
                     }
                     let head = head_size(status, &rparts.headers);
                     let checkin = (!wants_upgrade).then(|| (upstream.clone(), c));
+                    // Counted in flight until the body ends (draining waits for it).
+                    pending.in_flight = in_flight.take();
                     return Response::from_parts(
                         rparts,
                         pending.into_body(Inner::Upstream(rbody), head, checkin),
@@ -739,17 +741,23 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, backend: hyper::upgrade::OnUp
 /// `/images/../admin` is routed (and forwarded) as `/admin`. Paths without a
 /// `/.` are returned unchanged and unallocated.
 pub fn remove_dot_segments(path: &str) -> std::borrow::Cow<'_, str> {
-    if !path.contains("/.") {
+    let encoded_dot = path.contains('%') && path.to_ascii_lowercase().contains("%2e");
+    if !path.contains("/.") && !encoded_dot {
         return std::borrow::Cow::Borrowed(path);
     }
+    let is_dot = |s: &str| s == "." || s.eq_ignore_ascii_case("%2e");
+    let is_dotdot = |s: &str| {
+        let l = s.to_ascii_lowercase();
+        l == ".." || l == "%2e%2e" || l == ".%2e" || l == "%2e."
+    };
     let mut out: Vec<&str> = Vec::new();
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     let last = segments.len().saturating_sub(1);
     let mut trailing_slash = false;
     for (i, seg) in segments.iter().enumerate() {
         match *seg {
-            "." => trailing_slash = i == last,
-            ".." => {
+            s if is_dot(s) => trailing_slash = i == last,
+            s if is_dotdot(s) => {
                 out.pop();
                 trailing_slash = i == last;
             }
@@ -849,5 +857,8 @@ mod tests {
         assert_eq!(r("/../../x"), "/x");
         assert_eq!(r("/."), "/");
         assert_eq!(r("/.well-known/x"), "/.well-known/x");
+        assert_eq!(r("/images/%2e%2e/admin"), "/admin");
+        assert_eq!(r("/images/%2E./admin"), "/admin");
+        assert_eq!(r("/a/%2e/b"), "/a/b");
     }
 }

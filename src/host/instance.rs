@@ -286,12 +286,13 @@ async fn run_once(
     loop {
         if check_ready(addr, &cfg.health_check_path).await {
             inst.update(|s| {
+                // Failures in a row reset only after a stable run (see supervise):
+                // a process that gets ready and then crashes is still crash-looping.
                 s.state = if inst.in_rotation() {
                     InstanceState::Ready
                 } else {
                     InstanceState::Draining
                 };
-                s.consecutive_failures = 0;
             });
             let _ = inst.ready_tx.send(true);
             app.publish();

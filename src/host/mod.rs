@@ -111,7 +111,7 @@ impl App {
             .collect();
         let failing = statuses
             .iter()
-            .any(|s| s.consecutive_failures >= DEGRADED_AFTER);
+            .any(|s| s.consecutive_failures >= DEGRADED_AFTER && s.state != InstanceState::Ready);
         let state = if failing {
             AppState::Degraded
         } else if ready.len() >= self.wanted.load(Ordering::Relaxed) {
@@ -224,7 +224,18 @@ impl AppHost {
                 .ok()
                 .and_then(|a| a.get(&cfg.name).cloned());
             match existing {
-                Some(app) => app.config.store(Arc::new(cfg.clone())),
+                Some(app) => {
+                    let before = app.config.load().instances;
+                    app.config.store(Arc::new(cfg.clone()));
+                    if before != cfg.instances {
+                        // A changed instance count applies on reload, like `app scale`.
+                        let host = self.clone();
+                        let (name, n) = (cfg.name.clone(), cfg.instances);
+                        tokio::spawn(async move {
+                            let _ = host.scale(&name, n).await;
+                        });
+                    }
+                }
                 None => {
                     let app = Arc::new(App {
                         config: ArcSwap::from_pointee(cfg.clone()),

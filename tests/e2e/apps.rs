@@ -471,3 +471,26 @@ async fn cpu_and_memory_figures_move_and_logs_stream() {
         "{line}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashing_after_ready_is_still_a_crash_loop() {
+    let port = free_port();
+    let gw = Gateway::start("crashready", &app_config(port, "command = [\"portcullis\", \"demo-app\"]\ninstances = 1\nhealth_check_path = \"/health\""));
+    let mut degraded = false;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !degraded && Instant::now() < deadline {
+        let a = app_json(&gw).await;
+        if a["state"] == "Degraded" {
+            degraded = true;
+            break;
+        }
+        if a["instances"][0]["state"] == "Ready" {
+            let _ = std::net::TcpStream::connect(local(port)).and_then(|mut s| {
+                use std::io::Write;
+                s.write_all(b"GET /crash HTTP/1.1\r\nHost: a\r\n\r\n")
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(degraded, "three crashes in a row make the app Degraded");
+}

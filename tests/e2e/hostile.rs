@@ -136,3 +136,53 @@ async fn no_request_rides_unchecked_after_a_refused_upgrade_or_connect() {
         assert!(!text.contains("201 Created"), "{first:?}: {text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_does_not_starve_normal_clients_and_gets_408() {
+    let app = DemoApp::start();
+    let port = free_port();
+    let gw = Gateway::start_with(
+        "slowloris",
+        "request_header_timeout = 2",
+        &basic_config(port, &[app.addr.to_string()], ""),
+    );
+    // 200 connections that send their headers a byte at a time.
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        let mut s = std::net::TcpStream::connect(local(port)).expect("connect");
+        std::io::Write::write_all(&mut s, b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ").expect("write");
+        slow.push(s);
+    }
+    let dribble = std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        let mut open = slow;
+        while start.elapsed() < std::time::Duration::from_secs(4) {
+            for s in open.iter_mut() {
+                let _ = std::io::Write::write_all(s, b"x");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        open
+    });
+    // Normal clients are served at once meanwhile.
+    for _ in 0..30 {
+        let t0 = std::time::Instant::now();
+        let r = get(local(port), "/").await;
+        assert_eq!(r.status, 200);
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            t0.elapsed()
+        );
+    }
+    let open = dribble.join().expect("join");
+    // After the 2 s header timeout each slow connection got 408 and was closed.
+    let mut s = open.into_iter().next().expect("one");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(3)))
+        .expect("timeout");
+    let mut text = String::new();
+    let _ = std::io::Read::read_to_string(&mut s, &mut text);
+    assert_eq!(raw_status(&text), 408, "{text}");
+    let rec = gw.record(&raw_txid(&text));
+    assert_eq!(rec["properties"]["error_info"], "ERRORINFO_INVALID_REQUEST");
+}

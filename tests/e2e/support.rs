@@ -22,12 +22,30 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_portcullis")
 }
 
-/// A port the OS says is free now.
+/// Next candidate in [`free_port`]'s range; starts at a pid-derived offset.
+static NEXT_PORT: AtomicUsize = AtomicUsize::new(0);
+
+/// A loopback port that is free now, taken from 15000..32000 — below the
+/// kernel's ephemeral range (32768..60999), so that no `bind(0)` elsewhere
+/// (an app instance's `PORT`, a backend the test started, an outgoing
+/// connection) can take it between this check and the gateway binding it.
+/// A counter hands each port out once per test run.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    const LOW: usize = 15_000;
+    const SPAN: usize = 17_000;
+    let _ = NEXT_PORT.compare_exchange(
+        0,
+        (std::process::id() as usize * 97) % SPAN + 1,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT_PORT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if StdListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN)
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -55,10 +73,15 @@ impl Gateway {
     /// Writes `config` (with `{console}` replaced by a free console address and
     /// `{dir}` by the folder) and starts the binary; waits for `ready`.
     pub fn start(name: &str, config: &str) -> Gateway {
+        Self::start_with(name, "", config)
+    }
+
+    /// Like [`Gateway::start`] with extra `[gateway]` lines.
+    pub fn start_with(name: &str, gateway_lines: &str, config: &str) -> Gateway {
         let dir = temp_dir(name);
         let console = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let text = format!(
-            "[gateway]\ninstance_id = \"e2e\"\nshutdown_timeout = 10\nalert_evaluation_interval = 1\n[console]\nlisten = \"{console}\"\ntoken = \"test-token\"\n\n{}",
+            "[gateway]\ninstance_id = \"e2e\"\nshutdown_timeout = 10\nalert_evaluation_interval = 1\n{gateway_lines}\n[console]\nlisten = \"{console}\"\ntoken = \"test-token\"\n\n{}",
             config.replace("{dir}", &dir.display().to_string())
         );
         let path = dir.join("portcullis.toml");

@@ -1,0 +1,272 @@
+"""Runs the side-by-side benchmark (see docs/benchmarks.md).
+
+Every proxy runs pinned to core 1 (`taskset -c 1`), the load generator to core 0;
+the backend is one nginx worker serving a fixed 6-byte body and a 1 MiB file.
+Proxies: portcullis (release build, access log on), nginx (1 worker, upstream
+keep-alive, access log on, buffered), HAProxy (nbthread 1, no log), and
+"direct" (the backend itself, the ceiling). Order alternates between rounds;
+the best of the rounds is reported.
+"""
+import argparse, json, os, re, shutil, signal, socket, subprocess, sys, tempfile, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / "target/release/portcullis"
+PORTS = {"backend": 18080, "portcullis": 18081, "nginx": 18082, "haproxy": 18083, "console": 18090,
+         "portcullis_tls": 18441, "nginx_tls": 18442, "haproxy_tls": 18443}
+
+
+def wait_port(port, timeout=15):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on {port}")
+
+
+def cpu_seconds(pid):
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def children(pid):
+    try:
+        return [int(p) for p in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    except OSError:
+        return []
+
+
+class Setup:
+    def __init__(self, work):
+        self.work = Path(work)
+        self.procs = {}
+
+    def start(self, name, argv, pin=None, port=None):
+        if pin is not None:
+            argv = ["taskset", "-c", str(pin)] + argv
+        p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(self.work / f"{name}.err", "w"),
+                             cwd=self.work, start_new_session=True)
+        self.procs[name] = p
+        if port:
+            wait_port(port)
+        return p
+
+    def stop(self):
+        for p in self.procs.values():
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except OSError:
+                pass
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+
+    def worker_pid(self, name):
+        """The process doing the work: nginx's worker, else the process itself."""
+        p = self.procs[name]
+        kids = children(p.pid)
+        return kids[0] if name.startswith("nginx") and kids else p.pid
+
+
+def write_configs(w):
+    (w / "www").mkdir()
+    (w / "www/1m").write_bytes(b"x" * 1048576)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-days", "2", "-subj", "/CN=localhost", "-keyout", str(w / "key.pem"), "-out", str(w / "cert.pem")],
+                   check=True, capture_output=True)
+    common = f"""worker_processes 1; daemon off; pid {w}/%s.pid; error_log {w}/%s.error.log warn;
+events {{ worker_connections 20000; }}
+"""
+    (w / "backend.conf").write_text(common % ("backend", "backend") + f"""
+http {{ access_log off; keepalive_requests 1000000; keepalive_timeout 75s;
+  server {{ listen 127.0.0.1:{PORTS['backend']} reuseport backlog=4096;
+    location = / {{ return 200 "hello\\n"; }}
+    location = /1m {{ root {w}/www; }} }} }}
+""")
+    (w / "nginx.conf").write_text(common % ("nginx", "nginx") + f"""
+http {{ access_log {w}/nginx.access.log combined buffer=64k flush=1s; keepalive_requests 1000000;
+  upstream b {{ server 127.0.0.1:{PORTS['backend']}; keepalive 128; }}
+  server {{ listen 127.0.0.1:{PORTS['nginx']} backlog=4096; listen 127.0.0.1:{PORTS['nginx']+100} http2;
+    listen 127.0.0.1:{PORTS['nginx_tls']} ssl http2; ssl_certificate {w}/cert.pem; ssl_certificate_key {w}/key.pem;
+    location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_buffering on; }} }} }}
+""")
+    (w / "both.pem").write_text((w / "cert.pem").read_text() + (w / "key.pem").read_text())
+    (w / "haproxy.cfg").write_text(f"""global
+  nbthread 1
+  maxconn 9000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+  http-reuse always
+frontend f
+  bind 127.0.0.1:{PORTS['haproxy']}
+  bind 127.0.0.1:{PORTS['haproxy']+100} proto h2
+  bind 127.0.0.1:{PORTS['haproxy_tls']} ssl crt {w}/both.pem alpn h2,http/1.1
+  option forwardfor
+  default_backend b
+backend b
+  server s1 127.0.0.1:{PORTS['backend']}
+""")
+    (w / "portcullis.toml").write_text(f"""
+[gateway]
+state_dir = "{w}/state"
+[console]
+listen = "127.0.0.1:{PORTS['console']}"
+token = "bench"
+[[listeners]]
+name = "plain"
+listen = "127.0.0.1:{PORTS['portcullis']}"
+[[listeners]]
+name = "tls"
+listen = "127.0.0.1:{PORTS['portcullis_tls']}"
+protocol = "https"
+tls = {{ certificate = "{w}/cert.pem", key = "{w}/key.pem" }}
+[[backend_pools]]
+name = "pool"
+addresses = ["127.0.0.1:{PORTS['backend']}"]
+[[backend_http_settings]]
+name = "s"
+[[request_routing_rules]]
+name = "r"
+listener = "plain"
+priority = 1
+backend_pool = "pool"
+backend_http_settings = "s"
+[[request_routing_rules]]
+name = "r-tls"
+listener = "tls"
+priority = 2
+backend_pool = "pool"
+backend_http_settings = "s"
+""")
+
+
+def wrk(url, conns, secs, extra=()):
+    out = subprocess.run(["taskset", "-c", "0", "wrk", "-t1", f"-c{conns}", f"-d{secs}s", "--latency", *extra, url],
+                         capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = {}
+    for q in ("50%", "99%"):
+        m = re.search(rf"\s{re.escape(q)}\s+([\d.]+)(us|ms|s)", out)
+        if m:
+            v = float(m.group(1)) * {"us": 1e-3, "ms": 1, "s": 1e3}[m.group(2)]
+            lat[q] = v
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: (.*)", out)
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    return {"rps": rps, "p50_ms": lat.get("50%"), "p99_ms": lat.get("99%"), "requests": total,
+            "non2xx": int(errors.group(1)) if errors else 0, "socket_errors": sock.group(1) if sock else ""}
+
+
+def h2load(url, secs):
+    out = subprocess.run(["taskset", "-c", "0", "h2load", "-c16", "-m10", "-D", str(secs), url],
+                         capture_output=True, text=True).stdout
+    m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
+    return {"rps": float(m.group(1)) if m else 0.0, "p50_ms": None, "p99_ms": None,
+            "requests": int(done.group(1)) if done else 0,
+            "non2xx": (int(done.group(1)) - int(done.group(2))) if done else 0, "socket_errors": ""}
+
+
+SCENARIOS = {
+    "ka64": ("keep-alive, 6-byte body, 64 connections", lambda base, s: wrk(base["http"] + "/", 64, s)),
+    "ka1": ("keep-alive, 6-byte body, 1 connection (latency)", lambda base, s: wrk(base["http"] + "/", 1, s)),
+    "1mib": ("1 MiB response, 16 connections", lambda base, s: wrk(base["http"] + "/1m", 16, s)),
+    "close": ("new connection per request, 16 connections",
+              lambda base, s: wrk(base["http"] + "/", 16, s, ("-H", "Connection: close"))),
+    "tls": ("TLS termination, keep-alive, 64 connections", lambda base, s: wrk(base["https"] + "/", 64, s)),
+    "h2": ("HTTP/2 (h2c), 16 connections x 10 streams", lambda base, s: h2load(base["h2"] + "/", s)),
+}
+
+TARGETS = {
+    "portcullis": {"http": f"http://127.0.0.1:{PORTS['portcullis']}", "https": f"https://127.0.0.1:{PORTS['portcullis_tls']}",
+                   "h2": f"http://127.0.0.1:{PORTS['portcullis']}"},
+    "nginx": {"http": f"http://127.0.0.1:{PORTS['nginx']}", "https": f"https://127.0.0.1:{PORTS['nginx_tls']}",
+              "h2": f"http://127.0.0.1:{PORTS['nginx']+100}"},
+    "haproxy": {"http": f"http://127.0.0.1:{PORTS['haproxy']}", "https": f"https://127.0.0.1:{PORTS['haproxy_tls']}",
+                "h2": f"http://127.0.0.1:{PORTS['haproxy']+100}"},
+    "direct": {"http": f"http://127.0.0.1:{PORTS['backend']}", "https": None, "h2": None},
+}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--scenarios", default="ka64,ka1,1mib,close,tls,h2")
+    ap.add_argument("--out", default=str(ROOT / "bench/results.json"))
+    a = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="pc-bench-"))
+    write_configs(work)
+    s = Setup(work)
+    try:
+        s.start("backend", ["nginx", "-c", str(work / "backend.conf")], pin=0, port=PORTS["backend"])
+        s.start("nginx", ["nginx", "-c", str(work / "nginx.conf")], pin=1, port=PORTS["nginx"])
+        s.start("haproxy", ["haproxy", "-f", str(work / "haproxy.cfg")], pin=1, port=PORTS["haproxy"])
+        s.start("portcullis", [str(BIN), "run", "-c", str(work / "portcullis.toml")], pin=1, port=PORTS["portcullis"])
+        time.sleep(1)
+        pids = {n: s.worker_pid(n) for n in ("portcullis", "nginx", "haproxy", "backend")}
+        pids["direct"] = pids["backend"]
+        results = {}
+        for r in range(a.rounds):
+            order = list(TARGETS) if r % 2 == 0 else list(reversed(TARGETS))
+            for sc in a.scenarios.split(","):
+                desc, fn = SCENARIOS[sc]
+                for t in order:
+                    base = TARGETS[t]
+                    if (sc == "tls" and not base["https"]) or (sc == "h2" and not base["h2"]):
+                        continue
+                    fn(base, 1)  # warm-up
+                    c0 = cpu_seconds(pids[t])
+                    res = fn(base, a.duration)
+                    res["cpu_s_per_100k"] = round((cpu_seconds(pids[t]) - c0) / max(res["requests"], 1) * 1e5, 3)
+                    res["peak_rss_mib"] = round(peak_rss(pids[t]) / 1048576, 1)
+                    key = f"{sc}/{t}"
+                    best = results.get(key)
+                    if best is None or res["rps"] > best["rps"]:
+                        results[key] = res
+                    print(f"round {r+1} {sc:6} {t:10} {res['rps']:>10.0f} req/s p50={res['p50_ms']} ms p99={res['p99_ms']} ms "
+                          f"cpu/100k={res['cpu_s_per_100k']} s rss={res['peak_rss_mib']} MiB errors={res['non2xx']} {res['socket_errors']}",
+                          flush=True)
+        machine = {"nproc": os.cpu_count(), "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?"),
+                   "kernel": os.uname().release, "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+        Path(a.out).write_text(json.dumps({"machine": machine, "duration_s": a.duration, "rounds": a.rounds, "results": results}, indent=1))
+        print_table(results, a.scenarios.split(","), machine)
+    finally:
+        s.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def print_table(results, scenarios, machine):
+    print(f"\nMachine: {machine['nproc']} cores, {machine['cpu']}, kernel {machine['kernel']}, {machine['time']}\n")
+    print("| scenario | proxy | req/s | p50 ms | p99 ms | CPU s / 100k req | peak RSS MiB | portcullis ÷ this |")
+    print("|---|---|---|---|---|---|---|---|")
+    for sc in scenarios:
+        pc = results.get(f"{sc}/portcullis", {}).get("rps")
+        for t in TARGETS:
+            r = results.get(f"{sc}/{t}")
+            if not r:
+                continue
+            ratio = f"{pc / r['rps']:.2f}" if pc and r["rps"] and t != "portcullis" else ""
+            fmt = lambda v: "-" if v is None else f"{v:.3f}"
+            print(f"| {sc} | {t} | {r['rps']:.0f} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | {r['cpu_s_per_100k']} | {r['peak_rss_mib']} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: portcullis, nginx and HAProxy as reverse proxies in front
+# of one nginx backend, plus "direct to backend" as the ceiling. See docs/benchmarks.md.
+#   bench/run.sh [--rounds N] [--duration S] [--scenarios ka64,ka1,...] [--out FILE]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+for b in nginx haproxy wrk h2load taskset openssl; do command -v "$b" >/dev/null || need+=("$b"); done
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq
+  apt-get install -y -qq nginx haproxy wrk nghttp2-client util-linux openssl
+fi
+cargo build --release --quiet
+exec python3 bench/run.py "$@"
