@@ -451,7 +451,7 @@ pub async fn run(source: Source) -> Exit {
     let upstream = Arc::new(Upstream::default());
     upstream.spawn_reaper();
     let health = Arc::new(HealthRegistry::default());
-    let telemetry = Arc::new(Telemetry::default());
+    let telemetry = Arc::new(Telemetry::from_env());
     let alerts = AlertEngine::new(cfg.alerts.clone(), telemetry.clone(), events.clone());
     alerts.spawn(cfg.gateway.alert_evaluation_interval.get());
     let gateway = Arc::new(Gateway {

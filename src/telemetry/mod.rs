@@ -5,14 +5,13 @@
 //! the series cannot disagree about what happened.
 
 pub mod alerts;
+pub mod handles;
 pub mod metrics;
 pub mod series;
 
 use crate::accesslog::AccessRecord;
-use metrics::{
-    status_class, AppCodeL, AppL, AppStatusL, BackendL, ErrorL, ListenerL, Metrics, ReasonL,
-    ServerL, ServerStatusL, StatusL,
-};
+use handles::{HandleCache, Shape};
+use metrics::{Metrics, ReasonL};
 use series::SeriesStore;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,12 +46,31 @@ pub struct Observation {
 }
 
 /// Metrics and series of the process.
-#[derive(Default)]
 pub struct Telemetry {
     /// Prometheus families.
     pub metrics: Metrics,
     /// Time series.
     pub series: SeriesStore,
+    /// Handles per request shape (the recording fast path).
+    pub handles: HandleCache,
+    /// When false, [`Telemetry::observe`] records nothing. Set only by
+    /// [`Telemetry::from_env`] for the benchmark's A/B measurement of what
+    /// recording costs (docs/benchmarks.md).
+    pub recording: bool,
+}
+
+/// Environment variable that turns request recording off (benchmark A/B only).
+pub const NO_RECORDING_ENV: &str = "PORTCULLIS_BENCH_NO_METRICS";
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry {
+            metrics: Metrics::default(),
+            series: SeriesStore::default(),
+            handles: HandleCache::default(),
+            recording: true,
+        }
+    }
 }
 
 fn failed(status: u16, error_info: &str) -> bool {
@@ -61,73 +79,74 @@ fn failed(status: u16, error_info: &str) -> bool {
 }
 
 impl Telemetry {
-    /// Records one finished request.
+    /// The process's telemetry; recording is on unless
+    /// `PORTCULLIS_BENCH_NO_METRICS=1` is set (used only by `bench/run.py` to
+    /// measure the cost of recording side by side; never set it in production:
+    /// `/metrics`, `/api/metrics` and alerts would see no requests).
+    pub fn from_env() -> Self {
+        let off = std::env::var(NO_RECORDING_ENV).is_ok_and(|v| v == "1");
+        if off {
+            tracing::warn!("{NO_RECORDING_ENV}=1: requests are not recorded in metrics");
+        }
+        Telemetry {
+            recording: !off,
+            ..Telemetry::default()
+        }
+    }
+
+    /// Records one finished request: a lookup of its shape's handles in
+    /// [`handles::HandleCache`], then atomic adds.
     pub fn observe(&self, r: &AccessRecord, o: &Observation) {
-        let m = &self.metrics;
+        if !self.recording {
+            return;
+        }
         let p = &r.properties;
-        let class = status_class(p.http_status);
-        let is_failed = failed(p.http_status, &p.error_info);
-        let listener = ListenerL {
-            listener: r.listener_name.clone(),
+        let shape = Shape {
+            listener: &r.listener_name,
+            pool: &r.backend_pool_name,
+            settings: &r.backend_setting_name,
+            server: &p.server_routed,
+            status: p.http_status,
+            server_status: if p.server_routed == "-" {
+                None
+            } else {
+                p.server_status.parse::<u16>().ok()
+            },
+            error_info: &p.error_info,
+            app: o.app.as_deref(),
+            failed: failed(p.http_status, &p.error_info),
+            connected: o.connect.is_some(),
+            first_byte: o.first_byte.is_some(),
         };
-        m.requests
-            .get_or_create(&StatusL {
-                listener: r.listener_name.clone(),
-                status_class: class.into(),
-            })
-            .inc();
-        if is_failed {
-            m.failed.get_or_create(&listener).inc();
+        let h = self.handles.get(&shape, &self.metrics, &self.series);
+        let total = o.total.as_secs_f64();
+        h.requests.inc();
+        if let Some(c) = &h.failed {
+            c.inc();
         }
-        m.errors
-            .get_or_create(&ErrorL {
-                listener: r.listener_name.clone(),
-                error_info: p.error_info.clone(),
-            })
-            .inc();
-        m.received.get_or_create(&listener).inc_by(p.received_bytes);
-        m.sent.get_or_create(&listener).inc_by(p.sent_bytes);
-        if !r.backend_pool_name.is_empty() {
-            m.total_time
-                .get_or_create(&BackendL {
-                    listener: r.listener_name.clone(),
-                    pool: r.backend_pool_name.clone(),
-                    settings: r.backend_setting_name.clone(),
-                })
-                .observe(o.total.as_secs_f64());
+        h.errors.inc();
+        h.received.inc_by(p.received_bytes);
+        h.sent.inc_by(p.sent_bytes);
+        if let Some(t) = &h.total_time {
+            t.observe(total);
         }
-        if p.server_routed != "-" {
-            if let Ok(code) = p.server_status.parse::<u16>() {
-                m.backend_status
-                    .get_or_create(&ServerStatusL {
-                        pool: r.backend_pool_name.clone(),
-                        server: p.server_routed.clone(),
-                        status_class: status_class(code).into(),
-                    })
-                    .inc();
+        if let Some(s) = &h.server {
+            if let Some(c) = &s.status {
+                c.inc();
             }
-            let server = ServerL {
-                listener: r.listener_name.clone(),
-                pool: r.backend_pool_name.clone(),
-                settings: r.backend_setting_name.clone(),
-                server: p.server_routed.clone(),
-            };
-            if let Some(c) = o.connect {
-                m.connect_time
-                    .get_or_create(&server)
-                    .observe(c.as_secs_f64());
+            if let (Some(hist), Some(c)) = (&s.connect, o.connect) {
+                hist.observe(c.as_secs_f64());
             }
-            if let Some(f) = o.first_byte {
-                m.first_byte.get_or_create(&server).observe(f.as_secs_f64());
-                m.last_byte
-                    .get_or_create(&server)
-                    .observe(o.total.as_secs_f64());
+            if let (Some((first, last)), Some(f)) = (&s.first_last_byte, o.first_byte) {
+                first.observe(f.as_secs_f64());
+                last.observe(total);
             }
         }
         if let Some(attempts) = &p.attempts {
             if attempts.len() > 1 {
                 for a in &attempts[..attempts.len() - 1] {
-                    m.retries
+                    self.metrics
+                        .retries
                         .get_or_create(&ReasonL {
                             reason: a.error_info.clone(),
                         })
@@ -135,55 +154,19 @@ impl Telemetry {
                 }
             }
         }
-        if let Some(app) = &o.app {
-            m.app_requests
-                .get_or_create(&AppStatusL {
-                    app: app.to_string(),
-                    status_class: class.into(),
-                })
-                .inc();
-            m.app_codes
-                .get_or_create(&AppCodeL {
-                    app: app.to_string(),
-                    code: p.http_status.to_string(),
-                })
-                .inc();
-            m.app_response_time
-                .get_or_create(&AppL {
-                    app: app.to_string(),
-                })
-                .observe(o.total.as_secs_f64());
+        if let Some(a) = &h.app {
+            a.requests.inc();
+            a.code.inc();
+            a.response_time.observe(total);
         }
-        // Series per scope.
-        let class_series = match p.http_status / 100 {
-            2 => Some("http_2xx"),
-            3 => Some("http_3xx"),
-            4 => Some("http_4xx"),
-            5 => Some("http_5xx"),
-            _ => None,
-        };
-        let mut scopes: Vec<(&'static str, &str)> = Vec::with_capacity(3);
-        if !r.listener_name.is_empty() {
-            scopes.push(("listener", &r.listener_name));
-        }
-        if !r.backend_pool_name.is_empty() {
-            scopes.push(("pool", &r.backend_pool_name));
-        }
-        if let Some(app) = &o.app {
-            scopes.push(("app", app));
-        }
-        for (kind, name) in scopes {
-            self.series.series("requests", kind, name).record(1.0);
-            self.series
-                .series("response_time", kind, name)
-                .record(o.total.as_secs_f64());
-            if is_failed {
-                self.series
-                    .series("failed_requests", kind, name)
-                    .record(1.0);
+        for sc in &h.scopes {
+            sc.requests.record(1.0);
+            sc.response_time.record(total);
+            if let Some(f) = &sc.failed {
+                f.record(1.0);
             }
-            if let Some(c) = class_series {
-                self.series.series(c, kind, name).record(1.0);
+            if let Some(c) = &sc.class {
+                c.record(1.0);
             }
         }
     }

@@ -485,9 +485,14 @@ async fn crashing_after_ready_is_still_a_crash_loop() {
             break;
         }
         if a["instances"][0]["state"] == "Ready" {
+            // Wait for the answer (a 502 once the instance died): a client that
+            // leaves at once may be gone before the request was forwarded.
             let _ = std::net::TcpStream::connect(local(port)).and_then(|mut s| {
-                use std::io::Write;
-                s.write_all(b"GET /crash HTTP/1.1\r\nHost: a\r\n\r\n")
+                use std::io::{Read, Write};
+                s.set_read_timeout(Some(Duration::from_secs(3)))?;
+                s.write_all(b"GET /crash HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")?;
+                let mut sink = Vec::new();
+                s.read_to_end(&mut sink)
             });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -1,0 +1,378 @@
+//! A cache of metric and series handles per request shape, so that recording a
+//! request is a handful of atomic adds rather than a dozen label-set lookups
+//! (each of which clones its label strings and hashes them under a lock).
+//!
+//! A request's shape is what its labels are made of: listener, pool, settings,
+//! server, response status, backend status, `error_info` and app. The cache is
+//! bounded ([`MAX_SHAPES`]); when full it is emptied and refilled, which costs
+//! only lookups (the handles point at the same counters as the families).
+
+use super::metrics::{
+    status_class, AppCodeL, AppL, AppStatusL, BackendL, ErrorL, ListenerL, Metrics, ServerL,
+    ServerStatusL, StatusL,
+};
+use super::series::{Series, SeriesStore};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, RwLock};
+
+/// Most shapes kept; past it the cache starts again empty.
+pub const MAX_SHAPES: usize = 4096;
+
+/// The label values of one request, borrowed from its record.
+#[derive(Hash, PartialEq, Eq, Clone, Copy)]
+pub struct Shape<'a> {
+    /// Listener name (`""` when none matched).
+    pub listener: &'a str,
+    /// Backend pool (`""` when none).
+    pub pool: &'a str,
+    /// Backend HTTP settings (`""` when none).
+    pub settings: &'a str,
+    /// `IP:port` of the answering server, `"-"` when none.
+    pub server: &'a str,
+    /// Status sent to the client.
+    pub status: u16,
+    /// Status of the backend's answer, when it answered.
+    pub server_status: Option<u16>,
+    /// `ERRORINFO_…`.
+    pub error_info: &'a str,
+    /// Hosted app behind the pool.
+    pub app: Option<&'a str>,
+    /// Whether the request counts as failed.
+    pub failed: bool,
+    /// Whether the answering attempt has a connect time.
+    pub connected: bool,
+    /// Whether the backend's response headers arrived.
+    pub first_byte: bool,
+}
+
+/// The series of one scope (listener, pool or app) that a request adds to.
+pub struct ScopeSeries {
+    /// `requests`.
+    pub requests: Arc<Series>,
+    /// `response_time`.
+    pub response_time: Arc<Series>,
+    /// `failed_requests`, when the request failed.
+    pub failed: Option<Arc<Series>>,
+    /// `http_Nxx` of its status class, when 2xx–5xx.
+    pub class: Option<Arc<Series>>,
+}
+
+/// Server-level histograms.
+pub struct ServerHandles {
+    /// `portcullis_backend_connect_time_seconds`, when connected.
+    pub connect: Option<Histogram>,
+    /// `portcullis_backend_first_byte_response_time_seconds` and
+    /// `…_last_byte_…`, when the response headers arrived.
+    pub first_last_byte: Option<(Histogram, Histogram)>,
+    /// `portcullis_backend_responses_total`, when the backend answered.
+    pub status: Option<Counter>,
+}
+
+/// App-level handles.
+pub struct AppHandles {
+    /// `portcullis_app_requests_total`.
+    pub requests: Counter,
+    /// `portcullis_app_http_responses_total`.
+    pub code: Counter,
+    /// `portcullis_app_response_time_seconds`.
+    pub response_time: Histogram,
+}
+
+/// Every handle a request of one shape records into.
+pub struct Handles {
+    key: OwnedShape,
+    /// `portcullis_requests_total`.
+    pub requests: Counter,
+    /// `portcullis_failed_requests_total`, when failed.
+    pub failed: Option<Counter>,
+    /// `portcullis_responses_by_error_info_total`.
+    pub errors: Counter,
+    /// `portcullis_received_bytes_total`.
+    pub received: Counter,
+    /// `portcullis_sent_bytes_total`.
+    pub sent: Counter,
+    /// `portcullis_total_time_seconds`, when a pool was chosen.
+    pub total_time: Option<Histogram>,
+    /// Server histograms, when a server answered.
+    pub server: Option<ServerHandles>,
+    /// App handles, when the pool is an app's.
+    pub app: Option<AppHandles>,
+    /// Series per scope.
+    pub scopes: Vec<ScopeSeries>,
+}
+
+#[derive(PartialEq, Eq)]
+struct OwnedShape {
+    listener: String,
+    pool: String,
+    settings: String,
+    server: String,
+    status: u16,
+    server_status: Option<u16>,
+    error_info: String,
+    app: Option<String>,
+    failed: bool,
+    connected: bool,
+    first_byte: bool,
+}
+
+impl OwnedShape {
+    fn of(s: &Shape<'_>) -> Self {
+        OwnedShape {
+            listener: s.listener.to_string(),
+            pool: s.pool.to_string(),
+            settings: s.settings.to_string(),
+            server: s.server.to_string(),
+            status: s.status,
+            server_status: s.server_status,
+            error_info: s.error_info.to_string(),
+            app: s.app.map(str::to_string),
+            failed: s.failed,
+            connected: s.connected,
+            first_byte: s.first_byte,
+        }
+    }
+
+    fn is(&self, s: &Shape<'_>) -> bool {
+        self.status == s.status
+            && self.server_status == s.server_status
+            && self.failed == s.failed
+            && self.connected == s.connected
+            && self.first_byte == s.first_byte
+            && self.listener == s.listener
+            && self.pool == s.pool
+            && self.settings == s.settings
+            && self.server == s.server
+            && self.error_info == s.error_info
+            && self.app.as_deref() == s.app
+    }
+}
+
+/// Shape → handles.
+#[derive(Default)]
+pub struct HandleCache {
+    map: RwLock<HashMap<u64, Vec<Arc<Handles>>>>,
+}
+
+fn hash_of(s: &Shape<'_>) -> u64 {
+    let mut h = DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
+
+impl HandleCache {
+    /// The handles of `shape`, made on first use.
+    pub fn get(&self, shape: &Shape<'_>, m: &Metrics, series: &SeriesStore) -> Arc<Handles> {
+        let h = hash_of(shape);
+        if let Ok(map) = self.map.read() {
+            if let Some(found) = map.get(&h).and_then(|v| v.iter().find(|x| x.key.is(shape))) {
+                return found.clone();
+            }
+        }
+        let made = Arc::new(make(shape, m, series));
+        let mut map = match self.map.write() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        if map.len() >= MAX_SHAPES {
+            map.clear();
+        }
+        map.entry(h).or_default().push(made.clone());
+        made
+    }
+
+    /// Number of shapes held.
+    pub fn len(&self) -> usize {
+        self.map
+            .read()
+            .map(|m| m.values().map(Vec::len).sum())
+            .unwrap_or(0)
+    }
+
+    /// Whether no shape is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn make(s: &Shape<'_>, m: &Metrics, series: &SeriesStore) -> Handles {
+    let listener = s.listener.to_string();
+    let class = status_class(s.status);
+    let l = ListenerL {
+        listener: listener.clone(),
+    };
+    let has_pool = !s.pool.is_empty();
+    let server = (s.server != "-").then(|| {
+        let labels = ServerL {
+            listener: listener.clone(),
+            pool: s.pool.to_string(),
+            settings: s.settings.to_string(),
+            server: s.server.to_string(),
+        };
+        ServerHandles {
+            connect: s
+                .connected
+                .then(|| m.connect_time.get_or_create(&labels).clone()),
+            first_last_byte: s.first_byte.then(|| {
+                (
+                    m.first_byte.get_or_create(&labels).clone(),
+                    m.last_byte.get_or_create(&labels).clone(),
+                )
+            }),
+            status: s.server_status.map(|code| {
+                m.backend_status
+                    .get_or_create(&ServerStatusL {
+                        pool: s.pool.to_string(),
+                        server: s.server.to_string(),
+                        status_class: status_class(code).into(),
+                    })
+                    .clone()
+            }),
+        }
+    });
+    let app = s.app.map(|app| AppHandles {
+        requests: m
+            .app_requests
+            .get_or_create(&AppStatusL {
+                app: app.to_string(),
+                status_class: class.into(),
+            })
+            .clone(),
+        code: m
+            .app_codes
+            .get_or_create(&AppCodeL {
+                app: app.to_string(),
+                code: s.status.to_string(),
+            })
+            .clone(),
+        response_time: m
+            .app_response_time
+            .get_or_create(&AppL {
+                app: app.to_string(),
+            })
+            .clone(),
+    });
+    let class_series = match s.status / 100 {
+        2 => Some("http_2xx"),
+        3 => Some("http_3xx"),
+        4 => Some("http_4xx"),
+        5 => Some("http_5xx"),
+        _ => None,
+    };
+    let mut scopes = Vec::with_capacity(3);
+    let mut add = |kind: &'static str, name: &str| {
+        scopes.push(ScopeSeries {
+            requests: series.series("requests", kind, name),
+            response_time: series.series("response_time", kind, name),
+            failed: s
+                .failed
+                .then(|| series.series("failed_requests", kind, name)),
+            class: class_series.map(|c| series.series(c, kind, name)),
+        })
+    };
+    if !s.listener.is_empty() {
+        add("listener", s.listener);
+    }
+    if has_pool {
+        add("pool", s.pool);
+    }
+    if let Some(app) = s.app {
+        add("app", app);
+    }
+    Handles {
+        key: OwnedShape::of(s),
+        requests: m
+            .requests
+            .get_or_create(&StatusL {
+                listener: listener.clone(),
+                status_class: class.into(),
+            })
+            .clone(),
+        failed: s.failed.then(|| m.failed.get_or_create(&l).clone()),
+        errors: m
+            .errors
+            .get_or_create(&ErrorL {
+                listener: listener.clone(),
+                error_info: s.error_info.to_string(),
+            })
+            .clone(),
+        received: m.received.get_or_create(&l).clone(),
+        sent: m.sent.get_or_create(&l).clone(),
+        total_time: has_pool.then(|| {
+            m.total_time
+                .get_or_create(&BackendL {
+                    listener,
+                    pool: s.pool.to_string(),
+                    settings: s.settings.to_string(),
+                })
+                .clone()
+        }),
+        server,
+        app,
+        scopes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape<'a>(listener: &'a str, status: u16) -> Shape<'a> {
+        Shape {
+            listener,
+            pool: "pool",
+            settings: "s",
+            server: "127.0.0.1:1",
+            status,
+            server_status: Some(status),
+            error_info: "ERRORINFO_NO_ERROR",
+            app: None,
+            failed: false,
+            connected: true,
+            first_byte: true,
+        }
+    }
+
+    #[test]
+    fn same_shape_shares_handles_and_counts_land_in_the_families() {
+        let (m, series, cache) = (
+            Metrics::default(),
+            SeriesStore::default(),
+            HandleCache::default(),
+        );
+        let a = cache.get(&shape("l", 200), &m, &series);
+        let b = cache.get(&shape("l", 200), &m, &series);
+        assert!(Arc::ptr_eq(&a, &b));
+        let c = cache.get(&shape("l", 502), &m, &series);
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!(cache.len(), 2);
+        a.requests.inc();
+        b.requests.inc();
+        let family_value = m
+            .requests
+            .get_or_create(&StatusL {
+                listener: "l".into(),
+                status_class: "2xx".into(),
+            })
+            .get();
+        assert_eq!(family_value, 2);
+    }
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        let (m, series, cache) = (
+            Metrics::default(),
+            SeriesStore::default(),
+            HandleCache::default(),
+        );
+        let names: Vec<String> = (0..MAX_SHAPES + 10).map(|i| format!("l{i}")).collect();
+        for n in &names {
+            cache.get(&shape(n, 200), &m, &series);
+        }
+        assert!(cache.len() <= MAX_SHAPES);
+    }
+}
