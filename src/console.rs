@@ -355,7 +355,8 @@ async fn metrics_text(State(ctx): State<Ctx>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            // What prometheus-client's text encoder writes (it ends with `# EOF`).
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         ctx.control.metrics_text(),
     )

@@ -728,7 +728,7 @@ pub fn validate(config: Config) -> Result<Validated, Vec<ConfigError>> {
             }
         }
         if let Some(cmd) = &a.command {
-            if cmd.is_empty() {
+            if cmd.is_empty() || cmd[0].trim().is_empty() {
                 c.err(format!("{p}.command"), "must name a program (argv list)");
             }
         }

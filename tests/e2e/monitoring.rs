@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 
 const AUTH: [(&str, &str); 1] = [("authorization", "Bearer test-token")];
 
-/// Parses an exposition with python's prometheus_client parser:
-/// `name{k="v",...}` (labels sorted) → value.
+/// Parses an exposition with python's prometheus_client OpenMetrics parser (the
+/// strict one: it requires `# EOF`, valid TYPE/UNIT lines and counter `_total`
+/// samples): `name{k="v",...}` (labels sorted) → value.
 fn parse_exposition(text: &str) -> HashMap<String, f64> {
     let script = r#"
 import sys, json
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 out = {}
 for fam in text_string_to_metric_families(sys.stdin.read()):
     for s in fam.samples:
