@@ -1,15 +1,21 @@
-//! The access-log writer: a bounded channel and one writer thread, so a request
-//! never waits on the disk. Records are serialized by the writer in batches (one
-//! wake-up per [`BATCH_INTERVAL`] under load), flushed when the channel runs dry,
-//! and [`AccessLog::flush`] waits for everything sent before it.
+//! The access-log writer: requests append their serialized record (one JSON line)
+//! to a shared in-memory buffer, and one writer thread moves that buffer to the
+//! file, so a request never waits on the disk.
+//!
+//! Why this shape: serializing where the record is made keeps its allocations on
+//! the thread that made them (freeing them on another thread was measurably
+//! slower), and the writer is woken once per batch — when the buffer goes from
+//! empty to non-empty — then lets records gather for [`BATCH_INTERVAL`], instead
+//! of once per record. The buffer is bounded ([`MAX_BUFFERED`] bytes): past it,
+//! records are counted in [`AccessLog::dropped`] rather than queued.
 
 use super::AccessRecord;
 use std::fs::OpenOptions;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 /// Where records go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,20 +28,49 @@ pub enum AccessLogTarget {
     Off,
 }
 
-enum Msg {
-    Record(Box<AccessRecord>),
-    Flush(oneshot::Sender<()>),
+/// Most bytes waiting for the writer (about 16,000 records of 1 KiB).
+pub const MAX_BUFFERED: usize = 16 * 1024 * 1024;
+
+/// How long the writer lets records gather after it was woken.
+pub const BATCH_INTERVAL: Duration = Duration::from_millis(10);
+
+/// State shared by the handles and the writer thread.
+struct Shared {
+    /// Serialized lines not yet written.
+    buf: Mutex<Vec<u8>>,
+    /// Signals the writer: the buffer became non-empty, a flush was asked, or
+    /// the last handle is gone.
+    wake: Condvar,
+    /// Number of completed flushes (the writer bumps it after each write).
+    written: Mutex<u64>,
+    /// Signals [`AccessLog::flush`] callers that `written` moved.
+    written_cv: Condvar,
+    /// Set when the last [`AccessLog`] handle is dropped.
+    closed: AtomicBool,
+    /// Records lost because the buffer was full.
+    dropped: AtomicU64,
 }
 
-/// Capacity of the channel, in records. When full, records are counted in
-/// [`AccessLog::dropped`] instead of blocking the request.
-const CHANNEL_CAPACITY: usize = 65_536;
+/// Ends the writer when the last handle goes.
+struct Owner(Arc<Shared>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.0.closed.store(true, Ordering::Release);
+        let _guard = self.0.buf.lock();
+        self.0.wake.notify_all();
+    }
+}
 
 /// Handle to the access log; cheap to clone.
 #[derive(Clone)]
 pub struct AccessLog {
-    tx: Option<mpsc::Sender<Msg>>,
-    dropped: Arc<AtomicU64>,
+    inner: Option<Arc<Owner>>,
+}
+
+thread_local! {
+    /// Per-thread scratch buffer for serializing one record.
+    static LINE: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(2048));
 }
 
 impl AccessLog {
@@ -43,12 +78,7 @@ impl AccessLog {
     /// Errors: the file or its folder cannot be created.
     pub fn start(target: &AccessLogTarget) -> io::Result<AccessLog> {
         let out: Box<dyn Write + Send> = match target {
-            AccessLogTarget::Off => {
-                return Ok(AccessLog {
-                    tx: None,
-                    dropped: Arc::default(),
-                })
-            }
+            AccessLogTarget::Off => return Ok(AccessLog { inner: None }),
             AccessLogTarget::Stdout => Box::new(io::stdout()),
             AccessLogTarget::File(p) => {
                 if let Some(dir) = p.parent() {
@@ -57,41 +87,88 @@ impl AccessLog {
                 Box::new(OpenOptions::new().create(true).append(true).open(p)?)
             }
         };
-        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let shared = Arc::new(Shared {
+            buf: Mutex::new(Vec::with_capacity(64 * 1024)),
+            wake: Condvar::new(),
+            written: Mutex::new(0),
+            written_cv: Condvar::new(),
+            closed: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
+        });
+        let for_writer = shared.clone();
         let handle = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_loop(rx, BufWriter::with_capacity(64 * 1024, out)))?;
+            .spawn(move || write_loop(&for_writer, out))?;
         if let Ok(mut w) = WRITERS.lock() {
             w.push(handle);
         }
         Ok(AccessLog {
-            tx: Some(tx),
-            dropped: Arc::default(),
+            inner: Some(Arc::new(Owner(shared))),
         })
     }
 
-    /// Queues one record; never blocks.
+    /// Serializes one record and queues it; never blocks on I/O.
     pub fn log(&self, record: AccessRecord) {
-        if let Some(tx) = &self.tx {
-            if tx.try_send(Msg::Record(Box::new(record))).is_err() {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+        let Some(owner) = &self.inner else { return };
+        let s = &owner.0;
+        LINE.with(|line| {
+            let Ok(mut line) = line.try_borrow_mut() else {
+                return;
+            };
+            line.clear();
+            if serde_json::to_writer(&mut *line, &record).is_err() {
+                return;
             }
-        }
+            line.push(b'\n');
+            let Ok(mut buf) = s.buf.lock() else { return };
+            if buf.len() + line.len() > MAX_BUFFERED {
+                s.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            let was_empty = buf.is_empty();
+            buf.extend_from_slice(&line);
+            if was_empty {
+                s.wake.notify_one();
+            }
+        });
     }
 
     /// Waits until every record queued before this call is written and flushed.
     pub async fn flush(&self) {
-        if let Some(tx) = &self.tx {
-            let (done, wait) = oneshot::channel();
-            if tx.send(Msg::Flush(done)).await.is_ok() {
-                let _ = wait.await;
+        let Some(owner) = &self.inner else { return };
+        let s = owner.0.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let target = s.written.lock().map(|w| *w + 2).unwrap_or(0);
+            {
+                let _guard = s.buf.lock();
+                s.wake.notify_one();
             }
-        }
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let mut w = match s.written.lock() {
+                Ok(w) => w,
+                Err(_) => return,
+            };
+            // Two completed rounds: the one in progress may have started before
+            // our records were queued.
+            while *w < target && std::time::Instant::now() < deadline {
+                w = match s.written_cv.wait_timeout(w, BATCH_INTERVAL * 5) {
+                    Ok((w, _)) => w,
+                    Err(_) => return,
+                };
+                // Keep the writer going while we wait.
+                if let Ok(_guard) = s.buf.lock() {
+                    s.wake.notify_one();
+                }
+            }
+        })
+        .await;
     }
 
-    /// Records lost because the channel was full.
+    /// Records lost because the buffer was full.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.inner
+            .as_ref()
+            .map_or(0, |o| o.0.dropped.load(Ordering::Relaxed))
     }
 }
 
@@ -118,50 +195,95 @@ pub fn wait_for_writers(limit: std::time::Duration) {
     }
 }
 
-/// How long the writer lets records gather after a batch before it looks again.
-/// Under load this turns one thread wake-up per request into one per interval
-/// (a wake-up per record costed a context switch on the request path's core);
-/// when the log is idle the writer blocks and the first record wakes it.
-const BATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
-
-fn write_loop(mut rx: mpsc::Receiver<Msg>, mut out: BufWriter<Box<dyn Write + Send>>) {
-    let mut line: Vec<u8> = Vec::with_capacity(2048);
-    while let Some(msg) = rx.blocking_recv() {
-        let mut next = Some(msg);
-        loop {
-            let mut wrote = 0usize;
-            while let Some(m) = next.take() {
-                match m {
-                    Msg::Record(r) => {
-                        // Serialized into a plain buffer (inlined writes), then
-                        // copied out in one piece.
-                        line.clear();
-                        if serde_json::to_writer(&mut line, &r).is_ok() {
-                            line.push(b'\n');
-                            let _ = out.write_all(&line);
-                        }
-                        wrote += 1;
-                    }
-                    Msg::Flush(done) => {
-                        let _ = out.flush();
-                        let _ = done.send(());
-                    }
-                }
-                next = rx.try_recv().ok();
+fn write_loop(s: &Shared, mut out: Box<dyn Write + Send>) {
+    let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
+    loop {
+        {
+            let Ok(mut buf) = s.buf.lock() else { return };
+            // Sleep until there is something to write (or we are told to end).
+            // A flush wakes us with an empty buffer: we still complete a round.
+            if buf.is_empty() && !s.closed.load(Ordering::Acquire) {
+                buf = match s.wake.wait_timeout(buf, Duration::from_secs(1)) {
+                    Ok((b, _)) => b,
+                    Err(_) => return,
+                };
             }
-            if let Err(e) = out.flush() {
-                tracing::warn!("access log write failed: {e}");
-            }
-            if wrote == 0 {
-                break;
-            }
-            // Let the next records gather without waking this thread for each.
-            std::thread::sleep(BATCH_INTERVAL);
-            next = rx.try_recv().ok();
-            if next.is_none() {
-                break;
+            let had = !buf.is_empty();
+            drop(buf);
+            if had && !s.closed.load(Ordering::Acquire) {
+                // Let the next records gather without a wake-up for each.
+                std::thread::sleep(BATCH_INTERVAL);
             }
         }
+        {
+            let Ok(mut buf) = s.buf.lock() else { return };
+            std::mem::swap(&mut *buf, &mut batch);
+        }
+        if !batch.is_empty() {
+            if let Err(e) = out.write_all(&batch).and_then(|()| out.flush()) {
+                tracing::warn!("access log write failed: {e}");
+            }
+            batch.clear();
+            if batch.capacity() > 4 * 1024 * 1024 {
+                batch = Vec::with_capacity(64 * 1024);
+            }
+        }
+        if let Ok(mut w) = s.written.lock() {
+            *w += 1;
+            s.written_cv.notify_all();
+        }
+        if s.closed.load(Ordering::Acquire) && s.buf.lock().map_or(true, |b| b.is_empty()) {
+            let _ = out.flush();
+            return;
+        }
     }
-    let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(txid: &str) -> AccessRecord {
+        let mut r = crate::gateway::proxy::base_record(
+            "t",
+            "127.0.0.1:1".parse().expect("addr"),
+            None,
+            txid,
+        );
+        r.properties.http_status = 200;
+        r
+    }
+
+    #[tokio::test]
+    async fn records_are_written_in_order_and_flush_waits_for_them() {
+        let dir = std::env::temp_dir().join(format!("pc-log-{}", std::process::id()));
+        let path = dir.join("access.log");
+        let _ = std::fs::remove_file(&path);
+        let log = AccessLog::start(&AccessLogTarget::File(path.clone())).expect("start");
+        for i in 0..1000 {
+            log.log(record(&format!("tx-{i}")));
+        }
+        log.flush().await;
+        let text = std::fs::read_to_string(&path).expect("read");
+        let ids: Vec<String> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<AccessRecord>(l)
+                    .expect("record")
+                    .properties
+                    .transaction_id
+            })
+            .collect();
+        assert_eq!(ids.len(), 1000);
+        assert_eq!(ids[0], "tx-0");
+        assert_eq!(ids[999], "tx-999");
+        assert_eq!(log.dropped(), 0);
+        // The writer ends when the last handle goes, after writing what is left.
+        log.log(record("last"));
+        drop(log);
+        wait_for_writers(Duration::from_secs(5));
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.lines().last().is_some_and(|l| l.contains("\"last\"")));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
