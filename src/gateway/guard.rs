@@ -131,6 +131,11 @@ enum State {
     Closed,
 }
 
+thread_local! {
+    /// Scratch space for socket reads (see `poll_read`).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 16 * 1024]);
+}
+
 /// The guarded client connection; see the module doc.
 pub struct GuardedIo<T> {
     inner: T,
@@ -699,12 +704,22 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
                     continue;
                 }
             }
-            // Read more input.
-            let mut chunk = [0u8; 16 * 1024];
-            let mut rb = ReadBuf::new(&mut chunk);
-            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb))?;
-            let got = rb.filled();
-            if got.is_empty() {
+            // Read more input, through the thread's scratch buffer (zeroed once
+            // per thread, not once per read, and not held per connection).
+            let inner = &mut this.inner;
+            let input = &mut this.input;
+            let mut read_into = |space: &mut [u8]| {
+                let mut rb = ReadBuf::new(space);
+                Pin::new(&mut *inner).poll_read(cx, &mut rb).map_ok(|()| {
+                    input.extend_from_slice(rb.filled());
+                    rb.filled().len()
+                })
+            };
+            let got = ready!(SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+                Ok(mut space) => read_into(&mut space[..]),
+                Err(_) => read_into(&mut vec![0u8; 16 * 1024]),
+            }))?;
+            if got == 0 {
                 this.eof = true;
                 // A partial head at EOF is dropped: it never became a request.
                 if matches!(
@@ -715,7 +730,6 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
                 }
                 continue;
             }
-            this.input.extend_from_slice(got);
             if let Err(e) = this.process() {
                 this.state = State::Closed;
                 this.input.clear();
