@@ -64,6 +64,11 @@ pub struct GatewayConfig {
     /// Default 60 s (Azure: a client that sends nothing for 60 s gets 408).
     #[serde(default = "default_header_timeout")]
     pub request_header_timeout: ConfDuration,
+    /// Keep-alive idle timeout of client connections, 1 s..1 h: a connection with
+    /// no request in progress and no byte of a new one for this long is closed.
+    /// Default 75 s (Application Gateway v2's keep-alive timeout).
+    #[serde(default = "default_client_idle_timeout")]
+    pub client_idle_timeout: ConfDuration,
     /// How often alert rules are evaluated, 1 s..1 h. Default 5 s.
     #[serde(default = "default_alert_interval")]
     pub alert_evaluation_interval: ConfDuration,
@@ -71,6 +76,10 @@ pub struct GatewayConfig {
 
 fn default_header_timeout() -> ConfDuration {
     ConfDuration::secs(60)
+}
+
+fn default_client_idle_timeout() -> ConfDuration {
+    ConfDuration::secs(75)
 }
 
 fn default_alert_interval() -> ConfDuration {
@@ -86,6 +95,7 @@ impl Default for GatewayConfig {
             shutdown_timeout: default_shutdown_timeout(),
             alert_evaluation_interval: default_alert_interval(),
             request_header_timeout: default_header_timeout(),
+            client_idle_timeout: default_client_idle_timeout(),
         }
     }
 }

@@ -654,6 +654,12 @@ pub fn validate(config: Config) -> Result<Validated, Vec<ConfigError>> {
         3600,
     );
     c.range_dur(
+        "gateway.client_idle_timeout".into(),
+        cfg.gateway.client_idle_timeout,
+        1,
+        3600,
+    );
+    c.range_dur(
         "gateway.alert_evaluation_interval".into(),
         cfg.gateway.alert_evaluation_interval,
         1,

@@ -23,7 +23,7 @@ use super::failure::ErrorInfo;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -70,15 +70,35 @@ pub struct ConnShared {
     pub upgraded: AtomicBool,
     /// Set by the guard when it refused a request.
     pub rejection: Mutex<Option<Rejection>>,
+    /// Requests of this connection whose response has not ended yet.
+    pub active: AtomicUsize,
+    /// When `active` last fell to 0, or when the connection was accepted.
+    pub idle_since: Mutex<tokio::time::Instant>,
+    /// Keep-alive idle timeout: a connection with no request in progress and no
+    /// byte of a new one for this long is closed (no answer). `None`: never.
+    pub idle_timeout: Option<Duration>,
+    /// The connection's reader, parked while a request was in progress: woken
+    /// when the last one ends, so that it arms the idle timer.
+    pub idle_waker: Mutex<Option<std::task::Waker>>,
 }
 
 impl ConnShared {
-    /// New shared state with a random nonce.
+    /// New shared state with a random nonce and no idle timeout.
     pub fn new() -> Arc<ConnShared> {
+        Self::with_idle_timeout(None)
+    }
+
+    /// New shared state whose connection is closed after `idle_timeout` without
+    /// a request (`[gateway].client_idle_timeout`).
+    pub fn with_idle_timeout(idle_timeout: Option<Duration>) -> Arc<ConnShared> {
         Arc::new(ConnShared {
             nonce: fastrand::u64(..),
             upgraded: AtomicBool::new(false),
             rejection: Mutex::new(None),
+            active: AtomicUsize::new(0),
+            idle_since: Mutex::new(tokio::time::Instant::now()),
+            idle_timeout,
+            idle_waker: Mutex::new(None),
         })
     }
 
@@ -131,6 +151,32 @@ enum State {
     Closed,
 }
 
+/// Marks a request of a connection as in progress until dropped (held by the
+/// request's record, so until its response body has ended); the last one to go
+/// starts the connection's idle time.
+pub struct ActiveRequest(Arc<ConnShared>);
+
+impl ActiveRequest {
+    /// Counts one more request in progress on `conn`.
+    pub fn new(conn: &Arc<ConnShared>) -> Self {
+        conn.active.fetch_add(1, Ordering::AcqRel);
+        ActiveRequest(conn.clone())
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if let Ok(mut since) = self.0.idle_since.lock() {
+                *since = tokio::time::Instant::now();
+            }
+            if let Some(w) = self.0.idle_waker.lock().ok().and_then(|mut w| w.take()) {
+                w.wake();
+            }
+        }
+    }
+}
+
 thread_local! {
     /// Scratch space for socket reads (see `poll_read`).
     static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 16 * 1024]);
@@ -148,6 +194,9 @@ pub struct GuardedIo<T> {
     out_pos: usize,
     eof: bool,
     head_deadline: Option<Pin<Box<Sleep>>>,
+    /// Idle deadline armed while the connection waits between requests: the
+    /// instant it was armed for, and its timer.
+    idle_deadline: Option<(tokio::time::Instant, Pin<Box<Sleep>>)>,
     /// Set when the last head delivered asked for an upgrade (or CONNECT).
     upgrade_pending: bool,
     /// Request-head timeout.
@@ -176,6 +225,7 @@ impl<T> GuardedIo<T> {
             out_pos: 0,
             eof: false,
             head_deadline: None,
+            idle_deadline: None,
             upgrade_pending: false,
             head_timeout,
             undelivered_head: None,
@@ -702,6 +752,45 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
                     let rej = describe(&this.input, ErrorInfo::RequestHeaderTimeout);
                     this.reject(rej);
                     continue;
+                }
+            }
+            // Keep-alive idle timeout: nothing in progress and no byte of a new
+            // request → end the connection (EOF to hyper, which closes it).
+            if let Some(limit) = this.shared.idle_timeout {
+                let between =
+                    matches!(this.state, State::Start | State::Head) && this.input.is_empty();
+                let busy = this.shared.active.load(Ordering::Acquire) > 0;
+                if between && busy {
+                    // Be polled again when the response ends.
+                    if let Ok(mut w) = this.shared.idle_waker.lock() {
+                        if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                            *w = Some(cx.waker().clone());
+                        }
+                    }
+                    // The request may have ended in between.
+                    if this.shared.active.load(Ordering::Acquire) == 0 {
+                        cx.waker().wake_by_ref();
+                    }
+                }
+                if between && !busy {
+                    let since = this
+                        .shared
+                        .idle_since
+                        .lock()
+                        .map(|g| *g)
+                        .unwrap_or_else(|_| tokio::time::Instant::now());
+                    let at = since + limit;
+                    if this.idle_deadline.as_ref().map(|(a, _)| *a) != Some(at) {
+                        this.idle_deadline = Some((at, Box::pin(tokio::time::sleep_until(at))));
+                    }
+                    if let Some((_, d)) = this.idle_deadline.as_mut() {
+                        if d.as_mut().poll(cx).is_ready() {
+                            this.eof = true;
+                            return Poll::Ready(Ok(()));
+                        }
+                    }
+                } else {
+                    this.idle_deadline = None;
                 }
             }
             // Read more input, through the thread's scratch buffer (zeroed once

@@ -178,7 +178,8 @@ impl Listeners {
             .get(&key)
             .and_then(|p| p.tls.clone());
         let Some(tls) = tls else {
-            let shared = ConnShared::new();
+            let shared =
+                ConnShared::with_idle_timeout(Some(self.gateway.snapshot.load().idle_timeout));
             let info = Arc::new(ConnInfo {
                 gateway: self.gateway.clone(),
                 bound: key,
@@ -241,7 +242,8 @@ impl Listeners {
             });
             self.serve(tls_stream, info, watcher).await;
         } else {
-            let shared = ConnShared::new();
+            let shared =
+                ConnShared::with_idle_timeout(Some(self.gateway.snapshot.load().idle_timeout));
             let info = Arc::new(ConnInfo {
                 gateway: self.gateway.clone(),
                 bound: key,

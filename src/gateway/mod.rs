@@ -51,6 +51,8 @@ pub struct Snapshot {
     pub instance_id: Arc<str>,
     /// `[gateway].request_header_timeout`.
     pub header_timeout: Duration,
+    /// `[gateway].client_idle_timeout`.
+    pub idle_timeout: Duration,
 }
 
 impl Snapshot {
@@ -62,6 +64,7 @@ impl Snapshot {
             backends: Vec::new(),
             instance_id: instance_id.into(),
             header_timeout: guard::HEAD_TIMEOUT,
+            idle_timeout: Duration::from_secs(75),
         }
     }
 }
@@ -353,6 +356,7 @@ pub async fn build_snapshot(
             backends,
             instance_id: instance_id.into(),
             header_timeout: config.gateway.request_header_timeout.get(),
+            idle_timeout: config.gateway.client_idle_timeout.get(),
         })
     } else {
         Err(errors)

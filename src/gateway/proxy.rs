@@ -10,7 +10,7 @@
 
 use super::body::{Inner, PendingRecord, ResponseBody};
 use super::failure::{builtin_page, custom_page, ErrorInfo};
-use super::guard::{ConnShared, Rejection};
+use super::guard::{ActiveRequest, ConnShared, Rejection};
 use super::headers::{self, X_TRANSACTION_ID};
 use super::health::ServerHealth;
 use super::pool::{affinity_key, Backend, Candidate, HostRewrite, PoolSource, ServerAddr};
@@ -135,6 +135,7 @@ pub async fn handle(
         record,
         start,
     );
+    pending.conn_active = conn.guard.as_ref().map(ActiveRequest::new);
 
     if let Some(shared) = &conn.guard {
         if let Some(rej) = shared.take_rejection(req.uri().path()) {

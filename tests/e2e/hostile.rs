@@ -186,3 +186,95 @@ async fn slowloris_does_not_starve_normal_clients_and_gets_408() {
     let rec = gw.record(&raw_txid(&text));
     assert_eq!(rec["properties"]["error_info"], "ERRORINFO_INVALID_REQUEST");
 }
+
+/// Reads one response with a Content-Length body from a kept-alive connection.
+fn read_one_response(s: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).expect("read head");
+        assert_eq!(
+            n,
+            1,
+            "connection closed mid-head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_string();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().expect("length"))
+        })
+        .expect("content-length");
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).expect("body");
+    head
+}
+
+/// Waits (up to `limit`) for the peer to close: true on EOF.
+fn closed_within(s: &mut std::net::TcpStream, limit: std::time::Duration) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(limit)).expect("timeout");
+    let mut b = [0u8; 16];
+    matches!(s.read(&mut b), Ok(0))
+        || matches!(s.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_are_closed_but_busy_ones_are_not() {
+    use std::io::Write;
+    let app = DemoApp::start();
+    let port = free_port();
+    let _gw = Gateway::start_with(
+        "idle",
+        "client_idle_timeout = 1",
+        &basic_config(port, &[app.addr.to_string()], ""),
+    );
+    tokio::task::spawn_blocking(move || {
+        // A connection that never sends anything is closed after the idle time.
+        let mut silent = std::net::TcpStream::connect(local(port)).expect("connect");
+        let t0 = std::time::Instant::now();
+        assert!(closed_within(
+            &mut silent,
+            std::time::Duration::from_secs(5)
+        ));
+        assert!(
+            t0.elapsed() >= std::time::Duration::from_millis(900),
+            "{:?}",
+            t0.elapsed()
+        );
+
+        // A kept-alive connection serves requests, then is closed ~1 s after the last.
+        let mut s = std::net::TcpStream::connect(local(port)).expect("connect");
+        for _ in 0..3 {
+            s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+                .expect("write");
+            assert!(read_one_response(&mut s).starts_with("HTTP/1.1 200"));
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        assert!(closed_within(&mut s, std::time::Duration::from_secs(5)));
+
+        // A request that takes longer than the idle time is answered in full:
+        // the idle time starts only when its response has ended.
+        let mut busy = std::net::TcpStream::connect(local(port)).expect("connect");
+        busy.write_all(b"GET /slow?ms=2500 HTTP/1.1\r\nHost: a\r\n\r\n")
+            .expect("write");
+        busy.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .expect("timeout");
+        assert!(read_one_response(&mut busy).starts_with("HTTP/1.1 200"));
+        let t1 = std::time::Instant::now();
+        assert!(closed_within(&mut busy, std::time::Duration::from_secs(5)));
+        assert!(
+            t1.elapsed() >= std::time::Duration::from_millis(800),
+            "{:?}",
+            t1.elapsed()
+        );
+    })
+    .await
+    .expect("client thread");
+}
