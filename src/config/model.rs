@@ -270,6 +270,13 @@ pub struct BackendHttpSettingsConfig {
     /// cost a request), false for address pools (only the cases of section 4).
     #[serde(default)]
     pub retry_idempotent_on_reset: Option<bool>,
+    /// Retry an idempotent request without a body once on another server when
+    /// the first gave no response headers within `request_timeout` (nginx's
+    /// `proxy_next_upstream timeout`, HAProxy's `retry-on response-timeout`).
+    /// The retry gets its own `request_timeout`. Default false (section 4:
+    /// a timeout is not retried unless configured).
+    #[serde(default)]
+    pub retry_idempotent_on_timeout: bool,
 }
 
 fn default_port() -> u32 {

@@ -138,6 +138,7 @@ pub async fn build_snapshot(
                     .map(|d| d.drain_timeout.get()),
                 outlier_consecutive_errors: s.outlier_consecutive_errors,
                 retry_idempotent_on_reset: s.retry_idempotent_on_reset,
+                retry_idempotent_on_timeout: s.retry_idempotent_on_timeout,
             }),
         );
     }

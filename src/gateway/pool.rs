@@ -72,6 +72,8 @@ pub struct Settings {
     /// Retry idempotent bodiless requests once elsewhere after a reset
     /// (None: yes for app pools, no for address pools).
     pub retry_idempotent_on_reset: Option<bool>,
+    /// Retry idempotent bodiless requests once elsewhere after a timeout.
+    pub retry_idempotent_on_timeout: bool,
 }
 
 /// One server address of a pool, before the settings give it a port.

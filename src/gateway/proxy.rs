@@ -121,7 +121,19 @@ pub fn base_record(
 }
 
 /// hyper service entry point for one request.
+///
+/// The work is boxed: hyper keeps a slot the size of this future in every
+/// HTTP/1 connection for its whole life, and the request's state machine is
+/// about 10 KiB; boxed, an idle keep-alive connection holds only a pointer and
+/// the 10 KiB exist only while a request is in progress.
 pub async fn handle(
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    Box::pin(handle_request(conn, req)).await
+}
+
+async fn handle_request(
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
@@ -657,7 +669,15 @@ async fn route_and_forward(
                         },
                     );
                     p.server_response_latency = secs_string(sent_at.elapsed());
-                    return fail(pending, ErrorInfo::UpstreamTimedOut, txid, listener);
+                    last_failure = ErrorInfo::UpstreamTimedOut;
+                    if replayable && settings.retry_idempotent_on_timeout && !retried_elsewhere {
+                        // Opt-in: the server hangs; try another once, with a
+                        // fresh request_timeout.
+                        retried_elsewhere = true;
+                        body = Some(ReqBody::Empty);
+                        break;
+                    }
+                    return fail(pending, last_failure, txid, listener);
                 }
             }
         }

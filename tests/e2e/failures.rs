@@ -267,3 +267,59 @@ async fn custom_error_page_replaces_the_builtin_one() {
     assert!(r.text().contains("We are fixing it"));
     assert!(r.text().contains(&format!("ref {}", r.txid())));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_is_retried_elsewhere_only_for_idempotent_requests_when_configured() {
+    let frozen = DemoApp::start();
+    let live = DemoApp::start();
+    let port = free_port();
+    let gw = Gateway::start(
+        "timeout-retry",
+        &basic_config(
+            port,
+            &[frozen.addr.to_string(), live.addr.to_string()],
+            "request_timeout = 1\nretry_idempotent_on_timeout = true",
+        ),
+    );
+    for s in [&frozen, &live] {
+        wait_health(&gw, "pool", &s.addr.to_string(), "Healthy", 10).await;
+    }
+    // Frozen (SIGSTOP): connections are accepted by the kernel, nothing answers.
+    kill(frozen.child.id(), "STOP");
+    let mut retried = 0;
+    for _ in 0..4 {
+        let r = get(local(port), "/").await;
+        assert_eq!(r.status, 200);
+        let rec = gw.record(&r.txid());
+        let attempts = props(&rec)["attempts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if attempts.len() == 2 {
+            assert_eq!(attempts[0]["server"], frozen.addr.to_string());
+            assert_eq!(attempts[0]["error_info"], "ERRORINFO_UPSTREAM_TIMED_OUT");
+            assert_eq!(attempts[1]["server"], live.addr.to_string());
+            assert_eq!(attempts[1]["error_info"], "ERRORINFO_NO_ERROR");
+            retried += 1;
+        }
+    }
+    assert!(
+        retried >= 1,
+        "round robin sent no GET to the frozen server first"
+    );
+    // A POST with a body is not idempotent-and-replayable: its timeout is a 502.
+    let mut timed_out = 0;
+    for _ in 0..2 {
+        let r = request(local(port), "POST", "/echo", &[], Bytes::from_static(b"x")).await;
+        if r.status == 502 {
+            let rec = gw.record(&r.txid());
+            assert_eq!(props(&rec)["error_info"], "ERRORINFO_UPSTREAM_TIMED_OUT");
+            assert_eq!(props(&rec)["attempts"].as_array().map(Vec::len), Some(1));
+            timed_out += 1;
+        } else {
+            assert_eq!(r.status, 200);
+        }
+    }
+    assert_eq!(timed_out, 1, "one of two POSTs goes to the frozen server");
+    kill(frozen.child.id(), "CONT");
+}
