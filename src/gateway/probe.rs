@@ -239,11 +239,22 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     let mut body = buf.split_off(body_start);
-    if spec.body.is_some() {
+    // A body with a Content-Length is always read (its first 64 KiB): an answer
+    // whose body is cut short is a failed probe, not a healthy server. Other
+    // bodies are read only when `match.body` needs them.
+    if spec.body.is_some() || length.is_some() {
         let want = length.unwrap_or(PROBE_BODY_LIMIT).min(PROBE_BODY_LIMIT);
         while body.len() < want {
             match s.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
+                Ok(0) | Err(_) => {
+                    if let Some(total) = length {
+                        return Err(format!(
+                            "the answer body was cut short after {} of {total} bytes (status {status})",
+                            body.len()
+                        ));
+                    }
+                    break;
+                }
                 Ok(n) => body.extend_from_slice(&chunk[..n]),
             }
         }

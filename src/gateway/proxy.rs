@@ -617,6 +617,13 @@ async fn route_and_forward(
                     }
                     let err = e.into_error();
                     tracing::debug!(server = %addr, error = %err, reused = c.reused, "backend failed before response headers");
+                    if !c.reused && !is_reset(&err) {
+                        // A new connection that closed before complete headers, or an
+                        // answer that is not HTTP, is the server's fault (not the
+                        // keep-alive race): it counts for outlier detection. A reset
+                        // ejects at once below.
+                        outlier(conn, backend, cand, true);
+                    }
                     if is_reset(&err) && !c.reused {
                         eject(
                             conn,
@@ -841,7 +848,7 @@ fn outlier(conn: &ConnInfo, backend: &Backend, cand: &Candidate, error: bool) {
             backend,
             cand,
             format!(
-                "ejected after {limit} consecutive 5xx answers or timeouts at {}",
+                "ejected after {limit} consecutive 5xx answers, timeouts or broken answers at {}",
                 humantime::format_rfc3339_seconds(SystemTime::now())
             ),
         );

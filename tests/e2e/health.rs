@@ -582,3 +582,26 @@ async fn a_frozen_backend_costs_at_most_a_request_timeout_then_is_probed_out() {
     );
     drop(apps);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_answer_with_a_cut_body_is_a_failure() {
+    // The probe reads a body with a Content-Length to its end: a 200 whose body
+    // is cut short is a failed probe.
+    let cut = RawServer::start(Raw::CutBody);
+    let port = free_port();
+    let gw = Gateway::start(
+        "cutbody",
+        &probe_config(
+            port,
+            &[cut.addr.to_string()],
+            "interval = 1\ntimeout = 1",
+            "",
+        ),
+    );
+    let s = wait_health(&gw, "pool", &cut.addr.to_string(), "Unhealthy", 10).await;
+    let details = s["details"].as_str().unwrap_or_default().to_string();
+    assert!(
+        details.contains("cut short after 5 of 100 bytes"),
+        "{details}"
+    );
+}

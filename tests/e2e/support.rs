@@ -329,6 +329,8 @@ pub enum Raw {
     Close,
     /// Reads the request, answers bytes that are not HTTP.
     Garbage,
+    /// Reads the request, answers a 200 head promising 100 bytes, sends 5, closes.
+    CutBody,
 }
 
 /// A raw TCP backend on a free port; records the first bytes of every connection.
@@ -360,6 +362,10 @@ impl RawServer {
                         Raw::Garbage => {
                             let _ = s.write_all(b"SSH-2.0-OpenSSH_9.0 this is not http\r\n\r\n");
                             std::thread::sleep(Duration::from_millis(100));
+                        }
+                        Raw::CutBody => {
+                            let _ =
+                                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort");
                         }
                     }
                 });
