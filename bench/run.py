@@ -13,6 +13,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / "target/release/portcullis"
 PORTS = {"backend": 18080, "portcullis": 18081, "nginx": 18082, "haproxy": 18083, "console": 18090,
+         "portcullis_nometrics": 18084, "console_nometrics": 18091,
+         "portcullis_nolog": 18085, "console_nolog": 18092,
          "portcullis_tls": 18441, "nginx_tls": 18442, "haproxy_tls": 18443}
 
 
@@ -157,6 +159,19 @@ backend_http_settings = "s"
 """)
 
 
+def write_variant_config(w, name, extra_gateway=""):
+    """The same portcullis config on other ports (A/B variants: no metric
+    recording, no access log), written to portcullis-NAME.toml."""
+    key = name.replace("-", "_")
+    text = (w / "portcullis.toml").read_text()
+    text = text.replace(f"127.0.0.1:{PORTS['portcullis']}\"", f"127.0.0.1:{PORTS['portcullis_' + key]}\"")
+    text = text.replace(f"127.0.0.1:{PORTS['console']}\"", f"127.0.0.1:{PORTS['console_' + key]}\"")
+    tls_port = 18444 if key == "nometrics" else 18445
+    text = text.replace(f"127.0.0.1:{PORTS['portcullis_tls']}\"", f"127.0.0.1:{tls_port}\"")
+    text = text.replace(f'state_dir = "{w}/state"', f'state_dir = "{w}/state-{name}"\n{extra_gateway}')
+    (w / f"portcullis-{name}.toml").write_text(text)
+
+
 def wrk(url, conns, secs, extra=()):
     out = subprocess.run(["taskset", "-c", "0", "wrk", "-t1", f"-c{conns}", f"-d{secs}s", "--latency", *extra, url],
                          capture_output=True, text=True).stdout
@@ -202,6 +217,14 @@ TARGETS = {
     "haproxy": {"http": f"http://127.0.0.1:{PORTS['haproxy']}", "https": f"https://127.0.0.1:{PORTS['haproxy_tls']}",
                 "h2": f"http://127.0.0.1:{PORTS['haproxy']+100}"},
     "direct": {"http": f"http://127.0.0.1:{PORTS['backend']}", "https": None, "h2": None},
+    # The same portcullis with metric recording off (PORTCULLIS_BENCH_NO_METRICS=1):
+    # the difference to "portcullis" is what recording costs. ka64 only.
+    "portcullis-nometrics": {"http": f"http://127.0.0.1:{PORTS['portcullis_nometrics']}", "https": None, "h2": None,
+                             "only": ("ka64",)},
+    # The same portcullis with access_log = "off" (nginx's combined line is ~75 bytes,
+    # the Azure v2 record ~930): shows what the richer log costs. ka64 only.
+    "portcullis-nolog": {"http": f"http://127.0.0.1:{PORTS['portcullis_nolog']}", "https": None, "h2": None,
+                         "only": ("ka64",)},
 }
 
 
@@ -213,6 +236,9 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "bench/results.json"))
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pc-bench-"))
+    # mkdtemp makes the folder 0700: nginx's workers (user nobody) could not read
+    # www/1m and the 1 MiB scenario would measure 403s.
+    os.chmod(work, 0o755)
     write_configs(work)
     s = Setup(work)
     try:
@@ -220,8 +246,17 @@ def main():
         s.start("nginx", ["nginx", "-c", str(work / "nginx.conf")], pin=1, port=PORTS["nginx"])
         s.start("haproxy", ["haproxy", "-f", str(work / "haproxy.cfg")], pin=1, port=PORTS["haproxy"])
         s.start("portcullis", [str(BIN), "run", "-c", str(work / "portcullis.toml")], pin=1, port=PORTS["portcullis"])
+        write_variant_config(work, "nometrics")
+        os.environ["PORTCULLIS_BENCH_NO_METRICS"] = "1"
+        s.start("portcullis-nometrics", [str(BIN), "run", "-c", str(work / "portcullis-nometrics.toml")], pin=1,
+                port=PORTS["portcullis_nometrics"])
+        del os.environ["PORTCULLIS_BENCH_NO_METRICS"]
+        write_variant_config(work, "nolog", 'access_log = "off"')
+        s.start("portcullis-nolog", [str(BIN), "run", "-c", str(work / "portcullis-nolog.toml")], pin=1,
+                port=PORTS["portcullis_nolog"])
         time.sleep(1)
-        pids = {n: s.worker_pid(n) for n in ("portcullis", "nginx", "haproxy", "backend")}
+        pids = {n: s.worker_pid(n) for n in ("portcullis", "portcullis-nometrics", "portcullis-nolog", "nginx", "haproxy",
+                                             "backend")}
         pids["direct"] = pids["backend"]
         results = {}
         for r in range(a.rounds):
@@ -231,6 +266,8 @@ def main():
                 for t in order:
                     base = TARGETS[t]
                     if (sc == "tls" and not base["https"]) or (sc == "h2" and not base["h2"]):
+                        continue
+                    if sc not in base.get("only", (sc,)):
                         continue
                     fn(base, 1)  # warm-up
                     c0 = cpu_seconds(pids[t])
@@ -255,8 +292,8 @@ def main():
 
 def print_table(results, scenarios, machine):
     print(f"\nMachine: {machine['nproc']} cores, {machine['cpu']}, kernel {machine['kernel']}, {machine['time']}\n")
-    print("| scenario | proxy | req/s | p50 ms | p99 ms | CPU s / 100k req | peak RSS MiB | portcullis ÷ this |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| scenario | proxy | req/s | p50 ms | p99 ms | CPU s / 100k req | peak RSS MiB | errors | portcullis ÷ this |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for sc in scenarios:
         pc = results.get(f"{sc}/portcullis", {}).get("rps")
         for t in TARGETS:
@@ -265,7 +302,7 @@ def print_table(results, scenarios, machine):
                 continue
             ratio = f"{pc / r['rps']:.2f}" if pc and r["rps"] and t != "portcullis" else ""
             fmt = lambda v: "-" if v is None else f"{v:.3f}"
-            print(f"| {sc} | {t} | {r['rps']:.0f} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | {r['cpu_s_per_100k']} | {r['peak_rss_mib']} | {ratio} |")
+            print(f"| {sc} | {t} | {r['rps']:.0f} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | {r['cpu_s_per_100k']} | {r['peak_rss_mib']} | {r['non2xx']} {r['socket_errors']} | {ratio} |")
 
 
 if __name__ == "__main__":

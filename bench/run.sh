@@ -2,6 +2,8 @@
 # Side-by-side benchmark: portcullis, nginx and HAProxy as reverse proxies in front
 # of one nginx backend, plus "direct to backend" as the ceiling. See docs/benchmarks.md.
 #   bench/run.sh [--rounds N] [--duration S] [--scenarios ka64,ka1,...] [--out FILE]
+# Reliability half (docs/benchmarks.md): the first word picks the script instead of run.py.
+#   bench/run.sh failover [--duration S]   bench/run.sh idle [--conns N]   bench/run.sh soak [--minutes M]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -11,4 +13,6 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq nginx haproxy wrk nghttp2-client util-linux openssl
 fi
 cargo build --release --quiet
-exec python3 bench/run.py "$@"
+script=run.py
+case "${1:-}" in failover|idle|soak) script="$1.py"; shift ;; esac
+exec python3 "bench/$script" "$@"

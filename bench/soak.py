@@ -1,0 +1,486 @@
+"""Soak: portcullis under a mixed load for N minutes while its backends die, freeze, restart
+and answer garbage; then check that it is still sound.
+
+    python3 bench/soak.py [--minutes 10] [--bin PATH] [--seed 1]
+
+Set-up (127.0.0.1; portcullis pinned to core 1, everything else on core 0):
+  - address pool `mixed`: three `portcullis demo-app` processes A, B, C (C is replaced by a
+    raw TCP junk server during the garbage events);
+  - app pool `apppool`: the hosted app `web` (2 demo-app instances), reached under /app/*;
+  - settings: request_timeout 5 s, probe GET /health every 1 s (timeout 1 s, unhealthy
+    after 2, healthy after 2), outlier_consecutive_errors 1, retry_idempotent_on_reset on.
+Load (bench/loadgen.py, 16 keep-alive connections, 300 req/s): GET / (35 %), GET
+/bytes?n=100..256 KiB (20 %), GET /slow?ms=1..300 (10 %), POST /echo with a 10 B..64 KiB
+body (15 %, not retryable), HEAD / (5 %), GET /headers (5 %); 20 % of them under /app/;
+10 % with `Connection: close`. Every request carries `rid=N` in its query string.
+Phases: 30 s warm-up; idle pause (baseline fds and RSS); N minutes of load with seeded
+random events, one at a time, 4-12 s apart:
+  kill     kill -9 one of A/B/C, start it again 2-10 s later
+  freeze   SIGSTOP one of A/B/C for 1-8 s, then SIGCONT
+  garbage  C is stopped; a junk server answers on its port for 10-25 s (non-HTTP bytes, a
+           bad status line, or a 200 head whose body is cut), then C starts again
+  app-kill kill -9 one hosted instance (the app host restarts it)
+  app-restart  `portcullis app restart web`
+  reload   SIGHUP (the config file rewritten with a new generation comment)
+Then idle again and the checks:
+  1. portcullis is still running;
+  2. every request the client saw fail has an access-log record (found by rid) whose
+     error_info is non-empty and not ERRORINFO_NO_ERROR;
+  3. open fds (/proc/PID/fd) back to the baseline (+5 at most) once idle pooled backend
+     connections expired (4 s idle timeout);
+  4. RSS at the end at most 10 % above the RSS after warm-up: the median of the RSS samples
+     (every 2 s) in the last fifth of the measured phase against the median in its first
+     fifth (single readings swing by +-15 % within seconds; they are reported too, with
+     the slope of a straight-line fit).
+Also reported (not part of the verdict): requests without a record, and records with an
+error whose request the client saw succeed. Results: bench/soak-results.json.
+"""
+import argparse, json, os, random, shutil, signal, subprocess, sys, tempfile, threading, time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (ROOT, TOKEN, Setup, start_checked, alive, api, brief, copy_binary, fd_count, kill_and_reap, machine, pc_cli,  # noqa: E402
+                    pin_self, raise_nofile, read_access_log, rid_of, rss, signal_proc, summarize_access_log, tools_check,
+                    wait_app_ready, wait_port)
+from loadgen import Load, Req  # noqa: E402
+
+FRONT, CONSOLE = 14381, 14390  # below the e2e tests' 15000-32000 (tests/e2e/support.rs)
+ADDR = {"A": 14385, "B": 14386, "C": 14387}
+CONNS, RATE = 16, 300
+FD_SLACK = 5
+RSS_GROWTH_MAX = 0.10
+RID_BASE = 10_000_000  # rids of the measured phase start here (warm-up rids are below)
+
+JUNK = r"""
+import random, socket, sys, threading
+port = int(sys.argv[1]); rng = random.Random(port)
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", port)); s.listen(256)
+def serve(c, kind):
+    try:
+        c.settimeout(1.0)
+        try: c.recv(65536)
+        except OSError: pass
+        if kind == 0: c.sendall(bytes(rng.randrange(256) for _ in range(64)) + b"\r\n\r\n")
+        elif kind == 1: c.sendall(b"HTTP/1.1 two hundred OK\r\nContent-Length: 2\r\n\r\nok")
+        else: c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
+    finally:
+        c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c, rng.randrange(3)), daemon=True).start()
+"""
+
+
+def config(w, gen=0):
+    pool = ", ".join(f'"127.0.0.1:{p}"' for p in ADDR.values())
+    return f"""# generation {gen}
+[gateway]
+state_dir = "{w}/state"
+shutdown_timeout = "5s"
+[console]
+listen = "127.0.0.1:{CONSOLE}"
+token = "{TOKEN}"
+[[listeners]]
+name = "web"
+listen = "127.0.0.1:{FRONT}"
+[[backend_pools]]
+name = "mixed"
+addresses = [{pool}]
+[[backend_pools]]
+name = "apppool"
+app = "web"
+[[backend_http_settings]]
+name = "s"
+request_timeout = 5
+probe = "p"
+outlier_consecutive_errors = 1
+retry_idempotent_on_reset = true
+[[backend_http_settings]]
+name = "sa"
+request_timeout = 5
+probe = "p"
+path = "/"
+outlier_consecutive_errors = 1
+[[probes]]
+name = "p"
+path = "/health"
+interval = 1
+timeout = 1
+unhealthy_threshold = 2
+healthy_threshold = 2
+[[request_routing_rules]]
+name = "r"
+rule_type = "path_based"
+listener = "web"
+priority = 1
+url_path_map = "m"
+[[url_path_maps]]
+name = "m"
+default_backend_pool = "mixed"
+default_backend_http_settings = "s"
+[[url_path_maps.path_rules]]
+name = "app"
+paths = ["/app/*"]
+backend_pool = "apppool"
+backend_http_settings = "sa"
+[[apps]]
+name = "web"
+command = ["taskset", "-c", "0", "{w}/portcullis", "demo-app"]
+instances = 2
+health_check_path = "/health"
+stop_timeout = "5s"
+"""
+
+
+def make_req(rng, rid):
+    prefix = "/app" if rng.random() < 0.2 else ""
+    close = rng.random() < 0.1
+    r = rng.random()
+    if r < 0.35:
+        return Req("GET", f"{prefix}/?rid={rid}", close=close, tag="get")
+    if r < 0.55:
+        n = rng.choice([100, 4096, 65536, 262144])
+        return Req("GET", f"{prefix}/bytes?n={n}&rid={rid}", expect_len=n, close=close, tag="bytes")
+    if r < 0.65:
+        return Req("GET", f"{prefix}/slow?ms={rng.randint(1, 300)}&rid={rid}", close=close, tag="slow")
+    if r < 0.80:
+        body = rng.randbytes(rng.choice([10, 1000, 65536]))
+        return Req("POST", f"{prefix}/echo?rid={rid}", headers={"Content-Type": "application/octet-stream"},
+                   body=body, expect_len=len(body), close=close, tag="post")
+    if r < 0.85:
+        return Req("HEAD", f"{prefix}/?rid={rid}", close=close, tag="head")
+    return Req("GET", f"{prefix}/headers?rid={rid}", close=close, tag="headers")
+
+
+class Soak:
+    def __init__(self, w, binary, seed):
+        self.w, self.bin = Path(w), binary
+        self.s = Setup(self.w)
+        self.rng = random.Random(seed * 7919 + 1)
+        self.events = []
+        self.t0 = None
+        self.gen = 0
+        self.junk = False
+        self.samples = []
+        self.sampling = False
+
+    @property
+    def pc(self):
+        return self.s.procs["portcullis"]
+
+    def now(self):
+        return round(time.monotonic() - self.t0, 2) if self.t0 else None
+
+    def start_demo(self, name):
+        start_checked(self.s, name, [str(self.bin), "demo-app", "--port", str(ADDR[name])], pin=0, port=ADDR[name])
+
+    def start(self):
+        for n in ADDR:
+            self.start_demo(n)
+        (self.w / "pc.toml").write_text(config(self.w))
+        start_checked(self.s, "portcullis", [str(self.bin), "run", "-c", str(self.w / "pc.toml")], pin=1, port=FRONT)
+        wait_app_ready(f"127.0.0.1:{CONSOLE}", "web", 2)
+        time.sleep(2)
+
+    def stop(self):
+        for p in self.s.procs.values():
+            signal_proc(p, signal.SIGCONT)
+        self.s.stop()
+
+    # ---- sampling ---------------------------------------------------------------------------
+    def sampler(self):
+        pid = self.pc.pid
+        while self.sampling:
+            self.samples.append({"t": self.now(), "rss": rss(pid), "fds": fd_count(pid)})
+            time.sleep(2)
+
+    def idle_figures(self, baseline_fds=None, wait=6.0, limit=30.0):
+        """fds (minimum of a few readings, so a probe's socket in flight does not count) and RSS,
+        after the idle backend connections expired. With baseline_fds, waits up to `limit`
+        seconds for the count to come back."""
+        time.sleep(wait)
+        end = time.time() + limit
+        while True:
+            readings = []
+            for _ in range(8):
+                readings.append(fd_count(self.pc.pid))
+                time.sleep(0.25)
+            fds = min(readings)
+            if baseline_fds is None or fds <= baseline_fds + FD_SLACK or time.time() > end:
+                return fds, rss(self.pc.pid)
+            time.sleep(1)
+
+    # ---- events -----------------------------------------------------------------------------
+    def event(self, kind, **kw):
+        e = {"t": self.now(), "event": kind} | kw
+        self.events.append(e)
+        print(f"  t={e['t']:7.1f} {kind} {kw if kw else ''}", flush=True)
+        return e
+
+    def do_kill(self):
+        name = self.rng.choice(["A", "B"] + ([] if self.junk else ["C"]))
+        down = round(self.rng.uniform(2, 10), 1)
+        e = self.event("kill", backend=name, down_s=down)
+        kill_and_reap(self.s.procs[name], signal.SIGKILL)
+        time.sleep(down)
+        self.start_demo(name)
+        e["end"] = self.now()
+
+    def do_freeze(self):
+        name = self.rng.choice(["A", "B", "C"])
+        secs = round(self.rng.uniform(1, 8), 1)
+        e = self.event("freeze", backend=name, frozen_s=secs)
+        signal_proc(self.s.procs[name], signal.SIGSTOP)
+        time.sleep(secs)
+        signal_proc(self.s.procs[name], signal.SIGCONT)
+        e["end"] = self.now()
+
+    def do_garbage(self):
+        secs = round(self.rng.uniform(10, 25), 1)
+        e = self.event("garbage", backend="C", junk_s=secs)
+        kill_and_reap(self.s.procs["C"], signal.SIGTERM)
+        self.junk = True
+        start_checked(self.s, "junk", [sys.executable, "-c", JUNK, str(ADDR["C"])], pin=0, port=ADDR["C"])
+        time.sleep(secs)
+        kill_and_reap(self.s.procs.pop("junk"), signal.SIGKILL)
+        self.start_demo("C")
+        self.junk = False
+        e["end"] = self.now()
+
+    def do_app_kill(self):
+        try:
+            _, a = api(f"127.0.0.1:{CONSOLE}", "GET", "/api/apps/web")
+            inst = [i for i in a["instances"] if i.get("pid")]
+            victim = self.rng.choice(inst)
+            e = self.event("app-kill", instance=victim["id"], pid=victim["pid"])
+            os.kill(victim["pid"], signal.SIGKILL)
+        except Exception as ex:
+            e = self.event("app-kill", error=repr(ex))
+        time.sleep(2)
+        e["end"] = self.now()
+
+    def do_app_restart(self):
+        e = self.event("app-restart")
+        rc, out = pc_cli(self.bin, f"127.0.0.1:{CONSOLE}", "app", "restart", "web")
+        e["result"] = f"exit {rc}: {out.splitlines()[0] if out else ''}"[:120]
+        time.sleep(3)
+        e["end"] = self.now()
+
+    def do_reload(self):
+        self.gen += 1
+        (self.w / "pc.toml").write_text(config(self.w, self.gen))
+        e = self.event("reload", generation=self.gen)
+        signal_proc(self.pc, signal.SIGHUP)
+        time.sleep(1)
+        e["end"] = self.now()
+
+    def chaos(self, until):
+        actions = [(self.do_kill, 3), (self.do_freeze, 3), (self.do_garbage, 2), (self.do_app_kill, 2),
+                   (self.do_app_restart, 1), (self.do_reload, 1)]
+        fns, weights = zip(*actions)
+        while True:
+            gap = self.rng.uniform(4, 12)
+            if time.monotonic() + gap + 30 > until:
+                return
+            time.sleep(gap)
+            if not alive(self.pc.pid):
+                self.event("portcullis is gone")
+                return
+            fn = self.rng.choices(fns, weights)[0]
+            try:
+                fn()
+            except Exception as ex:  # an injection that failed is reported, the soak goes on
+                self.event("injection failed", action=fn.__name__, error=repr(ex)[:200])
+                for n in ADDR:
+                    if n in self.s.procs:
+                        signal_proc(self.s.procs[n], signal.SIGCONT)
+                junk = self.s.procs.pop("junk", None)
+                if junk is not None:
+                    kill_and_reap(junk)
+                    self.junk = False
+                for n in ADDR:  # make sure A, B and C run again
+                    if n not in self.s.procs or self.s.procs[n].poll() is not None:
+                        try:
+                            self.start_demo(n)
+                        except Exception as ex2:
+                            self.event("restart failed", backend=n, error=repr(ex2)[:200])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--minutes", type=float, default=10)
+    ap.add_argument("--bin", default=str(ROOT / "target/release/portcullis"))
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--warmup", type=float, default=30)
+    ap.add_argument("--out", default=str(ROOT / "bench/soak-results.json"))
+    a = ap.parse_args()
+    tools_check(["taskset"])
+    raise_nofile()
+    pin_self(0)
+    w = Path(tempfile.mkdtemp(prefix="pc-soak-"))
+    binary, bininfo = copy_binary(a.bin, w)
+    sk = Soak(w, binary, a.seed)
+    doc = {"machine": machine(), "binary": bininfo, "minutes": a.minutes, "seed": a.seed,
+           "load": f"{CONNS} keep-alive connections, {RATE} req/s", "settings": "see bench/soak.py docstring"}
+    try:
+        sk.start()
+        pid = sk.pc.pid
+        print(f"warm-up {a.warmup:.0f} s", flush=True)
+        warm = Load("127.0.0.1", FRONT, CONNS, a.warmup, rate=RATE, make_req=make_req, seed=a.seed + 1000)
+        warm.start()
+        wres = warm.join()
+        base_fds, base_rss = sk.idle_figures()
+        print(f"warm-up: {wres['requests']} requests, {wres['failed']} failed; baseline fds {base_fds}, "
+              f"RSS {base_rss / 2**20:.1f} MiB", flush=True)
+        dur = a.minutes * 60
+        load = Load("127.0.0.1", FRONT, CONNS, dur, rate=RATE, make_req=make_req, seed=a.seed, keep_latencies=True)
+        load.rid = RID_BASE
+        load.start(track_ok=True)
+        sk.t0 = load.t0
+        sk.sampling = True
+        threading.Thread(target=sk.sampler, daemon=True).start()
+        print(f"load with chaos for {a.minutes:g} min", flush=True)
+        sk.chaos(load.t0 + dur)
+        res = load.join()
+        sk.sampling = False
+        end_alive = alive(pid) and sk.pc.poll() is None
+        end_fds, end_rss = sk.idle_figures(baseline_fds=base_fds) if end_alive else (-1, 0)
+        recs = read_access_log(w / "state/logs/access.log")
+        doc["portcullis_events"] = portcullis_events(w / "state/events.jsonl")
+        doc |= check(res, recs, load, sk, end_alive, base_fds, end_fds, base_rss, end_rss, wres)
+    finally:
+        sk.stop()
+        shutil.rmtree(w, ignore_errors=True)
+    Path(a.out).write_text(json.dumps(doc, indent=1))
+    report(doc)
+    print(f"\nwritten: {a.out}")
+
+
+def portcullis_events(path):
+    """The activity log (health transitions, ejections, instance events), as text lines."""
+    try:
+        items = [json.loads(line) for line in open(path) if line.strip()]
+        return [f"{e.get('time', '')} {e.get('kind', '')} {e.get('subject', '')}: {e.get('message', '')}" for e in items]
+    except Exception as e:
+        return [f"events unavailable: {e!r}"]
+
+
+def check(res, recs, load, sk, end_alive, base_fds, end_fds, base_rss, end_rss, wres):
+    by_rid = {}
+    dup = 0
+    for r in recs:
+        rid = rid_of(r)
+        if rid is None or rid <= RID_BASE:
+            continue
+        if rid in by_rid:
+            dup += 1
+        by_rid[rid] = r
+    measured = [r for r in recs if (rid_of(r) or 0) > RID_BASE]
+
+    def event_at(t):
+        for e in sk.events:
+            if e["t"] - 1 <= t <= (e.get("end") or e["t"]) + 6:  # a request timeout after the end
+                return e["event"]
+        return "none"
+
+    unexplained, explained = [], Counter()
+    for f in res["failures"]:
+        r = by_rid.get(f["rid"])
+        ei = r["properties"].get("error_info", "") if r else None
+        f["event"] = event_at(f["t"])
+        if r is None or ei in ("", "ERRORINFO_NO_ERROR"):
+            unexplained.append({"client": f, "record": brief(r) if r else None})
+        else:
+            explained[f"{f['kind']} <- {r['properties'].get('httpStatus')} {ei}"] += 1
+    ok_rids = load.ok_rids or set()
+    hidden = [brief(r) for rid, r in by_rid.items()
+              if rid in ok_rids and r["properties"].get("error_info") != "ERRORINFO_NO_ERROR"]
+    missing = [rid for rid in range(RID_BASE + 1, RID_BASE + res["requests"] + 1) if rid not in by_rid]
+    # RSS moves by +-15 % within seconds under this load (the allocator takes and returns
+    # memory as requests come and go, and an idle process returns nothing until it
+    # allocates again), so single readings are compared only for information. The check
+    # compares medians: the first fifth of the measured phase (right after warm-up) with
+    # the last fifth (the end); a leak also shows as the slope.
+    dur = max((s["t"] for s in sk.samples), default=0)
+    win = max(30.0, dur / 5)
+    first = sorted(s["rss"] for s in sk.samples if s["t"] <= win)
+    last = sorted(s["rss"] for s in sk.samples if s["t"] >= dur - win)
+    med = lambda v: v[len(v) // 2] if v else 0
+    rss_first, rss_last = med(first), med(last)
+    growth = (rss_last - rss_first) / rss_first if rss_first else None
+    idle_growth = (end_rss - base_rss) / base_rss if base_rss else None
+    n = len(sk.samples)
+    slope = None
+    if n > 2:
+        mt = sum(s["t"] for s in sk.samples) / n
+        mr = sum(s["rss"] for s in sk.samples) / n
+        den = sum((s["t"] - mt) ** 2 for s in sk.samples)
+        slope = sum((s["t"] - mt) * (s["rss"] - mr) for s in sk.samples) / den * 60 / 2**20 if den else None
+    checks = {
+        "portcullis_running": end_alive,
+        "every_failure_explained": not unexplained,
+        "fds_back_to_baseline": end_alive and end_fds <= base_fds + FD_SLACK,
+        "rss_growth_within_10pct": growth is not None and growth <= RSS_GROWTH_MAX,
+    }
+    fail_by_event = Counter(f"{f['event']}: {f['kind']}" for f in res["failures"])
+    res_small = {k: v for k, v in res.items() if k not in ("failures", "timeline")}
+    return {
+        "verdict": "PASS" if all(checks.values()) else "FAIL",
+        "checks": checks,
+        "figures": {"baseline_fds": base_fds, "end_fds": end_fds, "fd_slack": FD_SLACK,
+                    "rss_window_s": round(win), "rss_median_first_window": rss_first, "rss_median_last_window": rss_last,
+                    "rss_growth_pct": round(growth * 100, 1) if growth is not None else None,
+                    "rss_slope_mib_per_min": round(slope, 3) if slope is not None else None,
+                    "rss_idle_after_warmup": base_rss, "rss_idle_end": end_rss,
+                    "rss_idle_growth_pct": round(idle_growth * 100, 1) if idle_growth is not None else None,
+                    "rss_peak_during_run": max((s["rss"] for s in sk.samples), default=0),
+                    "fds_peak_during_run": max((s["fds"] for s in sk.samples), default=0)},
+        "warmup": {k: v for k, v in wres.items() if k not in ("failures", "timeline")},
+        "client": res_small,
+        "failures_by_event": dict(fail_by_event.most_common()),
+        "failures_explained_by": dict(explained.most_common()),
+        "unexplained_failures": unexplained[:50],
+        "unexplained_count": len(unexplained),
+        "records_missing": len(missing), "records_missing_sample": missing[:20], "records_duplicated": dup,
+        "error_records_for_client_successes": len(hidden), "error_records_for_client_successes_sample": hidden[:20],
+        "access_log": summarize_access_log(measured, samples=10),
+        "events": sk.events,
+        "event_counts": dict(Counter(e["event"] for e in sk.events)),
+        "samples": sk.samples,
+        "failures": res["failures"][:5000],
+    }
+
+
+def report(doc):
+    m, f = doc["machine"], doc.get("figures", {})
+    c = doc.get("client", {})
+    print(f"\nMachine: {m['nproc']} cores, {m['cpu']}, kernel {m['kernel']}, {m['time']}; binary {doc['binary']['git_head']}")
+    print(f"\nSoak {doc['minutes']:g} min, seed {doc['seed']}: verdict **{doc.get('verdict')}**\n")
+    print("| check | result | figures |")
+    print("|---|---|---|")
+    ch = doc.get("checks", {})
+    mib = lambda v: f"{v / 2**20:.1f} MiB"
+    print(f"| portcullis still running | {ch.get('portcullis_running')} | |")
+    print(f"| every failed request has a record with an error_info | {ch.get('every_failure_explained')} "
+          f"| {c.get('failed')} failed of {c.get('requests')}; {doc.get('unexplained_count')} unexplained |")
+    print(f"| open fds back to baseline (+{f.get('fd_slack')}) | {ch.get('fds_back_to_baseline')} "
+          f"| {f.get('baseline_fds')} -> {f.get('end_fds')} (peak {f.get('fds_peak_during_run')}) |")
+    print(f"| RSS growth <= 10 % (median of the first vs the last {f.get('rss_window_s')} s) "
+          f"| {ch.get('rss_growth_within_10pct')} | {mib(f.get('rss_median_first_window', 0))} -> "
+          f"{mib(f.get('rss_median_last_window', 0))} ({f.get('rss_growth_pct')} %; slope "
+          f"{f.get('rss_slope_mib_per_min')} MiB/min; peak {mib(f.get('rss_peak_during_run', 0))}; idle readings "
+          f"{mib(f.get('rss_idle_after_warmup', 0))} -> {mib(f.get('rss_idle_end', 0))}, {f.get('rss_idle_growth_pct')} %) |")
+    print(f"\nEvents: {doc.get('event_counts')}")
+    print(f"Client failures by kind: {c.get('by_kind')}")
+    print(f"Failures by event: {doc.get('failures_by_event')}")
+    print(f"Failures explained by (client kind <- record): {doc.get('failures_explained_by')}")
+    print(f"Access log (measured phase): errors {doc.get('access_log', {}).get('errors')}; "
+          f"answered after a retry {doc.get('access_log', {}).get('answered_after_retry')}")
+    print(f"Requests without a record: {doc.get('records_missing')}; duplicated records: {doc.get('records_duplicated')}; "
+          f"error records for requests the client saw succeed: {doc.get('error_records_for_client_successes')}")
+
+
+if __name__ == "__main__":
+    main()
