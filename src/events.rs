@@ -1,7 +1,10 @@
 //! The activity log: what happened to the system (probe transitions, ejections,
 //! instance exits, restarts, reloads…), newest last. Kept in memory (the last
 //! [`MEMORY_EVENTS`]) and appended as JSON lines to `<state_dir>/events.jsonl`
-//! so it survives a restart. Served by `GET /api/events` and `portcullis events`.
+//! so it survives a restart. The file is rotated at [`MAX_FILE_BYTES`]: it
+//! becomes `events.jsonl.1` (replacing the previous one) and a new file starts,
+//! so the disk holds at most about twice that. Served by `GET /api/events` and
+//! `portcullis events`.
 
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -12,6 +15,15 @@ use std::time::{Duration, SystemTime};
 
 /// Events kept in memory.
 pub const MEMORY_EVENTS: usize = 10_000;
+
+/// Size at which `events.jsonl` is rotated to `events.jsonl.1` (bytes).
+pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
+
+fn rotated(f: &Path) -> PathBuf {
+    let mut name = f.as_os_str().to_owned();
+    name.push(".1");
+    PathBuf::from(name)
+}
 
 /// One activity-log entry (section 6: `{"time","kind","subject","message"}`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -43,8 +55,10 @@ impl EventLog {
             if let Some(dir) = f.parent() {
                 let _ = std::fs::create_dir_all(dir);
             }
-            if let Ok(text) = std::fs::read_to_string(f) {
-                for line in text.lines() {
+            let old = std::fs::read_to_string(rotated(f)).unwrap_or_default();
+            let current = std::fs::read_to_string(f).unwrap_or_default();
+            {
+                for line in old.lines().chain(current.lines()) {
                     if let Ok(mut e) = serde_json::from_str::<Event>(line) {
                         e.at = humantime::parse_rfc3339(&e.time)
                             .ok()
@@ -87,6 +101,10 @@ impl EventLog {
                     .open(f)
                 {
                     let _ = writeln!(file, "{line}");
+                    if file.metadata().is_ok_and(|m| m.len() >= MAX_FILE_BYTES) {
+                        drop(file);
+                        let _ = std::fs::rename(f, rotated(f));
+                    }
                 }
             }
         }
@@ -128,6 +146,33 @@ mod tests {
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].kind, "health");
         assert_eq!(again.since(Some(Duration::from_secs(3600))).len(), 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_file_is_rotated_and_both_halves_are_read_back() {
+        let dir = std::env::temp_dir().join(format!("pc-events-rot-{}", std::process::id()));
+        let file = dir.join("events.jsonl");
+        let _ = std::fs::remove_dir_all(&dir);
+        let log = EventLog::new(Some(&file));
+        let big = "x".repeat(4096);
+        let n = (MAX_FILE_BYTES / 4096) as usize + 10;
+        for i in 0..n {
+            log.record("test", &format!("s{i}"), big.clone());
+        }
+        let cur = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        let old = std::fs::metadata(rotated(&file))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        assert!(old >= MAX_FILE_BYTES, "{old}");
+        assert!(cur < MAX_FILE_BYTES, "{cur}");
+        let again = EventLog::new(Some(&file));
+        let all = again.since(None);
+        assert_eq!(all.len(), n.min(MEMORY_EVENTS));
+        assert_eq!(
+            all.last().map(|e| e.subject.clone()),
+            Some(format!("s{}", n - 1))
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }
