@@ -57,6 +57,8 @@ struct Process {
     registry: Arc<AppRegistry>,
     instance_id: String,
     reload_lock: tokio::sync::Mutex<()>,
+    /// Instance label sets on the instance gauges at the last scrape.
+    instance_labels: std::sync::Mutex<std::collections::HashSet<InstanceL>>,
 }
 
 fn listen_addrs(c: &Config) -> Vec<SocketAddr> {
@@ -92,6 +94,18 @@ impl Process {
     /// Sets the state gauges (healthy hosts, instance figures, queues) from now.
     fn refresh_gauges(&self) {
         let m = &self.telemetry.metrics;
+        // Servers that left every pool leave the server-level families too.
+        let live: std::collections::HashSet<String> = self
+            .gateway
+            .snapshot
+            .load()
+            .backends
+            .iter()
+            .flat_map(|b| b.health.all())
+            .map(|s| s.addr.to_string())
+            .collect();
+        self.telemetry.handles.prune_servers(&live, m);
+        let mut instances_now = std::collections::HashSet::new();
         for b in self.gateway.snapshot.load().backends.iter() {
             let (h, u) = b.health.counts();
             let l = PairL {
@@ -121,7 +135,21 @@ impl Process {
                 m.app_threads.get_or_create(&l).set(n("threads"));
                 m.app_handles.get_or_create(&l).set(n("handles"));
                 m.app_restarts.get_or_create(&l).set(n("restarts"));
+                instances_now.insert(l);
             }
+        }
+        // Instances that are gone leave the instance gauges (their last values
+        // would otherwise stay on /metrics for ever).
+        if let Ok(mut seen) = self.instance_labels.lock() {
+            for old in seen.difference(&instances_now) {
+                m.app_cpu.remove(old);
+                m.app_memory.remove(old);
+                m.app_private.remove(old);
+                m.app_threads.remove(old);
+                m.app_handles.remove(old);
+                m.app_restarts.remove(old);
+            }
+            *seen = instances_now;
         }
     }
 
@@ -517,6 +545,7 @@ pub async fn run(source: Source) -> Exit {
         registry,
         instance_id,
         reload_lock: tokio::sync::Mutex::new(()),
+        instance_labels: std::sync::Mutex::default(),
     });
     {
         let p = process.clone();

@@ -185,6 +185,45 @@ impl HandleCache {
         made
     }
 
+    /// Forgets every shape whose server is not in `live` (`IP:port` strings) and
+    /// removes that server's label sets from the server-level families
+    /// (`portcullis_backend_*_time_seconds`, `portcullis_backend_responses_total`),
+    /// so `/metrics` does not grow with servers that are gone (an app instance
+    /// gets a new port at every start). Label sets of a server whose shapes were
+    /// already dropped by a full cache are not found and stay.
+    pub fn prune_servers(&self, live: &std::collections::HashSet<String>, m: &Metrics) {
+        let mut map = match self.map.write() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        for list in map.values_mut() {
+            list.retain(|h| {
+                let k = &h.key;
+                if k.server == "-" || live.contains(&k.server) {
+                    return true;
+                }
+                let labels = ServerL {
+                    listener: k.listener.clone(),
+                    pool: k.pool.clone(),
+                    settings: k.settings.clone(),
+                    server: k.server.clone(),
+                };
+                m.connect_time.remove(&labels);
+                m.first_byte.remove(&labels);
+                m.last_byte.remove(&labels);
+                if let Some(code) = k.server_status {
+                    m.backend_status.remove(&ServerStatusL {
+                        pool: k.pool.clone(),
+                        server: k.server.clone(),
+                        status_class: status_class(code).into(),
+                    });
+                }
+                false
+            });
+        }
+        map.retain(|_, list| !list.is_empty());
+    }
+
     /// Number of shapes held.
     pub fn len(&self) -> usize {
         self.map
@@ -360,6 +399,42 @@ mod tests {
             })
             .get();
         assert_eq!(family_value, 2);
+    }
+
+    #[test]
+    fn servers_that_are_gone_leave_the_families() {
+        let (m, series, cache) = (
+            Metrics::default(),
+            SeriesStore::default(),
+            HandleCache::default(),
+        );
+        let mut gone = shape("l", 200);
+        gone.server = "127.0.0.1:2";
+        cache
+            .get(&gone, &m, &series)
+            .server
+            .as_ref()
+            .expect("server")
+            .status
+            .as_ref()
+            .expect("status")
+            .inc();
+        cache.get(&shape("l", 200), &m, &series);
+        let text = |m: &Metrics| {
+            let mut reg = prometheus_client::registry::Registry::default();
+            reg.register("b", "b", m.backend_status.clone());
+            reg.register("c", "c", m.connect_time.clone());
+            let mut out = String::new();
+            let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
+            out
+        };
+        assert!(text(&m).contains("127.0.0.1:2"));
+        let live: std::collections::HashSet<String> = ["127.0.0.1:1".to_string()].into();
+        cache.prune_servers(&live, &m);
+        assert_eq!(cache.len(), 1);
+        let after = text(&m);
+        assert!(!after.contains("127.0.0.1:2"), "{after}");
+        assert!(after.contains("127.0.0.1:1"), "{after}");
     }
 
     #[test]

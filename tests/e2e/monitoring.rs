@@ -238,6 +238,39 @@ async fn app_metrics_count_requests_and_instance_figures() {
     assert!(m[r#"portcullis_app_memory_working_set_bytes{app="demo",instance="demo-0"}"#] > 1e6);
     assert!(m[r#"portcullis_app_threads{app="demo",instance="demo-0"}"#] >= 1.0);
     assert_eq!(m[r#"portcullis_app_queue_length{app="demo"}"#], 0.0);
+
+    // After a restart the old instance (and its port) leave /metrics.
+    let before = r.text();
+    let old_server = before
+        .lines()
+        .find(|l| l.starts_with("portcullis_backend_responses_total"))
+        .and_then(|l| l.split("server=\"").nth(1))
+        .and_then(|rest| rest.split('"').next())
+        .expect("a server label")
+        .to_string();
+    let restarted = request(
+        gw.console,
+        "POST",
+        "/api/apps/demo/restart",
+        &AUTH,
+        Bytes::new(),
+    )
+    .await;
+    assert!(restarted.status < 300, "{}", restarted.text());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = request(gw.console, "GET", "/metrics", &AUTH, Bytes::new())
+            .await
+            .text();
+        if !text.contains(&old_server) && !text.contains(r#"instance="demo-0""#) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "old instance still on /metrics:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 /// A webhook receiver: records the JSON bodies POSTed to it.
