@@ -525,6 +525,16 @@ async fn route_and_forward(
                 p.connection_reused = Some(c.reused);
                 p.server_connect_time = Some(secs_string(connect_time));
                 pending.obs.connect = Some(connect_time);
+                // The try in progress, provisionally: a 499 record (client gone
+                // while waiting) lists it; its outcome replaces it below.
+                add_attempt(
+                    p,
+                    Attempt {
+                        server: addr.to_string(),
+                        error_info: ErrorInfo::ClientClosedRequest.as_str().into(),
+                        server_status: "-".into(),
+                    },
+                );
             }
             let sent_at = Instant::now();
             let result =
@@ -707,7 +717,17 @@ fn fail(
 /// Records one backend attempt in the request's record as it happens, so even
 /// a 499 record lists every server tried.
 fn add_attempt(p: &mut Properties, a: Attempt) {
-    p.attempts.get_or_insert_with(Vec::new).push(a);
+    let list = p.attempts.get_or_insert_with(Vec::new);
+    match list.last_mut() {
+        // The outcome of the provisional entry of the try in progress.
+        Some(last)
+            if last.server == a.server
+                && last.error_info == ErrorInfo::ClientClosedRequest.as_str() =>
+        {
+            *last = a
+        }
+        _ => list.push(a),
+    }
 }
 
 fn add_txid(h: &mut HeaderMap, txid: &str) {

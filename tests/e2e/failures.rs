@@ -208,6 +208,14 @@ async fn client_that_leaves_early_is_logged_499() {
     assert_eq!(props(&rec)["httpStatus"], 499);
     assert_eq!(props(&rec)["error_info"], "ERRORINFO_CLIENT_CLOSED_REQUEST");
     assert_eq!(props(&rec)["serverRouted"], app.addr.to_string());
+    // The try that was in progress is listed, with the reason it ended.
+    let attempts = props(&rec)["attempts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!(attempts[0]["server"], app.addr.to_string());
+    assert_eq!(attempts[0]["error_info"], "ERRORINFO_CLIENT_CLOSED_REQUEST");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
