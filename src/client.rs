@@ -52,20 +52,7 @@ pub async fn call(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> Result<ApiAnswer, String> {
-    let authority = api
-        .trim_end_matches('/')
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("--api must be an http:// URL, got `{api}`"))?
-        .to_string();
-    let stream = tokio::net::TcpStream::connect(&authority)
-        .await
-        .map_err(|e| {
-            format!("cannot reach the console at {api}: {e} (is `portcullis run` running?)")
-        })?;
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
+    let (mut tx, authority) = connect(api).await?;
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
     let mut req = http::Request::builder()
         .method(method)
@@ -92,14 +79,12 @@ pub async fn call(
     Ok(ApiAnswer { status, body })
 }
 
-/// GETs `path` and calls `on_line` for every line of the answer as it arrives
-/// (for `--follow` streams). Returns the status.
-pub async fn stream_lines(
+/// Opens an HTTP/1 connection to the console at `api` (`http://HOST:PORT`).
+/// Returns the sender and the authority for the `Host` header. Errors: `api`
+/// is not an http:// URL, or the console cannot be reached.
+async fn connect(
     api: &str,
-    token: Option<&str>,
-    path: &str,
-    mut on_line: impl FnMut(&str),
-) -> Result<u16, String> {
+) -> Result<(hyper::client::conn::http1::SendRequest<Full<Bytes>>, String), String> {
     let authority = api
         .trim_end_matches('/')
         .strip_prefix("http://")
@@ -110,10 +95,22 @@ pub async fn stream_lines(
         .map_err(|e| {
             format!("cannot reach the console at {api}: {e} (is `portcullis run` running?)")
         })?;
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
+    Ok((tx, authority))
+}
+
+/// GETs `path` and calls `on_line` for every line of the answer as it arrives
+/// (for `--follow` streams). Returns the status.
+pub async fn stream_lines(
+    api: &str,
+    token: Option<&str>,
+    path: &str,
+    mut on_line: impl FnMut(&str),
+) -> Result<u16, String> {
+    let (mut tx, authority) = connect(api).await?;
     let mut req = http::Request::builder()
         .method("GET")
         .uri(path)

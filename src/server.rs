@@ -94,11 +94,9 @@ impl Process {
     /// Sets the state gauges (healthy hosts, instance figures, queues) from now.
     fn refresh_gauges(&self) {
         let m = &self.telemetry.metrics;
+        let snapshot = self.gateway.snapshot.load();
         // Servers that left every pool leave the server-level families too.
-        let live: std::collections::HashSet<String> = self
-            .gateway
-            .snapshot
-            .load()
+        let live: std::collections::HashSet<String> = snapshot
             .backends
             .iter()
             .flat_map(|b| b.health.all())
@@ -106,7 +104,7 @@ impl Process {
             .collect();
         self.telemetry.handles.prune_servers(&live, m);
         let mut instances_now = std::collections::HashSet::new();
-        for b in self.gateway.snapshot.load().backends.iter() {
+        for b in snapshot.backends.iter() {
             let (h, u) = b.health.counts();
             let l = PairL {
                 pool: b.pool.name.to_string(),

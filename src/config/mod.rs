@@ -318,8 +318,10 @@ fn list<T: DeserializeOwned>(
 mod tests {
     use super::*;
 
-    /// Randomized robustness (cargo-fuzz needs nightly): mutated configs never
-    /// panic the parser or the validator; they are accepted or refused with errors.
+    /// Randomized robustness with a fixed seed, so every `cargo test` repeats it
+    /// (the coverage-guided search is the `config` target in `fuzz/`): mutated
+    /// configs never panic the parser or the validator; they are accepted or
+    /// refused with errors.
     #[test]
     fn mutated_configs_never_panic() {
         let mut rng = fastrand::Rng::with_seed(7);

@@ -970,7 +970,8 @@ mod tests {
         ));
     }
 
-    /// Randomized robustness (a stand-in for cargo-fuzz, which needs nightly):
+    /// Randomized robustness with a fixed seed, so every `cargo test` repeats it
+    /// (the coverage-guided search is the `request_guard` target in `fuzz/`):
     /// mutated requests never panic the guard, and whatever it passes on is a
     /// head hyper can parse with the same framing.
     #[test]

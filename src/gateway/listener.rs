@@ -178,25 +178,8 @@ impl Listeners {
             .get(&key)
             .and_then(|p| p.tls.clone());
         let Some(tls) = tls else {
-            let shared =
-                ConnShared::with_idle_timeout(Some(self.gateway.snapshot.load().idle_timeout));
-            let info = Arc::new(ConnInfo {
-                gateway: self.gateway.clone(),
-                bound: key,
-                peer,
-                tls: None,
-                guard: Some(shared.clone()),
-            });
-            self.serve(
-                GuardedIo::with_timeout(
-                    stream,
-                    shared,
-                    self.gateway.snapshot.load().header_timeout,
-                ),
-                info,
-                watcher,
-            )
-            .await;
+            let (io, info) = self.guarded(stream, key, peer, None);
+            self.serve(io, info, watcher).await;
             return;
         };
         let mut first = [0u8; 1];
@@ -242,26 +225,34 @@ impl Listeners {
             });
             self.serve(tls_stream, info, watcher).await;
         } else {
-            let shared =
-                ConnShared::with_idle_timeout(Some(self.gateway.snapshot.load().idle_timeout));
-            let info = Arc::new(ConnInfo {
-                gateway: self.gateway.clone(),
-                bound: key,
-                peer,
-                tls: Some(tls_info),
-                guard: Some(shared.clone()),
-            });
-            self.serve(
-                GuardedIo::with_timeout(
-                    tls_stream,
-                    shared,
-                    self.gateway.snapshot.load().header_timeout,
-                ),
-                info,
-                watcher,
-            )
-            .await;
+            let (io, info) = self.guarded(tls_stream, key, peer, Some(tls_info));
+            self.serve(io, info, watcher).await;
         }
+    }
+
+    /// Wraps an HTTP/1 client connection (plain or TLS) in the request guard,
+    /// with the head and idle timeouts of the running snapshot, and makes the
+    /// connection's info pointing at the guard's shared state.
+    fn guarded<T>(
+        &self,
+        io: T,
+        bound: SocketAddr,
+        peer: SocketAddr,
+        tls: Option<TlsInfo>,
+    ) -> (GuardedIo<T>, Arc<ConnInfo>) {
+        let snapshot = self.gateway.snapshot.load();
+        let shared = ConnShared::with_idle_timeout(Some(snapshot.idle_timeout));
+        let info = Arc::new(ConnInfo {
+            gateway: self.gateway.clone(),
+            bound,
+            peer,
+            tls,
+            guard: Some(shared.clone()),
+        });
+        (
+            GuardedIo::with_timeout(io, shared, snapshot.header_timeout),
+            info,
+        )
     }
 
     async fn serve<I>(

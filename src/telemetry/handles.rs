@@ -137,18 +137,26 @@ impl OwnedShape {
         }
     }
 
+    /// The borrowed view, compared with the derived `PartialEq` of [`Shape`] so
+    /// that a field added to the shape cannot be forgotten here.
+    fn as_shape(&self) -> Shape<'_> {
+        Shape {
+            listener: &self.listener,
+            pool: &self.pool,
+            settings: &self.settings,
+            server: &self.server,
+            status: self.status,
+            server_status: self.server_status,
+            error_info: &self.error_info,
+            app: self.app.as_deref(),
+            failed: self.failed,
+            connected: self.connected,
+            first_byte: self.first_byte,
+        }
+    }
+
     fn is(&self, s: &Shape<'_>) -> bool {
-        self.status == s.status
-            && self.server_status == s.server_status
-            && self.failed == s.failed
-            && self.connected == s.connected
-            && self.first_byte == s.first_byte
-            && self.listener == s.listener
-            && self.pool == s.pool
-            && self.settings == s.settings
-            && self.server == s.server
-            && self.error_info == s.error_info
-            && self.app.as_deref() == s.app
+        self.as_shape() == *s
     }
 }
 

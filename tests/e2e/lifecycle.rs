@@ -6,6 +6,17 @@ use bytes::Bytes;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// Runs `portcullis validate -c PATH`, asserts exit code 2, returns stdout.
+fn validate_refused(path: &std::path::Path) -> String {
+    let out = Command::new(bin())
+        .args(["validate", "-c"])
+        .arg(path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn validate_prints_every_error_with_its_path_and_exits_2() {
     let dir = temp_dir("validate");
@@ -36,13 +47,7 @@ backend_http_settings = "s"
 "#,
     )
     .expect("write");
-    let out = Command::new(bin())
-        .args(["validate", "-c"])
-        .arg(&path)
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = validate_refused(&path);
     for want in [
         "listeners[0].colour: unknown field `colour`",
         "backend_http_settings[0].request_timeout:",
@@ -57,13 +62,7 @@ backend_http_settings = "s"
         .replace("colour = \"blue\"\n", "")
         .replace("\"2 weeks\"", "\"20s\"");
     std::fs::write(&path, fixed).expect("write");
-    let out = Command::new(bin())
-        .args(["validate", "-c"])
-        .arg(&path)
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = validate_refused(&path);
     for want in [
         "listeners[0].listen: `127.0.0.1:99999` is not an IP:port address",
         "backend_http_settings[0].port: 0 is outside 1..65535",

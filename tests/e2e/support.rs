@@ -727,6 +727,24 @@ pub fn kill(pid: u32, sig: &str) {
 
 /// `clients` keep-alive clients sending `GET path` to `addr` for `run`; calls
 /// `during` once after `after`. Returns every status seen with its transaction id.
+/// Asserts that a [`load`] run made more than `min` requests and that every one
+/// got 200; on failure shows the first failures with their access-log records.
+pub fn assert_all_ok(gw: &Gateway, seen: &[(u16, String)], min: usize) {
+    let failed: Vec<_> = seen.iter().filter(|(s, _)| *s != 200).collect();
+    assert!(seen.len() > min, "only {} requests", seen.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {:?}",
+        failed.len(),
+        seen.len(),
+        failed
+            .iter()
+            .take(5)
+            .map(|(s, t)| (s, gw.record(t)))
+            .collect::<Vec<_>>()
+    );
+}
+
 pub async fn load<F: FnOnce()>(
     addr: SocketAddr,
     path: &'static str,
