@@ -13,10 +13,33 @@ pub use writer::{wait_for_writers, AccessLog, AccessLogTarget};
 
 /// Formats seconds the way Azure's string fields do: `"0.028"`.
 pub fn secs_string(d: std::time::Duration) -> String {
-    format!("{:.3}", d.as_secs_f64())
+    // Rounded to the millisecond as `{:.3}` would, without float formatting.
+    let ms = (d.as_micros() + 500) / 1000;
+    let mut s = (ms / 1000).to_string();
+    let frac = (ms % 1000) as u32;
+    s.push('.');
+    s.push(char::from(b'0' + (frac / 100) as u8));
+    s.push(char::from(b'0' + (frac / 10 % 10) as u8));
+    s.push(char::from(b'0' + (frac % 10) as u8));
+    s
 }
 
 /// Seconds as a JSON number with millisecond precision, like `timeTaken`.
 pub fn secs_number(d: std::time::Duration) -> f64 {
     (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::secs_string;
+    use std::time::Duration;
+
+    #[test]
+    fn seconds_are_written_with_three_decimals() {
+        assert_eq!(secs_string(Duration::ZERO), "0.000");
+        assert_eq!(secs_string(Duration::from_micros(28_400)), "0.028");
+        assert_eq!(secs_string(Duration::from_micros(28_600)), "0.029");
+        assert_eq!(secs_string(Duration::from_micros(999_600)), "1.000");
+        assert_eq!(secs_string(Duration::from_millis(61_005)), "61.005");
+    }
 }

@@ -247,6 +247,7 @@ mod tests {
         let mut r = crate::gateway::proxy::base_record(
             "t",
             "127.0.0.1:1".parse().expect("addr"),
+            "127.0.0.1",
             None,
             txid,
         );

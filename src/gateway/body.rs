@@ -8,13 +8,12 @@
 //! future and the pending record is written as 499 `CLIENT_CLOSED_REQUEST`.
 
 use super::failure::ErrorInfo;
+use super::h1client::BackendBody;
 use super::proxy::InFlight;
-use super::upstream::{Conn, Upstream};
 use crate::accesslog::{secs_number, AccessLog, AccessRecord};
 use crate::telemetry::{Observation, Telemetry};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,9 +21,10 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 /// What a response body carries.
+#[allow(clippy::large_enum_variant)] // the large variant is the common one: no box
 pub enum Inner {
     /// A backend's streaming body.
-    Upstream(Incoming),
+    Upstream(BackendBody),
     /// A body the gateway made (error page), sent once.
     Full(Option<Bytes>),
 }
@@ -41,7 +41,6 @@ pub struct Completion {
     first_poll: Option<Instant>,
     received_head: u64,
     received_body: Option<Arc<AtomicU64>>,
-    checkin: Option<(Arc<Upstream>, Conn)>,
     _in_flight: Option<InFlight>,
     _admission: Option<crate::registry::Permit>,
 }
@@ -65,11 +64,6 @@ impl ResponseBody {
         let Some(mut c) = self.completion.take() else {
             return;
         };
-        if complete {
-            if let Some((up, conn)) = c.checkin.take() {
-                up.checkin(conn);
-            }
-        }
         let p = &mut c.record.properties;
         if p.error_info == ErrorInfo::NoError.as_str() {
             if upstream_error {
@@ -110,14 +104,17 @@ fn empty_record() -> AccessRecord {
     }
 }
 
+/// Why a response body stopped early (the backend's connection broke).
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         if let Some(c) = this.completion.as_mut() {
             if c.first_poll.is_none() {
@@ -126,7 +123,7 @@ impl Body for ResponseBody {
         }
         let r = match &mut this.inner {
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Inner::Upstream(b) => Pin::new(b).poll_frame(cx),
+            Inner::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(BodyError::from),
         };
         match &r {
             Poll::Ready(Some(Ok(f))) => {
@@ -223,12 +220,7 @@ impl PendingRecord {
     /// Attaches the record to the response body, which writes it when it ends.
     /// `head_bytes`: size of the response head; `checkin`: the backend connection
     /// to return to the pool once the body was read to the end.
-    pub fn into_body(
-        mut self,
-        inner: Inner,
-        head_bytes: u64,
-        checkin: Option<(Arc<Upstream>, Conn)>,
-    ) -> ResponseBody {
+    pub fn into_body(mut self, inner: Inner, head_bytes: u64) -> ResponseBody {
         self.armed = false;
         let record = std::mem::replace(&mut self.record, empty_record());
         ResponseBody {
@@ -244,7 +236,6 @@ impl PendingRecord {
                 first_poll: None,
                 received_head: self.received_head,
                 received_body: self.received_body.take(),
-                checkin,
                 _in_flight: self.in_flight.take(),
                 _admission: self.admission.take(),
             })),

@@ -19,6 +19,7 @@
 //!
 //! HTTP/2 (prior-knowledge preface) and upgraded connections pass through untouched.
 
+use super::chunked::{scan_chunked, Chunk};
 use super::failure::ErrorInfo;
 use std::future::Future;
 use std::io;
@@ -115,24 +116,6 @@ impl ConnShared {
             None
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    /// Reading hex digits of a chunk size (count so far).
-    Size { digits: u8, value: u64 },
-    /// In a chunk extension, until CR.
-    Ext { value: u64 },
-    /// Saw CR after the size line; want LF.
-    SizeLf { value: u64 },
-    /// Chunk data left.
-    Data(u64),
-    /// Want CR after data.
-    DataCr,
-    /// Want LF after data.
-    DataLf,
-    /// In the trailer section: bytes on the current line so far.
-    Trailer { line_len: usize, cr: bool },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,7 +282,7 @@ impl<T> GuardedIo<T> {
                     if self.input.is_empty() {
                         return Ok(());
                     }
-                    let (used, next) = match scan_chunked(c, &self.input) {
+                    let (used, next) = match scan_chunked(c, &self.input, false) {
                         Ok(r) => r,
                         Err(e) => match self.undelivered_head.take() {
                             Some(at) if at >= self.out_pos => {
@@ -353,10 +336,7 @@ impl<T> GuardedIo<T> {
                                     self.state = match framing.body {
                                         BodyFraming::None => self.after_message(),
                                         BodyFraming::Length(n) => State::Body(n),
-                                        BodyFraming::Chunked => State::Chunked(Chunk::Size {
-                                            digits: 0,
-                                            value: 0,
-                                        }),
+                                        BodyFraming::Chunked => State::Chunked(Chunk::START),
                                     };
                                 }
                                 Err(rej) => {
@@ -597,123 +577,6 @@ fn check_head(head: &[u8]) -> Result<Framing, Box<Rejection>> {
         }
     };
     Ok(Framing { body, upgrade })
-}
-
-fn chunk_error() -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, "invalid chunked framing")
-}
-
-/// Longest trailer line accepted.
-const MAX_TRAILER_LINE: usize = 8 * 1024;
-
-/// Scans chunked-body bytes. Returns how many bytes belong to the body and the
-/// state after them (None = the body ended within `buf`).
-fn scan_chunked(mut c: Chunk, buf: &[u8]) -> io::Result<(usize, Option<Chunk>)> {
-    let mut i = 0;
-    while i < buf.len() {
-        let b = buf[i];
-        c = match c {
-            Chunk::Size { digits, value } => match b {
-                b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
-                    if digits >= 15 {
-                        return Err(chunk_error());
-                    }
-                    let d = (b as char).to_digit(16).unwrap_or(0) as u64;
-                    i += 1;
-                    Chunk::Size {
-                        digits: digits + 1,
-                        value: value * 16 + d,
-                    }
-                }
-                b'\r' if digits > 0 => {
-                    i += 1;
-                    Chunk::SizeLf { value }
-                }
-                b';' if digits > 0 => {
-                    i += 1;
-                    Chunk::Ext { value }
-                }
-                _ => return Err(chunk_error()),
-            },
-            Chunk::Ext { value } => match b {
-                b'\r' => {
-                    i += 1;
-                    Chunk::SizeLf { value }
-                }
-                b'\n' | 0 => return Err(chunk_error()),
-                _ => {
-                    i += 1;
-                    Chunk::Ext { value }
-                }
-            },
-            Chunk::SizeLf { value } => {
-                if b != b'\n' {
-                    return Err(chunk_error());
-                }
-                i += 1;
-                if value == 0 {
-                    Chunk::Trailer {
-                        line_len: 0,
-                        cr: false,
-                    }
-                } else {
-                    Chunk::Data(value)
-                }
-            }
-            Chunk::Data(left) => {
-                let k = left.min((buf.len() - i) as u64);
-                i += k as usize;
-                if left - k == 0 {
-                    Chunk::DataCr
-                } else {
-                    Chunk::Data(left - k)
-                }
-            }
-            Chunk::DataCr => {
-                if b != b'\r' {
-                    return Err(chunk_error());
-                }
-                i += 1;
-                Chunk::DataLf
-            }
-            Chunk::DataLf => {
-                if b != b'\n' {
-                    return Err(chunk_error());
-                }
-                i += 1;
-                Chunk::Size {
-                    digits: 0,
-                    value: 0,
-                }
-            }
-            Chunk::Trailer { line_len, cr } => {
-                i += 1;
-                match (b, cr) {
-                    (b'\r', false) => Chunk::Trailer { line_len, cr: true },
-                    (b'\n', true) => {
-                        if line_len == 0 {
-                            return Ok((i, None));
-                        }
-                        Chunk::Trailer {
-                            line_len: 0,
-                            cr: false,
-                        }
-                    }
-                    (b'\n', false) | (_, true) => return Err(chunk_error()),
-                    _ => {
-                        if line_len >= MAX_TRAILER_LINE {
-                            return Err(chunk_error());
-                        }
-                        Chunk::Trailer {
-                            line_len: line_len + 1,
-                            cr: false,
-                        }
-                    }
-                }
-            }
-        };
-    }
-    Ok((i, Some(c)))
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
@@ -1008,63 +871,7 @@ mod tests {
                     let _ = framing;
                 }
             }
-            let _ = scan_chunked(
-                Chunk::Size {
-                    digits: 0,
-                    value: 0,
-                },
-                &m,
-            );
+            let _ = scan_chunked(Chunk::START, &m, false);
         }
-    }
-
-    #[test]
-    fn chunked_scanner() {
-        let body = b"5\r\nhello\r\n3;x=y\r\nabc\r\n0\r\nT: v\r\n\r\nGET";
-        let (used, next) = scan_chunked(
-            Chunk::Size {
-                digits: 0,
-                value: 0,
-            },
-            body,
-        )
-        .expect("ok");
-        assert_eq!(next, None);
-        assert_eq!(&body[used..], b"GET");
-        for bad in [
-            &b"zz\r\n"[..],
-            b"5\nhello",
-            b"5\r\nhelloX",
-            b"-1\r\n",
-            b" 5\r\n",
-            b"1234567890abcdef0\r\n",
-        ] {
-            assert!(
-                scan_chunked(
-                    Chunk::Size {
-                        digits: 0,
-                        value: 0
-                    },
-                    bad
-                )
-                .is_err(),
-                "{bad:?}"
-            );
-        }
-        // Split anywhere: same outcome.
-        let mut c = Chunk::Size {
-            digits: 0,
-            value: 0,
-        };
-        let mut total = 0;
-        for piece in body[..body.len() - 3].chunks(2) {
-            let (u, n) = scan_chunked(c, piece).expect("ok");
-            total += u;
-            match n {
-                Some(n) => c = n,
-                None => break,
-            }
-        }
-        assert_eq!(total, body.len() - 3);
     }
 }

@@ -216,13 +216,13 @@ impl Listeners {
             },
         };
         if h2 {
-            let info = Arc::new(ConnInfo {
-                gateway: self.gateway.clone(),
-                bound: key,
+            let info = Arc::new(ConnInfo::new(
+                self.gateway.clone(),
+                key,
                 peer,
-                tls: Some(tls_info),
-                guard: None,
-            });
+                Some(tls_info),
+                None,
+            ));
             self.serve(tls_stream, info, watcher).await;
         } else {
             let (io, info) = self.guarded(tls_stream, key, peer, Some(tls_info));
@@ -242,13 +242,13 @@ impl Listeners {
     ) -> (GuardedIo<T>, Arc<ConnInfo>) {
         let snapshot = self.gateway.snapshot.load();
         let shared = ConnShared::with_idle_timeout(Some(snapshot.idle_timeout));
-        let info = Arc::new(ConnInfo {
-            gateway: self.gateway.clone(),
+        let info = Arc::new(ConnInfo::new(
+            self.gateway.clone(),
             bound,
             peer,
             tls,
-            guard: Some(shared.clone()),
-        });
+            Some(shared.clone()),
+        ));
         (
             GuardedIo::with_timeout(io, shared, snapshot.header_timeout),
             info,
@@ -283,7 +283,13 @@ impl Listeners {
         let head = &buf[..n];
         let snapshot = self.gateway.snapshot.load();
         let txid = crate::txid::new_transaction_id();
-        let mut rec = base_record(&snapshot.instance_id, peer, None, &txid);
+        let mut rec = base_record(
+            &snapshot.instance_id,
+            peer,
+            &peer.ip().to_string(),
+            None,
+            &txid,
+        );
         let line = head
             .split(|b| *b == b'\r' || *b == b'\n')
             .next()

@@ -7,8 +7,10 @@
 //! reload, so a request reads one consistent view and takes no lock.
 
 pub mod body;
+pub mod chunked;
 pub mod failure;
 pub mod guard;
+pub mod h1client;
 pub mod headers;
 pub mod health;
 pub mod listener;

@@ -11,6 +11,7 @@
 use super::body::{Inner, PendingRecord, ResponseBody};
 use super::failure::{builtin_page, custom_page, ErrorInfo};
 use super::guard::{ActiveRequest, ConnShared, Rejection};
+use super::h1client;
 use super::headers::{self, X_TRANSACTION_ID};
 use super::health::ServerHealth;
 use super::pool::{affinity_key, Backend, Candidate, HostRewrite, PoolSource, ServerAddr};
@@ -67,6 +68,29 @@ pub struct ConnInfo {
     pub tls: Option<TlsInfo>,
     /// Guard state for HTTP/1 connections.
     pub guard: Option<Arc<ConnShared>>,
+    /// The client's IP address as text (`clientIP`, `X-Forwarded-For`), made
+    /// once per connection.
+    pub peer_ip: String,
+}
+
+impl ConnInfo {
+    /// The facts of a new client connection.
+    pub fn new(
+        gateway: Arc<Gateway>,
+        bound: SocketAddr,
+        peer: SocketAddr,
+        tls: Option<TlsInfo>,
+        guard: Option<Arc<ConnShared>>,
+    ) -> ConnInfo {
+        ConnInfo {
+            gateway,
+            bound,
+            peer,
+            tls,
+            guard,
+            peer_ip: peer.ip().to_string(),
+        }
+    }
 }
 
 fn version_str(v: Version) -> &'static str {
@@ -83,10 +107,12 @@ fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
-/// A record with the envelope and the client's side filled in.
+/// A record with the envelope and the client's side filled in; `client_ip` is
+/// `peer`'s IP address as text.
 pub fn base_record(
     instance_id: &str,
     peer: SocketAddr,
+    client_ip: &str,
     tls: Option<&TlsInfo>,
     transaction_id: &str,
 ) -> AccessRecord {
@@ -100,7 +126,7 @@ pub fn base_record(
         category: "ApplicationGatewayAccessLog".into(),
         properties: Properties {
             instance_id: instance_id.to_string(),
-            client_ip: peer.ip().to_string(),
+            client_ip: client_ip.to_string(),
             client_port: peer.port(),
             transaction_id: transaction_id.to_string(),
             ssl_enabled: if tls.is_some() { "on" } else { "off" }.into(),
@@ -140,7 +166,13 @@ async fn handle_request(
     let start = Instant::now();
     let txid = new_transaction_id();
     let snapshot = conn.gateway.snapshot.load_full();
-    let record = base_record(&snapshot.instance_id, conn.peer, conn.tls.as_ref(), &txid);
+    let record = base_record(
+        &snapshot.instance_id,
+        conn.peer,
+        &conn.peer_ip,
+        conn.tls.as_ref(),
+        &txid,
+    );
     let mut pending = PendingRecord::new(
         conn.gateway.log.clone(),
         conn.gateway.telemetry.clone(),
@@ -221,10 +253,7 @@ pub fn error_response(
     p.content_type = "text/html; charset=utf-8".into();
     let head = head_size(status, resp.headers()) + 20;
     let (parts, ()) = resp.into_parts();
-    Response::from_parts(
-        parts,
-        pending.into_body(Inner::Full(Some(page)), head, None),
-    )
+    Response::from_parts(parts, pending.into_body(Inner::Full(Some(page)), head))
 }
 
 fn head_size(_status: StatusCode, h: &HeaderMap) -> u64 {
@@ -390,9 +419,9 @@ async fn route_and_forward(
         None => path,
     };
     pending.record.properties.request_uri = target.split('?').next().unwrap_or("").to_string();
-    let Ok(uri) = Uri::try_from(target) else {
+    if Uri::try_from(target.as_str()).is_err() {
         return error_response(pending, ErrorInfo::RequestUriInvalid, txid, Some(listener));
-    };
+    }
     let wants_upgrade =
         req.version() == Version::HTTP_11 && req.headers().contains_key(header::UPGRADE);
     let client_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -406,8 +435,7 @@ async fn route_and_forward(
         out_headers.insert(header::UPGRADE, u);
         out_headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    let client_ip = conn.peer.ip().to_string();
-    headers::append_forwarded_for(&mut out_headers, &client_ip);
+    headers::append_forwarded_for(&mut out_headers, &conn.peer_ip);
     out_headers.insert(
         headers::X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(if listener.https { "https" } else { "http" }),
@@ -442,6 +470,7 @@ async fn route_and_forward(
     for cand in candidates.iter() {
         let server = &cand.server;
         let addr = cand.addr;
+        let addr_text = addr.to_string();
         let mut in_flight = cand.health.as_ref().map(|h| InFlight::new(h.clone()));
         let host_value = match &settings.host {
             HostRewrite::Client => HeaderValue::from_str(&client_host).ok(),
@@ -465,9 +494,9 @@ async fn route_and_forward(
             let pooled = if fresh_only || wants_upgrade {
                 None
             } else {
-                upstream.checkout(&key).await
+                upstream.checkout(&key)
             };
-            let mut c: Conn = match pooled {
+            let c: Conn = match pooled {
                 Some(c) => c,
                 None => match upstream
                     .connect(&key, settings.tls.as_ref(), settings.connect_timeout)
@@ -490,7 +519,7 @@ async fn route_and_forward(
                         add_attempt(
                             &mut pending.record.properties,
                             Attempt {
-                                server: addr.to_string(),
+                                server: addr_text.clone(),
                                 error_info: ErrorInfo::UpstreamNoLive.as_str().into(),
                                 server_status: "-".into(),
                             },
@@ -507,22 +536,14 @@ async fn route_and_forward(
                 connect_started.elapsed()
             };
             let Some(b) = body.take() else { break };
-            let mut out = Request::new(b);
-            *out.method_mut() = parts.method.clone();
-            *out.uri_mut() = uri.clone();
-            *out.version_mut() = Version::HTTP_11;
-            let replay_headers = if replayable && c.reused && !replayed {
-                Some(headers_now.clone())
-            } else {
-                None
-            };
-            *out.headers_mut() = std::mem::take(&mut headers_now);
+            let may_replay = replayable && c.reused && !replayed;
+            let (local_port, reused) = (c.local_port, c.reused);
             {
                 // Known before the answer: a 499 record names the server too.
                 let p = &mut pending.record.properties;
-                p.server_routed = addr.to_string();
-                p.upstream_source_port = c.local_port.to_string();
-                p.connection_reused = Some(c.reused);
+                p.server_routed = addr_text.clone();
+                p.upstream_source_port = local_port.to_string();
+                p.connection_reused = Some(reused);
                 p.server_connect_time = Some(secs_string(connect_time));
                 pending.obs.connect = Some(connect_time);
                 // The try in progress, provisionally: a 499 record (client gone
@@ -530,29 +551,32 @@ async fn route_and_forward(
                 add_attempt(
                     p,
                     Attempt {
-                        server: addr.to_string(),
+                        server: addr_text.clone(),
                         error_info: ErrorInfo::ClientClosedRequest.as_str().into(),
                         server_status: "-".into(),
                     },
                 );
             }
             let sent_at = Instant::now();
-            let result =
-                tokio::time::timeout(settings.request_timeout, c.tx.try_send_request(out)).await;
+            let result = tokio::time::timeout(
+                settings.request_timeout,
+                h1client::send(c, &parts.method, &target, &headers_now, b),
+            )
+            .await;
             let since_arrival = pending.elapsed();
             if matches!(result, Ok(Ok(_))) {
                 pending.obs.first_byte = Some(since_arrival);
             }
             let p = &mut pending.record.properties;
             match result {
-                Ok(Ok(mut resp)) => {
+                Ok(Ok(answer)) => {
                     let latency = sent_at.elapsed();
-                    let status = resp.status();
+                    let status = answer.head.status;
                     outlier(conn, backend, cand, status.is_server_error());
                     add_attempt(
                         p,
                         Attempt {
-                            server: addr.to_string(),
+                            server: addr_text.clone(),
                             error_info: ErrorInfo::NoError.as_str().into(),
                             server_status: status.as_u16().to_string(),
                         },
@@ -561,21 +585,23 @@ async fn route_and_forward(
                     p.server_response_latency = secs_string(latency);
                     p.server_header_time = Some(secs_string(since_arrival));
                     p.http_status = status.as_u16();
-                    p.content_type = resp
-                        .headers()
+                    p.content_type = answer
+                        .head
+                        .headers
                         .get(header::CONTENT_TYPE)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("")
                         .to_string();
+                    let (mut rparts, mut rbody) = answer.into_parts(upstream.clone());
                     if status == StatusCode::SWITCHING_PROTOCOLS {
-                        if let Some(client_up) = client_upgrade {
-                            let backend_up = hyper::upgrade::on(&mut resp);
+                        if let (Some(client_up), Some(backend_conn)) =
+                            (client_upgrade, rbody.into_conn())
+                        {
                             if let Some(g) = &conn.guard {
                                 g.upgraded.store(true, std::sync::atomic::Ordering::Relaxed);
                             }
-                            tokio::spawn(tunnel(client_up, backend_up));
+                            tokio::spawn(tunnel(client_up, backend_conn));
                         }
-                        let (mut rparts, rbody) = resp.into_parts();
                         let keep_upgrade = rparts.headers.get(header::UPGRADE).cloned();
                         headers::strip_hop_by_hop(&mut rparts.headers);
                         if let Some(u) = keep_upgrade {
@@ -588,10 +614,9 @@ async fn route_and_forward(
                         let head = head_size(status, &rparts.headers);
                         return Response::from_parts(
                             rparts,
-                            pending.into_body(Inner::Upstream(rbody), head, None),
+                            pending.into_body(Inner::Full(None), head),
                         );
                     }
-                    let (mut rparts, rbody) = resp.into_parts();
                     headers::strip_hop_by_hop(&mut rparts.headers);
                     if wants_upgrade {
                         // A refused upgrade: the guard stopped checking this
@@ -608,33 +633,33 @@ async fn route_and_forward(
                         }
                     }
                     let head = head_size(status, &rparts.headers);
-                    let checkin = (!wants_upgrade).then(|| (upstream.clone(), c));
+                    if wants_upgrade {
+                        rbody.no_reuse();
+                    }
                     // Counted in flight until the body ends (draining waits for it).
                     pending.in_flight = in_flight.take();
                     return Response::from_parts(
                         rparts,
-                        pending.into_body(Inner::Upstream(rbody), head, checkin),
+                        pending.into_body(Inner::Upstream(rbody), head),
                     );
                 }
-                Ok(Err(mut e)) => {
-                    if let Some(unsent) = e.take_message() {
-                        // Never written: the pooled connection had closed. Safe to resend.
-                        let (rp, b) = unsent.into_parts();
-                        body = Some(b);
-                        headers_now = rp.headers;
-                        fresh_only = true;
-                        continue;
+                Ok(Err(err)) => {
+                    if let h1client::SendError::ClientBody(e) = &err {
+                        // The client went away in the middle of its body: no
+                        // backend is at fault.
+                        tracing::debug!(server = %addr, error = %e, "client request body failed");
+                        return fail(pending, ErrorInfo::ClientClosedRequest, txid, listener);
                     }
-                    let err = e.into_error();
-                    tracing::debug!(server = %addr, error = %err, reused = c.reused, "backend failed before response headers");
-                    if !c.reused && !is_reset(&err) {
+                    tracing::debug!(server = %addr, error = %err, reused, "backend failed before response headers");
+                    let reset = err.is_reset();
+                    if !reused && !reset {
                         // A new connection that closed before complete headers, or an
                         // answer that is not HTTP, is the server's fault (not the
                         // keep-alive race): it counts for outlier detection. A reset
                         // ejects at once below.
                         outlier(conn, backend, cand, true);
                     }
-                    if is_reset(&err) && !c.reused {
+                    if reset && !reused {
                         eject(
                             conn,
                             backend,
@@ -648,7 +673,7 @@ async fn route_and_forward(
                     add_attempt(
                         p,
                         Attempt {
-                            server: addr.to_string(),
+                            server: addr_text.clone(),
                             error_info: ErrorInfo::UpstreamClosedConnection.as_str().into(),
                             server_status: "-".into(),
                         },
@@ -656,12 +681,11 @@ async fn route_and_forward(
                     last_failure = ErrorInfo::UpstreamClosedConnection;
                     // A server that left its pool (its connections were cut) gets no replay.
                     let retired = cand.health.as_ref().is_some_and(|h| h.is_retired());
-                    if let Some(h) = replay_headers.filter(|_| !retired) {
+                    if may_replay && !retired && err.nothing_received() {
                         // The keep-alive race: retry once on a fresh connection.
                         replayed = true;
                         fresh_only = true;
                         body = Some(ReqBody::Empty);
-                        headers_now = h;
                         continue;
                     }
                     let retry_on_reset = settings
@@ -680,7 +704,7 @@ async fn route_and_forward(
                     add_attempt(
                         p,
                         Attempt {
-                            server: addr.to_string(),
+                            server: addr_text.clone(),
                             error_info: ErrorInfo::UpstreamTimedOut.as_str().into(),
                             server_status: "-".into(),
                         },
@@ -776,13 +800,14 @@ fn tls_name_for(
     }
 }
 
-async fn tunnel(client: hyper::upgrade::OnUpgrade, backend: hyper::upgrade::OnUpgrade) {
-    let (Ok(c), Ok(b)) = tokio::join!(client, backend) else {
+/// Joins an upgraded client connection to its backend connection (bytes the
+/// backend sent after its 101 head go first) until either side closes.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, mut backend: Conn) {
+    let Ok(c) = client.await else {
         return;
     };
     let mut c = hyper_util::rt::TokioIo::new(c);
-    let mut b = hyper_util::rt::TokioIo::new(b);
-    let _ = tokio::io::copy_bidirectional(&mut c, &mut b).await;
+    let _ = tokio::io::copy_bidirectional(&mut c, &mut backend).await;
 }
 
 /// RFC 3986 §5.2.4 "remove_dot_segments" for a request path, so that
@@ -873,18 +898,6 @@ fn outlier(conn: &ConnInfo, backend: &Backend, cand: &Candidate, error: bool) {
             ),
         );
     }
-}
-
-/// True when the error was a TCP reset by the peer.
-fn is_reset(err: &hyper::Error) -> bool {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
-    while let Some(e) = src {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return io.kind() == std::io::ErrorKind::ConnectionReset;
-        }
-        src = e.source();
-    }
-    false
 }
 
 /// Body bytes of a gateway-made response.

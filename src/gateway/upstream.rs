@@ -1,17 +1,22 @@
 //! Connections to backends: connect (TCP, optional TLS), a keep-alive pool of idle
 //! HTTP/1.1 connections per (address, TLS name), and the request body type.
 //!
+//! A connection is a plain socket (or TLS stream) owned by whoever uses it: the
+//! request that sends on it, then the response body that reads from it, then the
+//! pool. No task runs per backend connection; the HTTP/1.1 exchange itself is in
+//! `h1client.rs`, polled on the client connection's own task.
+//!
 //! Idle connections are closed by the gateway after [`UPSTREAM_IDLE_TIMEOUT`],
 //! below the keep-alive timeouts common backends use (Node.js and Apache 5 s,
 //! nginx 75 s), so the gateway, not the backend, closes idle connections in the
-//! common case; when a backend closes first anyway, the request is retried on a
-//! fresh connection (see `proxy.rs`).
+//! common case. A pooled connection the backend closed meanwhile is noticed when
+//! it is taken from the pool (a read that does not wait); one that closes in the
+//! instant after is the keep-alive race, retried on a fresh connection (see
+//! `proxy.rs`).
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use std::collections::HashMap;
 use std::io;
@@ -21,7 +26,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::Notify;
 
 /// Idle time after which the gateway closes a pooled backend connection.
 pub const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
@@ -82,10 +90,81 @@ pub struct ConnKey {
     pub tls_name: Option<Arc<str>>,
 }
 
+/// The byte stream of a backend connection: TCP, or TLS over TCP.
+pub enum BackendIo {
+    /// Plain HTTP.
+    Plain(TcpStream),
+    /// HTTPS to the backend (boxed: the TLS state is large).
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for BackendIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            BackendIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            BackendIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for BackendIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            BackendIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            BackendIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            BackendIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            BackendIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            BackendIo::Plain(s) => s.is_write_vectored(),
+            BackendIo::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            BackendIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            BackendIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            BackendIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            BackendIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 /// A connection ready to carry one request.
 pub struct Conn {
-    /// hyper's sender.
-    pub tx: SendRequest<ReqBody>,
+    /// The byte stream.
+    pub io: BackendIo,
+    /// Bytes read from the backend and not yet used (empty between exchanges).
+    pub buf: BytesMut,
+    /// Fires when the server is removed from its pool and its connections are
+    /// cut ([`Upstream::close_server`]).
+    pub cut: Pin<Box<OwnedNotified>>,
     /// Pool key.
     pub key: ConnKey,
     /// Local port (`upstreamSourcePort`).
@@ -94,9 +173,30 @@ pub struct Conn {
     pub reused: bool,
 }
 
+impl Conn {
+    /// True when the server has cut this connection ([`Upstream::close_server`]).
+    pub fn poll_cut(&mut self, cx: &mut Context<'_>) -> bool {
+        std::future::Future::poll(self.cut.as_mut(), cx).is_ready()
+    }
+
+    /// Whether an idle connection is still usable: a read that does not wait
+    /// finds neither an end of stream, an error, nor unasked-for bytes.
+    fn still_open(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        if self.poll_cut(&mut cx) {
+            return false;
+        }
+        let mut probe = [0u8; 8];
+        let mut rb = ReadBuf::new(&mut probe);
+        matches!(
+            Pin::new(&mut self.io).poll_read(&mut cx, &mut rb),
+            Poll::Pending
+        )
+    }
+}
+
 struct Idle {
-    tx: SendRequest<ReqBody>,
-    local_port: u16,
+    conn: Conn,
     since: Instant,
 }
 
@@ -121,51 +221,39 @@ pub enum ConnectError {
 #[derive(Default)]
 pub struct Upstream {
     idle: Mutex<HashMap<ConnKey, Vec<Idle>>>,
-    /// Connection tasks per backend address, to cut them when a server is removed.
-    live: Mutex<HashMap<SocketAddr, HashMap<u64, tokio::task::AbortHandle>>>,
-    next_id: std::sync::atomic::AtomicU64,
+    /// Per backend address, the signal that cuts every connection to it.
+    cuts: Mutex<HashMap<SocketAddr, Arc<Notify>>>,
 }
 
 impl Upstream {
     /// A pooled connection to `key`, if one is idle, fresh and still open.
-    pub async fn checkout(&self, key: &ConnKey) -> Option<Conn> {
+    pub fn checkout(&self, key: &ConnKey) -> Option<Conn> {
         loop {
             let idle = {
                 let mut map = self.idle.lock().ok()?;
                 let list = map.get_mut(key)?;
                 list.pop()?
             };
-            if idle.since.elapsed() >= UPSTREAM_IDLE_TIMEOUT || idle.tx.is_closed() {
+            let mut conn = idle.conn;
+            if idle.since.elapsed() >= UPSTREAM_IDLE_TIMEOUT || !conn.still_open() {
                 continue;
             }
-            let mut tx = idle.tx;
-            if !tx.is_ready() {
-                // Just checked in: the dispatcher finishes the previous exchange.
-                match tokio::time::timeout(Duration::from_millis(50), tx.ready()).await {
-                    Ok(Ok(())) => {}
-                    _ => continue,
-                }
-            }
-            return Some(Conn {
-                tx,
-                key: key.clone(),
-                local_port: idle.local_port,
-                reused: true,
-            });
+            conn.reused = true;
+            return Some(conn);
         }
     }
 
     /// Returns a connection whose last response was read to the end.
     pub fn checkin(&self, conn: Conn) {
-        if conn.tx.is_closed() {
+        if !conn.buf.is_empty() {
+            // The backend sent more than its response: not reusable.
             return;
         }
         if let Ok(mut map) = self.idle.lock() {
-            let list = map.entry(conn.key).or_default();
+            let list = map.entry(conn.key.clone()).or_default();
             if list.len() < MAX_IDLE_PER_SERVER {
                 list.push(Idle {
-                    tx: conn.tx,
-                    local_port: conn.local_port,
+                    conn,
                     since: Instant::now(),
                 });
             }
@@ -174,11 +262,12 @@ impl Upstream {
 
     /// Opens a new connection to `key` within `timeout` (TCP and TLS together).
     pub async fn connect(
-        self: &Arc<Self>,
+        &self,
         key: &ConnKey,
         tls: Option<&Arc<rustls::ClientConfig>>,
         timeout: Duration,
     ) -> Result<Conn, ConnectError> {
+        let cut = self.cut_signal(key.addr);
         let fut = async {
             let tcp = TcpStream::connect(key.addr).await.map_err(|e| {
                 if e.kind() == io::ErrorKind::ConnectionRefused {
@@ -189,7 +278,7 @@ impl Upstream {
             })?;
             let _ = tcp.set_nodelay(true);
             let local_port = tcp.local_addr().map(|a| a.port()).unwrap_or(0);
-            let tx = match (tls, &key.tls_name) {
+            let io = match (tls, &key.tls_name) {
                 (Some(cfg), Some(name)) => {
                     let server_name = ServerName::try_from(name.to_string())
                         .map_err(|e| ConnectError::Tls(format!("bad server name {name}: {e}")))?;
@@ -197,12 +286,15 @@ impl Upstream {
                         .connect(server_name, tcp)
                         .await
                         .map_err(|e| ConnectError::Tls(e.to_string()))?;
-                    self.handshake(key.addr, tls).await?
+                    BackendIo::Tls(Box::new(tls))
                 }
-                _ => self.handshake(key.addr, tcp).await?,
+                _ => BackendIo::Plain(tcp),
             };
+            tracing::debug!(server = %key.addr, local_port, "backend connection opened");
             Ok(Conn {
-                tx,
+                io,
+                buf: BytesMut::new(),
+                cut: Box::pin(cut),
                 key: key.clone(),
                 local_port,
                 reused: false,
@@ -212,6 +304,16 @@ impl Upstream {
             Ok(r) => r,
             Err(_) => Err(ConnectError::TimedOut(timeout)),
         }
+    }
+
+    /// A signal registered now: it fires at the next [`Upstream::close_server`]
+    /// of `addr`.
+    fn cut_signal(&self, addr: SocketAddr) -> OwnedNotified {
+        let notify = match self.cuts.lock() {
+            Ok(mut m) => m.entry(addr).or_default().clone(),
+            Err(_) => Arc::new(Notify::new()),
+        };
+        notify.notified_owned()
     }
 
     /// Closes idle connections older than [`UPSTREAM_IDLE_TIMEOUT`], every 500 ms,
@@ -226,8 +328,8 @@ impl Upstream {
                 let lock = up.idle.lock();
                 if let Ok(mut map) = lock {
                     map.retain(|_, list| {
-                        list.retain(|i| {
-                            i.since.elapsed() < UPSTREAM_IDLE_TIMEOUT && !i.tx.is_closed()
+                        list.retain_mut(|i| {
+                            i.since.elapsed() < UPSTREAM_IDLE_TIMEOUT && i.conn.still_open()
                         });
                         !list.is_empty()
                     });
@@ -243,55 +345,23 @@ impl Upstream {
             .map(|m| m.values().map(Vec::len).sum())
             .unwrap_or(0)
     }
-}
-
-impl Upstream {
-    async fn handshake<I>(
-        self: &Arc<Self>,
-        addr: SocketAddr,
-        io: I,
-    ) -> Result<SendRequest<ReqBody>, ConnectError>
-    where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let (tx, conn) = hyper::client::conn::http1::Builder::new()
-            .handshake(TokioIo::new(io))
-            .await
-            .map_err(|e| ConnectError::Io(io::Error::other(e)))?;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let weak = Arc::downgrade(self);
-        let task = tokio::spawn(async move {
-            let _ = conn.with_upgrades().await;
-            if let Some(up) = weak.upgrade() {
-                if let Ok(mut live) = up.live.lock() {
-                    if let Some(m) = live.get_mut(&addr) {
-                        m.remove(&id);
-                        if m.is_empty() {
-                            live.remove(&addr);
-                        }
-                    }
-                }
-            }
-        });
-        if let Ok(mut live) = self.live.lock() {
-            live.entry(addr)
-                .or_default()
-                .insert(id, task.abort_handle());
-        }
-        tracing::debug!(server = %addr, id, "backend connection opened");
-        Ok(tx)
-    }
 
     /// Closes every connection to `addr`, idle or busy (a server left the pool).
     /// Requests still on them fail.
     pub fn close_server(&self, addr: SocketAddr) {
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.retain(|k, _| k.addr != addr);
-        }
-        let tasks = self.live.lock().ok().and_then(|mut l| l.remove(&addr));
-        tracing::debug!(server = %addr, connections = tasks.as_ref().map(|t| t.len()).unwrap_or(0), "closing every connection");
-        for (_, t) in tasks.into_iter().flatten() {
-            t.abort();
+        let idle = self
+            .idle
+            .lock()
+            .map(|mut m| {
+                let before: usize = m.values().map(Vec::len).sum();
+                m.retain(|k, _| k.addr != addr);
+                before - m.values().map(Vec::len).sum::<usize>()
+            })
+            .unwrap_or(0);
+        let cut = self.cuts.lock().ok().and_then(|mut m| m.remove(&addr));
+        tracing::debug!(server = %addr, idle, "closing every connection");
+        if let Some(n) = cut {
+            n.notify_waiters();
         }
     }
 }

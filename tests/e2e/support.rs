@@ -331,6 +331,8 @@ pub enum Raw {
     Garbage,
     /// Reads the request, answers a 200 head promising 100 bytes, sends 5, closes.
     CutBody,
+    /// Reads the request, writes these bytes as they are, closes.
+    Answer(&'static [u8]),
 }
 
 /// A raw TCP backend on a free port; records the first bytes of every connection.
@@ -366,6 +368,10 @@ impl RawServer {
                         Raw::CutBody => {
                             let _ =
                                 s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort");
+                        }
+                        Raw::Answer(bytes) => {
+                            let _ = s.write_all(bytes);
+                            std::thread::sleep(Duration::from_millis(50));
                         }
                     }
                 });
@@ -600,6 +606,24 @@ backend_pool = "pool"
 backend_http_settings = "settings"
 "#
     )
+}
+
+/// One [`basic_config`] per (listener port, backend address): listener `webN`,
+/// pool `poolN`, settings `settingsN` (with `settings` lines), rule `ruleN`.
+pub fn configs_per_port(pairs: &[(u16, String)], settings: &str) -> String {
+    pairs
+        .iter()
+        .enumerate()
+        .map(|(i, (port, addr))| {
+            basic_config(*port, std::slice::from_ref(addr), settings)
+                .replace("\"web\"", &format!("\"web{i}\""))
+                .replace("\"pool\"", &format!("\"pool{i}\""))
+                .replace("\"settings\"", &format!("\"settings{i}\""))
+                .replace("\"rule\"", &format!("\"rule{i}\""))
+                .replace("priority = 10", &format!("priority = {}", 10 + i))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// `127.0.0.1:port` as a socket address.

@@ -1,0 +1,795 @@
+//! HTTP/1.1 to a backend (RFC 9112), on the client connection's own task: write
+//! the request head and body, read and parse the response head, then hand the
+//! connection to a [`BackendBody`] that decodes the response body as the client
+//! side reads it and returns the connection to the pool when the body ended.
+//!
+//! Why our own: hyper's client runs every backend connection as a task of its
+//! own and passes each request, response and body chunk over channels, so one
+//! proxied request took two tasks and four wake-ups. Forwarding is what the
+//! gateway exists for (docs/benchmarks.md §2 has the measurements). Parsing is
+//! httparse's, the crate hyper itself uses.
+//!
+//! Framing of the response body (RFC 9112 §6.3): none for HEAD and for 1xx, 204
+//! and 304; `Transfer-Encoding` whose last coding is `chunked` → chunked; another
+//! `Transfer-Encoding` → to the end of the connection; a valid `Content-Length` →
+//! that many bytes (several different values → the answer is invalid); else to the
+//! end of the connection. A connection is reused only after an HTTP/1.1 answer
+//! without `Connection: close`, framed by length or chunks, read to its end, with
+//! the whole request body sent.
+
+use super::chunked::{scan_chunked, Chunk};
+use super::upstream::{Conn, ReqBody, Upstream};
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Most bytes of a response head (status line and fields) accepted.
+pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Most fields in a response head.
+pub const MAX_RESPONSE_FIELDS: usize = 128;
+/// Space made free in the read buffer before each read, bytes.
+const READ_RESERVE: usize = 16 * 1024;
+
+/// Why an exchange ended without a response head.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The connection ended (end of stream, reset, broken pipe) before a
+    /// complete response head. `response_bytes` arrived before that.
+    #[error("connection closed before a complete response head ({response_bytes} bytes of it arrived){}", .source.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
+    Closed {
+        /// Bytes of a response that had arrived.
+        response_bytes: usize,
+        /// The socket error, if it was one.
+        source: Option<io::Error>,
+    },
+    /// The answer is not valid HTTP/1.x, or its framing is contradictory.
+    #[error("invalid response: {0}")]
+    Malformed(String),
+    /// The client's request body failed: the client went away mid-upload.
+    #[error("client request body: {0}")]
+    ClientBody(hyper::Error),
+    /// The server was removed from its pool and its connections cut.
+    #[error("server removed from its pool")]
+    Cut,
+}
+
+impl SendError {
+    /// True when the connection was reset by the backend (TCP RST).
+    pub fn is_reset(&self) -> bool {
+        matches!(self, SendError::Closed { source: Some(e), .. }
+            if matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe))
+    }
+
+    /// True when not one byte of a response arrived before the connection ended:
+    /// on a reused connection, the keep-alive race.
+    pub fn nothing_received(&self) -> bool {
+        matches!(
+            self,
+            SendError::Closed {
+                response_bytes: 0,
+                ..
+            }
+        )
+    }
+}
+
+/// How the request body is framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReqFraming {
+    /// No body.
+    None,
+    /// `Content-Length` (taken from the client's request).
+    Length,
+    /// `Transfer-Encoding: chunked` (the client's length is unknown).
+    Chunked,
+}
+
+/// Serializes a request head: `METHOD target HTTP/1.1`, the fields, and the
+/// framing of the body (RFC 9112 §6). `headers` must be free of hop-by-hop fields.
+fn write_head(
+    out: &mut BytesMut,
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    has_body: bool,
+) -> ReqFraming {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let has_length = headers.contains_key(http::header::CONTENT_LENGTH);
+    let framing = match (has_body, has_length) {
+        (true, true) => ReqFraming::Length,
+        (true, false) => {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            ReqFraming::Chunked
+        }
+        (false, _) => {
+            // A POST, PUT or PATCH without a body says so, as hyper and curl do.
+            if !has_length && matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+                out.extend_from_slice(b"content-length: 0\r\n");
+            }
+            ReqFraming::None
+        }
+    };
+    out.extend_from_slice(b"\r\n");
+    framing
+}
+
+/// A response head and the connection its body is to be read from.
+pub struct Answer {
+    /// Status, version and fields as the backend sent them.
+    pub head: http::response::Parts,
+    /// The connection; `conn.buf` holds body bytes already read.
+    pub conn: Conn,
+    framing: Framing,
+    reusable: bool,
+    /// The rest of the request body, when the answer came before all of it went out.
+    upload: Option<Box<Upload>>,
+}
+
+impl Answer {
+    /// The head and the response body; the body returns the connection to
+    /// `pool` when it was read to the end and the connection may carry another
+    /// request.
+    pub fn into_parts(self, pool: Arc<Upstream>) -> (http::response::Parts, BackendBody) {
+        let body = BackendBody {
+            conn: Some(self.conn),
+            framing: self.framing,
+            reusable: self.reusable,
+            upload: self.upload,
+            pool,
+        };
+        (self.head, body)
+    }
+}
+
+/// Sends one request on `conn` and reads the response head.
+///
+/// `method` and `target` form the request line; `headers` are sent as they are,
+/// plus the body's framing. The request body is sent while the response is
+/// watched for: when the head of an answer arrives first (an echo streaming
+/// back, or an early 413), the rest of the body keeps going out as the response
+/// body is read ([`BackendBody`]), and the connection is reused only if it all
+/// went out.
+/// Errors: [`SendError`]; the connection is dropped (closed) with it.
+pub async fn send(
+    mut conn: Conn,
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    body: ReqBody,
+) -> Result<Answer, SendError> {
+    let has_body = !Body::is_end_stream(&body);
+    let mut head = BytesMut::with_capacity(512);
+    let framing = write_head(&mut head, method, target, headers, has_body);
+    let mut upload = Some(Upload {
+        out: head,
+        body,
+        chunked: framing == ReqFraming::Chunked,
+        needs_flush: true,
+        finished: false,
+    });
+    let (raw, head_len) = poll_fn(|cx| {
+        if conn.poll_cut(cx) {
+            return Poll::Ready(Err(SendError::Cut));
+        }
+        if let Some(u) = upload.as_mut() {
+            match u.poll(cx, &mut conn.io) {
+                Poll::Ready(Ok(())) => upload = None,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
+            }
+        }
+        poll_head(&mut conn, cx)
+    })
+    .await?;
+    let head_bytes = conn.buf.split_to(head_len).freeze();
+    let (parts, framing, keep_alive) = build_head(&raw, &head_bytes, method == Method::HEAD)?;
+    Ok(Answer {
+        head: parts,
+        conn,
+        framing,
+        reusable: keep_alive,
+        upload: upload.map(Box::new),
+    })
+}
+
+fn closed(response_bytes: usize, e: io::Error) -> SendError {
+    SendError::Closed {
+        response_bytes,
+        source: Some(e),
+    }
+}
+
+/// The request going out: bytes queued for the socket (the head, then each
+/// body chunk with its framing), and the client's body still to come.
+struct Upload {
+    out: BytesMut,
+    body: ReqBody,
+    chunked: bool,
+    needs_flush: bool,
+    finished: bool,
+}
+
+impl Upload {
+    /// Moves the request forward: Ready(Ok) once all of it was written and
+    /// flushed; Pending while waiting on the socket or the client's body.
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut super::upstream::BackendIo,
+    ) -> Poll<Result<(), SendError>> {
+        loop {
+            while !self.out.is_empty() {
+                let n = std::task::ready!(Pin::new(&mut *io).poll_write(cx, &self.out))
+                    .map_err(|e| closed(0, e))?;
+                if n == 0 {
+                    return Poll::Ready(Err(closed(0, io::ErrorKind::WriteZero.into())));
+                }
+                self.out.advance(n);
+            }
+            if self.needs_flush {
+                std::task::ready!(Pin::new(&mut *io).poll_flush(cx)).map_err(|e| closed(0, e))?;
+                self.needs_flush = false;
+            }
+            if self.finished {
+                return Poll::Ready(Ok(()));
+            }
+            match std::task::ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+                None => {
+                    if self.chunked {
+                        self.out.extend_from_slice(b"0\r\n\r\n");
+                    }
+                    self.finished = true;
+                }
+                Some(Err(e)) => return Poll::Ready(Err(SendError::ClientBody(e))),
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue; // trailers are not forwarded
+                    };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    if self.chunked {
+                        self.out
+                            .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                        self.out.extend_from_slice(&data);
+                        self.out.extend_from_slice(b"\r\n");
+                    } else {
+                        self.out.extend_from_slice(&data);
+                    }
+                }
+            }
+            self.needs_flush = true;
+        }
+    }
+}
+
+/// Reads until a final response head is in `conn.buf`; skips 1xx answers other
+/// than 101. Ready with the head and its length in bytes.
+fn poll_head(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<Result<(RawHead, usize), SendError>> {
+    loop {
+        if !conn.buf.is_empty() {
+            match parse_head(&conn.buf)? {
+                Some((h, len)) if (100..200).contains(&h.code) && h.code != 101 => {
+                    // 100 Continue, 102, 103 Early Hints: not forwarded.
+                    conn.buf.advance(len);
+                    continue;
+                }
+                Some(done) => return Poll::Ready(Ok(done)),
+                None if conn.buf.len() >= MAX_RESPONSE_HEAD => {
+                    return Poll::Ready(Err(SendError::Malformed(format!(
+                        "response head larger than {MAX_RESPONSE_HEAD} bytes"
+                    ))))
+                }
+                None => {}
+            }
+        }
+        let seen = conn.buf.len();
+        conn.buf.reserve(READ_RESERVE);
+        let n = std::task::ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut conn.io),
+            cx,
+            &mut conn.buf
+        ))
+        .map_err(|e| closed(seen, e))?;
+        if n == 0 {
+            return Poll::Ready(Err(SendError::Closed {
+                response_bytes: seen,
+                source: None,
+            }));
+        }
+    }
+}
+
+/// A parsed head, owned: (status, minor version, fields as byte ranges of the head).
+struct RawHead {
+    code: u16,
+    minor: u8,
+    fields: Vec<(HeaderName, std::ops::Range<usize>)>,
+}
+
+fn parse_head(buf: &[u8]) -> Result<Option<(RawHead, usize)>, SendError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_RESPONSE_FIELDS];
+    let mut resp = httparse::Response::new(&mut fields);
+    match resp.parse(buf) {
+        Ok(httparse::Status::Partial) => Ok(None),
+        Ok(httparse::Status::Complete(len)) => {
+            let base = buf.as_ptr() as usize;
+            let mut out = Vec::with_capacity(resp.headers.len());
+            for f in resp.headers.iter() {
+                let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| {
+                    SendError::Malformed(format!("invalid field name {:?}", f.name))
+                })?;
+                let start = f.value.as_ptr() as usize - base;
+                out.push((name, start..start + f.value.len()));
+            }
+            Ok(Some((
+                RawHead {
+                    code: resp.code.unwrap_or(0),
+                    minor: resp.version.unwrap_or(1),
+                    fields: out,
+                },
+                len,
+            )))
+        }
+        Err(e) => Err(SendError::Malformed(e.to_string())),
+    }
+}
+
+/// Builds the response parts (field values share `bytes`, no copies) and decides
+/// the body's framing and whether the connection may be reused.
+fn build_head(
+    h: &RawHead,
+    bytes: &Bytes,
+    head_request: bool,
+) -> Result<(http::response::Parts, Framing, bool), SendError> {
+    let status = StatusCode::from_u16(h.code)
+        .map_err(|_| SendError::Malformed(format!("invalid status code {}", h.code)))?;
+    let mut headers = HeaderMap::with_capacity(h.fields.len());
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut has_te = false;
+    let mut close = h.minor == 0;
+    for (name, range) in &h.fields {
+        let raw = bytes.slice(range.clone());
+        if *name == http::header::CONTENT_LENGTH {
+            for part in raw.split(|b| *b == b',') {
+                let v = std::str::from_utf8(part)
+                    .ok()
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or_else(|| SendError::Malformed("invalid Content-Length".into()))?;
+                if length.is_some_and(|l| l != v) {
+                    return Err(SendError::Malformed(
+                        "several different Content-Length values".into(),
+                    ));
+                }
+                length = Some(v);
+            }
+        } else if *name == http::header::TRANSFER_ENCODING {
+            has_te = true;
+            chunked = raw
+                .split(|b| *b == b',')
+                .rfind(|c| !c.iter().all(u8::is_ascii_whitespace))
+                .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if *name == http::header::CONNECTION {
+            for token in raw.split(|b| *b == b',') {
+                let t = token.trim_ascii();
+                if t.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") && h.minor == 0 {
+                    close = false;
+                }
+            }
+        }
+        let value = HeaderValue::from_maybe_shared(raw)
+            .map_err(|_| SendError::Malformed(format!("invalid value of {name}")))?;
+        headers.append(name.clone(), value);
+    }
+    let no_body = head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = if no_body {
+        Framing::Length(0)
+    } else if has_te {
+        if chunked {
+            Framing::Chunked(Chunk::START)
+        } else {
+            Framing::Close
+        }
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        Framing::Close
+    };
+    // TE with CL: TE wins, and the connection is not reused (RFC 9112 §6.3).
+    let reusable = !(close || matches!(framing, Framing::Close) || has_te && length.is_some());
+    let mut resp = http::Response::new(());
+    *resp.status_mut() = status;
+    *resp.version_mut() = if h.minor == 0 {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    *resp.headers_mut() = headers;
+    let (parts, ()) = resp.into_parts();
+    Ok((parts, framing, reusable))
+}
+
+/// Where the response body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// This many bytes remain.
+    Length(u64),
+    /// Chunked, in this state.
+    Chunked(Chunk),
+    /// Until the backend closes the connection.
+    Close,
+    /// Read to its end.
+    Done,
+}
+
+/// A response body read from a backend connection on the reader's own task.
+///
+/// Errors: the connection ended or broke before the body's end, the chunked
+/// coding is invalid, or the server was cut; the connection is then closed.
+pub struct BackendBody {
+    conn: Option<Conn>,
+    framing: Framing,
+    reusable: bool,
+    /// The rest of the request body, sent as the response is read.
+    upload: Option<Box<Upload>>,
+    pool: Arc<Upstream>,
+}
+
+impl BackendBody {
+    /// The connection is closed after this body, never pooled (a refused
+    /// upgrade: the guard stopped checking the client connection).
+    pub fn no_reuse(&mut self) {
+        self.reusable = false;
+    }
+
+    /// Takes the connection out (after a 101 answer, for the tunnel).
+    pub fn into_conn(mut self) -> Option<Conn> {
+        self.conn.take()
+    }
+
+    /// Reads more bytes into the buffer: Ready(Ok(0)) at the end of the stream.
+    fn poll_fill(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if conn.poll_cut(cx) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "server removed from its pool",
+            )));
+        }
+        conn.buf.reserve(READ_RESERVE);
+        tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf)
+    }
+
+    /// Decodes the next piece of the body from the buffer, reading as needed.
+    fn next(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if let Some(u) = self.upload.as_mut() {
+            match u.poll(cx, &mut conn.io) {
+                Poll::Ready(Ok(())) => self.upload = None,
+                Poll::Ready(Err(e)) => {
+                    // The backend stopped reading or the client left: no more of
+                    // the request goes out; the answer is still read.
+                    tracing::debug!(error = %e, "request body stopped after the answer");
+                    self.upload = None;
+                    self.reusable = false;
+                }
+                Poll::Pending => {}
+            }
+        }
+        loop {
+            match self.framing {
+                Framing::Done | Framing::Length(0) => {
+                    self.framing = Framing::Done;
+                    return Poll::Ready(None);
+                }
+                Framing::Length(n) => {
+                    if !conn.buf.is_empty() {
+                        let k = (conn.buf.len() as u64).min(n) as usize;
+                        self.framing = Framing::Length(n - k as u64);
+                        return Poll::Ready(Some(Ok(conn.buf.split_to(k).freeze())));
+                    }
+                    match std::task::ready!(Self::poll_fill(conn, cx)) {
+                        Ok(0) => {
+                            return Poll::Ready(Some(Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                format!("body cut short with {n} bytes missing"),
+                            ))))
+                        }
+                        Ok(_) => {}
+                        Err(e) => return Poll::Ready(Some(Err(e))),
+                    }
+                }
+                Framing::Close => {
+                    if !conn.buf.is_empty() {
+                        return Poll::Ready(Some(Ok(conn.buf.split().freeze())));
+                    }
+                    match std::task::ready!(Self::poll_fill(conn, cx)) {
+                        Ok(0) => {
+                            self.framing = Framing::Done;
+                            return Poll::Ready(None);
+                        }
+                        Ok(_) => {}
+                        Err(e) => return Poll::Ready(Some(Err(e))),
+                    }
+                }
+                Framing::Chunked(state) => {
+                    match decode_chunk(&mut conn.buf, state) {
+                        Err(e) => return Poll::Ready(Some(Err(e))),
+                        Ok((next, Some(data))) => {
+                            self.framing = next;
+                            return Poll::Ready(Some(Ok(data)));
+                        }
+                        Ok((next, None)) if next != Framing::Chunked(state) => {
+                            self.framing = next;
+                            continue;
+                        }
+                        Ok((_, None)) => {} // needs more bytes
+                    }
+                    match std::task::ready!(Self::poll_fill(conn, cx)) {
+                        Ok(0) => {
+                            return Poll::Ready(Some(Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "chunked body cut short",
+                            ))))
+                        }
+                        Ok(_) => {}
+                        Err(e) => return Poll::Ready(Some(Err(e))),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One step of the chunked decoder on `buf` (RFC 9112 §7.1, the scanner in
+/// `chunked.rs`). Returns the next state and, when the buffer held some, a
+/// piece of chunk data. `(same state, None)` means more bytes are needed.
+fn decode_chunk(buf: &mut BytesMut, state: Chunk) -> io::Result<(Framing, Option<Bytes>)> {
+    if let Chunk::Data(n) = state {
+        if buf.is_empty() {
+            return Ok((Framing::Chunked(state), None));
+        }
+        let k = (buf.len() as u64).min(n) as usize;
+        let data = buf.split_to(k).freeze();
+        let next = if n == k as u64 {
+            Chunk::DataCr
+        } else {
+            Chunk::Data(n - k as u64)
+        };
+        return Ok((Framing::Chunked(next), Some(data)));
+    }
+    let (used, next) = scan_chunked(state, buf, true)?;
+    buf.advance(used);
+    Ok((next.map_or(Framing::Done, Framing::Chunked), None))
+}
+
+impl Body for BackendBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        match this.next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
+            Poll::Ready(Some(Err(e))) => {
+                this.conn = None;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.framing, Framing::Done | Framing::Length(0))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(n) => SizeHint::with_exact(n),
+            Framing::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+impl Drop for BackendBody {
+    fn drop(&mut self) {
+        if self.reusable && self.upload.is_none() && self.is_end_stream() {
+            if let Some(conn) = self.conn.take() {
+                self.pool.checkin(conn);
+            }
+        }
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        // Bytes already read (after a 101 head) come first.
+        let this = self.get_mut();
+        if !this.buf.is_empty() {
+            let k = this.buf.len().min(out.remaining());
+            out.put_slice(&this.buf[..k]);
+            this.buf.advance(k);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, out)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(input: &[u8]) -> io::Result<(Vec<u8>, bool)> {
+        let mut buf = BytesMut::from(input);
+        let mut state = Framing::Chunked(Chunk::START);
+        let mut out = Vec::new();
+        loop {
+            let Framing::Chunked(c) = state else {
+                return Ok((out, state == Framing::Done));
+            };
+            let (next, data) = decode_chunk(&mut buf, c)?;
+            if let Some(d) = data {
+                out.extend_from_slice(&d);
+            }
+            if next == state && buf.is_empty() {
+                return Ok((out, false));
+            }
+            state = next;
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_decode_with_extensions_and_trailers() {
+        let (body, done) =
+            decode_all(b"5;ext=1\r\nhello\r\n1\r\n \r\n0\r\nx-t: 1\r\n\r\n").expect("valid");
+        assert_eq!(body, b"hello ");
+        assert!(done);
+        let (body, done) = decode_all(b"5\r\nhel").expect("partial");
+        assert_eq!(body, b"hel");
+        assert!(!done);
+        // The scanner's refusals (chunked.rs) hold here too.
+        assert!(decode_all(b"5\r\nhelloXX").is_err());
+        assert!(decode_all(b"5 \r\nhello\r\n").is_err());
+    }
+
+    fn framing_of(head: &[u8], head_request: bool) -> Result<(Framing, bool), SendError> {
+        let (raw, len) = parse_head(head)?.expect("complete");
+        let bytes = Bytes::copy_from_slice(&head[..len]);
+        let (_, f, reuse) = build_head(&raw, &bytes, head_request)?;
+        Ok((f, reuse))
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112_section_6_3() {
+        let f = |h: &str| framing_of(h.as_bytes(), false);
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\n").expect("ok"),
+            (Framing::Length(6), true)
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\ncontent-length: 6, 6\r\n\r\n").expect("ok"),
+            (Framing::Length(6), true)
+        );
+        assert!(f("HTTP/1.1 200 OK\r\ncontent-length: 6\r\ncontent-length: 7\r\n\r\n").is_err());
+        assert!(f("HTTP/1.1 200 OK\r\ncontent-length: +6\r\n\r\n").is_err());
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n").expect("ok"),
+            (Framing::Chunked(Chunk::START), true)
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n")
+                .expect("ok"),
+            (Framing::Chunked(Chunk::START), false)
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n").expect("ok"),
+            (Framing::Close, false)
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\n\r\n").expect("ok"),
+            (Framing::Close, false)
+        );
+        assert_eq!(
+            f("HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n").expect("ok"),
+            (Framing::Length(0), true)
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\ncontent-length: 6\r\nconnection: close\r\n\r\n").expect("ok"),
+            (Framing::Length(6), false)
+        );
+        assert_eq!(
+            f("HTTP/1.0 200 OK\r\ncontent-length: 6\r\n\r\n").expect("ok"),
+            (Framing::Length(6), false)
+        );
+        assert_eq!(
+            f("HTTP/1.0 200 OK\r\ncontent-length: 6\r\nconnection: keep-alive\r\n\r\n")
+                .expect("ok"),
+            (Framing::Length(6), true)
+        );
+        assert_eq!(
+            framing_of(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\n", true).expect("ok"),
+            (Framing::Length(0), true)
+        );
+    }
+
+    #[test]
+    fn request_heads_carry_their_framing() {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::HOST, HeaderValue::from_static("a"));
+        let mut out = BytesMut::new();
+        assert_eq!(
+            write_head(&mut out, &Method::GET, "/x?y", &h, false),
+            ReqFraming::None
+        );
+        assert_eq!(&out[..], b"GET /x?y HTTP/1.1\r\nhost: a\r\n\r\n");
+        out.clear();
+        write_head(&mut out, &Method::POST, "/", &h, false);
+        assert_eq!(
+            &out[..],
+            b"POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 0\r\n\r\n"
+        );
+        out.clear();
+        assert_eq!(
+            write_head(&mut out, &Method::POST, "/", &h, true),
+            ReqFraming::Chunked
+        );
+        h.insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        out.clear();
+        assert_eq!(
+            write_head(&mut out, &Method::POST, "/", &h, true),
+            ReqFraming::Length
+        );
+    }
+}
