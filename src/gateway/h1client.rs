@@ -34,8 +34,17 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Most fields in a response head.
 pub const MAX_RESPONSE_FIELDS: usize = 128;
-/// Space made free in the read buffer before each read, bytes.
-const READ_RESERVE: usize = 16 * 1024;
+/// A read buffer with less free space than this gets a new one of
+/// [`READ_BUFFER`] bytes before the next read; one buffer serves many small
+/// answers (the pieces handed out share it), a large body is read in big reads.
+const READ_MIN_FREE: usize = 4 * 1024;
+const READ_BUFFER: usize = 32 * 1024;
+
+fn make_room(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_MIN_FREE {
+        buf.reserve(READ_BUFFER);
+    }
+}
 
 /// Why an exchange ended without a response head.
 #[derive(Debug, thiserror::Error)]
@@ -93,18 +102,26 @@ enum ReqFraming {
 
 /// Serializes a request head: `METHOD target HTTP/1.1`, the fields, and the
 /// framing of the body (RFC 9112 §6). `headers` must be free of hop-by-hop fields.
-fn write_head(
-    out: &mut BytesMut,
-    method: &Method,
-    target: &str,
-    headers: &HeaderMap,
-    has_body: bool,
-) -> ReqFraming {
+fn write_head(out: &mut BytesMut, req: &RequestHead<'_>, has_body: bool) -> ReqFraming {
+    let RequestHead {
+        method,
+        target,
+        headers,
+        host,
+    } = *req;
     out.extend_from_slice(method.as_str().as_bytes());
     out.extend_from_slice(b" ");
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    if let Some(h) = host {
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
     for (name, value) in headers {
+        if host.is_some() && name == http::header::HOST {
+            continue;
+        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
@@ -127,6 +144,19 @@ fn write_head(
     };
     out.extend_from_slice(b"\r\n");
     framing
+}
+
+/// The request as it goes to a backend.
+#[derive(Clone, Copy)]
+pub struct RequestHead<'a> {
+    /// Request method.
+    pub method: &'a Method,
+    /// Request target in origin form (`/path?query`).
+    pub target: &'a str,
+    /// Fields to send, hop-by-hop ones already removed (`headers.rs`).
+    pub headers: &'a HeaderMap,
+    /// The `Host` to send in place of any in `headers` (the settings' host rule).
+    pub host: Option<&'a HeaderValue>,
 }
 
 /// A response head and the connection its body is to be read from.
@@ -159,8 +189,7 @@ impl Answer {
 
 /// Sends one request on `conn` and reads the response head.
 ///
-/// `method` and `target` form the request line; `headers` are sent as they are,
-/// plus the body's framing. The request body is sent while the response is
+/// `req` is sent as it is, plus the body's framing. The request body is sent while the response is
 /// watched for: when the head of an answer arrives first (an echo streaming
 /// back, or an early 413), the rest of the body keeps going out as the response
 /// body is read ([`BackendBody`]), and the connection is reused only if it all
@@ -168,14 +197,12 @@ impl Answer {
 /// Errors: [`SendError`]; the connection is dropped (closed) with it.
 pub async fn send(
     mut conn: Conn,
-    method: &Method,
-    target: &str,
-    headers: &HeaderMap,
+    req: RequestHead<'_>,
     body: ReqBody,
 ) -> Result<Answer, SendError> {
     let has_body = !Body::is_end_stream(&body);
     let mut head = BytesMut::with_capacity(512);
-    let framing = write_head(&mut head, method, target, headers, has_body);
+    let framing = write_head(&mut head, &req, has_body);
     let mut upload = Some(Upload {
         out: head,
         body,
@@ -198,7 +225,7 @@ pub async fn send(
     })
     .await?;
     let head_bytes = conn.buf.split_to(head_len).freeze();
-    let (parts, framing, keep_alive) = build_head(&raw, &head_bytes, method == Method::HEAD)?;
+    let (parts, framing, keep_alive) = build_head(&raw, &head_bytes, req.method == Method::HEAD)?;
     Ok(Answer {
         head: parts,
         conn,
@@ -300,7 +327,7 @@ fn poll_head(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<Result<(RawHead, usi
             }
         }
         let seen = conn.buf.len();
-        conn.buf.reserve(READ_RESERVE);
+        make_room(&mut conn.buf);
         let n = std::task::ready!(tokio_util::io::poll_read_buf(
             Pin::new(&mut conn.io),
             cx,
@@ -479,7 +506,7 @@ impl BackendBody {
                 "server removed from its pool",
             )));
         }
-        conn.buf.reserve(READ_RESERVE);
+        make_room(&mut conn.buf);
         tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf)
     }
 
@@ -768,27 +795,42 @@ mod tests {
     fn request_heads_carry_their_framing() {
         let mut h = HeaderMap::new();
         h.insert(http::header::HOST, HeaderValue::from_static("a"));
+        let head = |method: &'static Method, headers| RequestHead {
+            method,
+            target: "/x?y",
+            headers,
+            host: None,
+        };
         let mut out = BytesMut::new();
         assert_eq!(
-            write_head(&mut out, &Method::GET, "/x?y", &h, false),
+            write_head(&mut out, &head(&Method::GET, &h), false),
             ReqFraming::None
         );
         assert_eq!(&out[..], b"GET /x?y HTTP/1.1\r\nhost: a\r\n\r\n");
         out.clear();
-        write_head(&mut out, &Method::POST, "/", &h, false);
+        let b = HeaderValue::from_static("b");
+        let with_host = RequestHead {
+            host: Some(&b),
+            ..head(&Method::GET, &h)
+        };
+        write_head(&mut out, &with_host, false);
+        assert_eq!(&out[..], b"GET /x?y HTTP/1.1\r\nhost: b\r\n\r\n");
+        out.clear();
+        write_head(&mut out, &head(&Method::POST, &h), false);
         assert_eq!(
             &out[..],
-            b"POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 0\r\n\r\n"
+            b"POST /x?y HTTP/1.1\r\nhost: a\r\ncontent-length: 0\r\n\r\n"
         );
         out.clear();
         assert_eq!(
-            write_head(&mut out, &Method::POST, "/", &h, true),
+            write_head(&mut out, &head(&Method::POST, &h), true),
             ReqFraming::Chunked
         );
-        h.insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        let mut with_length = h.clone();
+        with_length.insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("3"));
         out.clear();
         assert_eq!(
-            write_head(&mut out, &Method::POST, "/", &h, true),
+            write_head(&mut out, &head(&Method::POST, &with_length), true),
             ReqFraming::Length
         );
     }

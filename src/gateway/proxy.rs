@@ -482,11 +482,15 @@ async fn route_and_forward(
             .as_ref()
             .map(|_| tls_name_for(settings, server, host_value.as_ref()));
         let key = ConnKey { addr, tls_name };
-        let mut headers_now = out_headers.clone();
         if let Some(h) = &host_value {
-            headers_now.insert(header::HOST, h.clone());
             pending.record.properties.host = h.to_str().unwrap_or("").to_string();
         }
+        let request_head = h1client::RequestHead {
+            method: &parts.method,
+            target: &target,
+            headers: &out_headers,
+            host: host_value.as_ref(),
+        };
         let mut fresh_only = false;
         let mut replayed = false;
         loop {
@@ -558,11 +562,9 @@ async fn route_and_forward(
                 );
             }
             let sent_at = Instant::now();
-            let result = tokio::time::timeout(
-                settings.request_timeout,
-                h1client::send(c, &parts.method, &target, &headers_now, b),
-            )
-            .await;
+            let result =
+                tokio::time::timeout(settings.request_timeout, h1client::send(c, request_head, b))
+                    .await;
             let since_arrival = pending.elapsed();
             if matches!(result, Ok(Ok(_))) {
                 pending.obs.first_byte = Some(since_arrival);
