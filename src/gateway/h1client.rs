@@ -615,6 +615,72 @@ fn decode_chunk(buf: &mut BytesMut, state: Chunk) -> io::Result<(Framing, Option
     Ok((next.map_or(Framing::Done, Framing::Chunked), None))
 }
 
+/// A whole answer held in memory, read the way [`send`] and [`BackendBody`]
+/// read one from a socket: the final head (1xx skipped), the body decoded by its
+/// framing, and whether the connection could carry another request.
+#[derive(Debug)]
+pub struct DecodedAnswer {
+    /// Status, version and fields.
+    pub head: http::response::Parts,
+    /// The body bytes, decoded; only as many as `bytes` held.
+    pub body: Vec<u8>,
+    /// The body's framing ended within `bytes` (a close-delimited body ends with them).
+    pub complete: bool,
+    /// The connection may be reused after it.
+    pub reusable: bool,
+}
+
+/// Reads an answer from `bytes` as the client would from a connection that ends
+/// after them (for the fuzz target `backend_response` and tests).
+/// Errors: what the client reports, as text: an invalid or incomplete head, a
+/// framing fault in the body.
+pub fn decode_answer(bytes: &[u8], head_request: bool) -> Result<DecodedAnswer, String> {
+    let mut buf = BytesMut::from(bytes);
+    let (raw, len) = loop {
+        match parse_head(&buf).map_err(|e| e.to_string())? {
+            Some((h, len)) if (100..200).contains(&h.code) && h.code != 101 => buf.advance(len),
+            Some(done) => break done,
+            None => return Err("incomplete head".into()),
+        }
+    };
+    let head_bytes = buf.split_to(len).freeze();
+    let (head, mut framing, reusable) =
+        build_head(&raw, &head_bytes, head_request).map_err(|e| e.to_string())?;
+    let mut body = Vec::new();
+    loop {
+        match framing {
+            Framing::Done | Framing::Length(0) => break,
+            Framing::Length(n) => {
+                let k = (buf.len() as u64).min(n) as usize;
+                body.extend_from_slice(&buf.split_to(k));
+                framing = Framing::Length(n - k as u64);
+                if buf.is_empty() {
+                    break;
+                }
+            }
+            Framing::Close => {
+                body.extend_from_slice(&buf.split());
+                framing = Framing::Done;
+            }
+            Framing::Chunked(state) => {
+                let (next, data) = decode_chunk(&mut buf, state).map_err(|e| e.to_string())?;
+                if let Some(d) = data {
+                    body.extend_from_slice(&d);
+                } else if next == framing {
+                    break; // needs more bytes than there are
+                }
+                framing = next;
+            }
+        }
+    }
+    Ok(DecodedAnswer {
+        head,
+        body,
+        complete: matches!(framing, Framing::Done | Framing::Length(0)),
+        reusable,
+    })
+}
+
 impl Body for BackendBody {
     type Data = Bytes;
     type Error = io::Error;
@@ -729,6 +795,23 @@ mod tests {
         // The scanner's refusals (chunked.rs) hold here too.
         assert!(decode_all(b"5\r\nhelloXX").is_err());
         assert!(decode_all(b"5 \r\nhello\r\n").is_err());
+    }
+
+    #[test]
+    fn whole_answers_decode_in_memory() {
+        let a = decode_answer(
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            false,
+        )
+        .expect("valid");
+        assert_eq!(a.head.status, StatusCode::OK);
+        assert_eq!(a.body, b"abc");
+        assert!(a.complete && a.reusable);
+        let cut = decode_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc", false)
+            .expect("valid head");
+        assert_eq!(cut.body, b"abc");
+        assert!(!cut.complete);
+        assert!(decode_answer(b"HTTP/1.1 200 OK\r\n", false).is_err());
     }
 
     fn framing_of(head: &[u8], head_request: bool) -> Result<(Framing, bool), SendError> {
