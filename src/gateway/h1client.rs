@@ -180,6 +180,7 @@ impl Answer {
             conn: Some(self.conn),
             framing: self.framing,
             reusable: self.reusable,
+            outcome: None,
             upload: self.upload,
             pool,
         };
@@ -481,6 +482,8 @@ pub struct BackendBody {
     conn: Option<Conn>,
     framing: Framing,
     reusable: bool,
+    /// Told once how the body went: `true` when the backend broke it.
+    outcome: Option<Box<dyn FnOnce(bool) + Send>>,
     /// The rest of the request body, sent as the response is read.
     upload: Option<Box<Upload>>,
     pool: Arc<Upstream>,
@@ -491,6 +494,19 @@ impl BackendBody {
     /// upgrade: the guard stopped checking the client connection).
     pub fn no_reuse(&mut self) {
         self.reusable = false;
+    }
+
+    /// `f` learns how the body went, once: `true` when the backend broke it
+    /// (closed early, invalid framing), `false` when it ended. Not called when
+    /// the client left first or the server was cut (outlier detection).
+    pub fn on_outcome(&mut self, f: Box<dyn FnOnce(bool) + Send>) {
+        self.outcome = Some(f);
+    }
+
+    fn settle(&mut self, broken: bool) {
+        if let Some(f) = self.outcome.take() {
+            f(broken);
+        }
     }
 
     /// Takes the connection out (after a 101 answer, for the tunnel).
@@ -695,6 +711,11 @@ impl Body for BackendBody {
             Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
             Poll::Ready(Some(Err(e))) => {
                 this.conn = None;
+                if e.kind() == io::ErrorKind::ConnectionAborted {
+                    this.outcome = None; // cut by us: not the server's fault
+                } else {
+                    this.settle(true);
+                }
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => Poll::Ready(None),
@@ -716,6 +737,9 @@ impl Body for BackendBody {
 
 impl Drop for BackendBody {
     fn drop(&mut self) {
+        if self.is_end_stream() {
+            self.settle(false);
+        }
         if self.reusable && self.upload.is_none() && self.is_end_stream() {
             if let Some(conn) = self.conn.take() {
                 self.pool.checkin(conn);

@@ -574,7 +574,13 @@ async fn route_and_forward(
                 Ok(Ok(answer)) => {
                     let latency = sent_at.elapsed();
                     let status = answer.head.status;
-                    outlier(conn, backend, cand, status.is_server_error());
+                    // A 5xx counts now; any other answer when its body has ended
+                    // (a body cut short is a broken answer too).
+                    let body_decides =
+                        !status.is_server_error() && status != StatusCode::SWITCHING_PROTOCOLS;
+                    if !body_decides {
+                        outlier(conn, backend, cand, status.is_server_error());
+                    }
                     add_attempt(
                         p,
                         Attempt {
@@ -637,6 +643,11 @@ async fn route_and_forward(
                     let head = head_size(status, &rparts.headers);
                     if wants_upgrade {
                         rbody.no_reuse();
+                    }
+                    if let Some(report) =
+                        OutlierReport::new(conn, backend, cand).filter(|_| body_decides)
+                    {
+                        rbody.on_outcome(Box::new(move |broken| report.record(broken)));
                     }
                     // Counted in flight until the body ends (draining waits for it).
                     pending.in_flight = in_flight.take();
@@ -881,24 +892,52 @@ fn eject(conn: &ConnInfo, backend: &Backend, cand: &Candidate, details: String) 
     }
 }
 
-/// Outlier detection: `error` = a 5xx answer or a timeout.
-fn outlier(conn: &ConnInfo, backend: &Backend, cand: &Candidate, error: bool) {
-    let limit = backend.settings.outlier_consecutive_errors;
-    let Some(h) = cand.health.as_ref().filter(|_| limit > 0) else {
-        return;
-    };
-    if !error {
-        h.count_success();
-    } else if h.count_error(limit) {
-        eject(
-            conn,
-            backend,
-            cand,
-            format!(
-                "ejected after {limit} consecutive 5xx answers, timeouts or broken answers at {}",
+/// Outlier detection (passive health) for one server: answers in a row that were
+/// errors (a 5xx, a timeout, a broken answer or body) and the ejection at the
+/// settings' `outlier_consecutive_errors`.
+pub struct OutlierReport {
+    events: Arc<crate::events::EventLog>,
+    table: Arc<super::health::BackendHealth>,
+    server: Arc<ServerHealth>,
+    addr: SocketAddr,
+    limit: u32,
+}
+
+impl OutlierReport {
+    /// None when outlier detection is off or the server has no health entry.
+    fn new(conn: &ConnInfo, backend: &Backend, cand: &Candidate) -> Option<OutlierReport> {
+        let limit = backend.settings.outlier_consecutive_errors;
+        let server = cand.health.as_ref().filter(|_| limit > 0)?.clone();
+        Some(OutlierReport {
+            events: conn.gateway.events.clone(),
+            table: backend.health.clone(),
+            server,
+            addr: cand.addr,
+            limit,
+        })
+    }
+
+    /// Counts one answer: an error, or a success that resets the count.
+    pub fn record(&self, error: bool) {
+        if !error {
+            self.server.count_success();
+        } else if self.server.count_error(self.limit) {
+            let details = format!(
+                "ejected after {} consecutive 5xx answers, timeouts or broken answers at {}",
+                self.limit,
                 humantime::format_rfc3339_seconds(SystemTime::now())
-            ),
-        );
+            );
+            if let Some(t) = self.server.eject(details) {
+                Prober::log_transition(&self.events, &self.table, self.addr, &t);
+            }
+        }
+    }
+}
+
+/// Outlier detection: `error` = a 5xx answer, a timeout or a broken answer.
+fn outlier(conn: &ConnInfo, backend: &Backend, cand: &Candidate, error: bool) {
+    if let Some(o) = OutlierReport::new(conn, backend, cand) {
+        o.record(error);
     }
 }
 

@@ -316,8 +316,9 @@ impl Upstream {
         notify.notified_owned()
     }
 
-    /// Closes idle connections older than [`UPSTREAM_IDLE_TIMEOUT`], every 500 ms,
-    /// for as long as the pool lives.
+    /// Closes idle connections older than [`UPSTREAM_IDLE_TIMEOUT`] or found
+    /// closed, and forgets the cut signals of addresses without connections,
+    /// every 500 ms, for as long as the pool lives.
     pub fn spawn_reaper(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -325,17 +326,26 @@ impl Upstream {
             loop {
                 tick.tick().await;
                 let Some(up) = weak.upgrade() else { return };
-                let lock = up.idle.lock();
-                if let Ok(mut map) = lock {
-                    map.retain(|_, list| {
-                        list.retain_mut(|i| {
-                            i.since.elapsed() < UPSTREAM_IDLE_TIMEOUT && i.conn.still_open()
-                        });
-                        !list.is_empty()
-                    });
-                }
+                up.reap();
             }
         });
+    }
+
+    /// One round of the reaper: drops idle connections that are too old or
+    /// found closed, and the cut signals no connection holds any more (app
+    /// instances come and go on new ports).
+    fn reap(&self) {
+        if let Ok(mut map) = self.idle.lock() {
+            map.retain(|_, list| {
+                list.retain_mut(|i| {
+                    i.since.elapsed() < UPSTREAM_IDLE_TIMEOUT && i.conn.still_open()
+                });
+                !list.is_empty()
+            });
+        }
+        if let Ok(mut cuts) = self.cuts.lock() {
+            cuts.retain(|_, n| Arc::strong_count(n) > 1);
+        }
     }
 
     /// Idle connections held now (all servers).
@@ -363,5 +373,45 @@ impl Upstream {
         if let Some(n) = cut {
             n.notify_waiters();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pool_reuses_open_connections_cuts_a_removed_server_and_forgets_it() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let up = Upstream::default();
+        let key = ConnKey {
+            addr,
+            tls_name: None,
+        };
+        let timeout = Duration::from_secs(5);
+        let conn = up.connect(&key, None, timeout).await.expect("connect");
+        let (_server_side, _) = listener.accept().expect("accept");
+        up.checkin(conn);
+        assert_eq!(up.idle_count(), 1);
+        let mut conn = up.checkout(&key).expect("still open");
+        assert!(conn.reused);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(!conn.poll_cut(&mut cx));
+        up.close_server(addr);
+        assert!(
+            conn.poll_cut(&mut cx),
+            "a removed server's busy connections are cut"
+        );
+        drop(conn);
+        up.reap();
+        assert!(up.cuts.lock().expect("lock").is_empty());
+        // A pooled connection the server closed is not handed out.
+        let conn = up.connect(&key, None, timeout).await.expect("connect");
+        let (server_side, _) = listener.accept().expect("accept");
+        up.checkin(conn);
+        drop(server_side);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(up.checkout(&key).is_none());
     }
 }

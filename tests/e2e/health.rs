@@ -582,3 +582,79 @@ async fn a_probe_answer_with_a_cut_body_is_a_failure() {
         "{details}"
     );
 }
+
+/// Outlier detection (`outlier_consecutive_errors`): 5xx answers and bodies cut
+/// short count, in a row, and the limit ejects the server at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outlier_detection_counts_5xx_answers_and_cut_bodies() {
+    let app = DemoApp::start();
+    let cut = RawServer::start(Raw::CutBody);
+    let pairs = [
+        (free_port(), app.addr.to_string()),
+        (free_port(), cut.addr.to_string()),
+    ];
+    // The probe asks the demo app (probe port) so that only the outlier
+    // detection, not a failing probe, can take the cut-body server out.
+    let config = format!(
+        "{}\n[[probes]]\nname = \"app\"\nport = {}\npath = \"/\"\n",
+        configs_per_port(&pairs, "outlier_consecutive_errors = 2\nprobe = \"app\""),
+        app.addr.port()
+    );
+    let gw = Gateway::start("outlier", &config);
+    let ejected = |ev: &[serde_json::Value], server: &str| {
+        ev.iter().any(|e| {
+            e["subject"].as_str().unwrap_or("").ends_with(server)
+                && e["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("ejected after 2 consecutive")
+        })
+    };
+    // One 5xx, then a success: the count starts again; two in a row eject.
+    for path in ["/status/500", "/", "/status/503"] {
+        get(local(pairs[0].0), path).await;
+    }
+    assert!(!ejected(&events(&gw).await, &pairs[0].1));
+    let r = get(local(pairs[0].0), "/status/500").await;
+    assert_eq!(r.status, 500);
+    assert!(
+        ejected(&events(&gw).await, &pairs[0].1),
+        "{:?}",
+        events(&gw).await
+    );
+    // A 200 whose body is cut short is a broken answer, not a success.
+    for _ in 0..2 {
+        raw_exchange(
+            local(pairs[1].0),
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        );
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !ejected(&events(&gw).await, &pairs[1].1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no ejection after two cut bodies: {:?}",
+            events(&gw).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let cut_records = loop {
+        let found: Vec<_> = gw
+            .records()
+            .into_iter()
+            .filter(|r| r["listenerName"] == "web1")
+            .collect();
+        if found.len() >= 2 || std::time::Instant::now() > deadline {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(cut_records.len(), 2);
+    for r in &cut_records {
+        assert_eq!(
+            r["properties"]["error_info"], "ERRORINFO_UPSTREAM_CLOSED_CONNECTION",
+            "{r}"
+        );
+    }
+}
