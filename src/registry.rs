@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use tokio::sync::Notify;
 
 /// Whether an app is meant to run (section 6: `Running`, `Stopped`, `Starting`, `Degraded`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -115,10 +114,40 @@ impl AppRegistry {
 /// App-wide admission for `max_concurrent_requests` per instance: at most
 /// `limit × ready instances` requests run; up to `queue_length` more wait (at most
 /// `queue_timeout`); beyond that, 503 `ERRORINFO_APP_OVERLOADED`.
+///
+/// The queue is first come, first served: a freed slot goes straight to the
+/// request that has waited longest, and a newcomer runs at once only while
+/// nobody waits (as App Service's front ends and HAProxy's `maxconn` queue do).
 #[derive(Default, Debug)]
 pub struct Admission {
-    counts: Mutex<(usize, usize)>, // (running, waiting)
-    freed: Notify,
+    state: Mutex<AdmissionState>,
+}
+
+#[derive(Default, Debug)]
+struct AdmissionState {
+    running: usize,
+    /// Waiters in arrival order: (ticket, the capacity it was asked under, its wake-up).
+    queue: std::collections::VecDeque<(u64, usize, tokio::sync::oneshot::Sender<()>)>,
+    next_ticket: u64,
+}
+
+impl AdmissionState {
+    /// Hands free slots to the waiters at the head of the queue.
+    fn grant(&mut self) {
+        while let Some((_, capacity, _)) = self.queue.front() {
+            if self.running >= *capacity {
+                return;
+            }
+            let Some((_, _, wake)) = self.queue.pop_front() else {
+                return;
+            };
+            self.running += 1;
+            if wake.send(()).is_err() {
+                // That waiter is gone (its request was dropped): next one.
+                self.running -= 1;
+            }
+        }
+    }
 }
 
 /// A running slot; gives it back when dropped.
@@ -127,10 +156,35 @@ pub struct Permit(Arc<Admission>);
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if let Ok(mut c) = self.0.counts.lock() {
-            c.0 = c.0.saturating_sub(1);
+        if let Ok(mut st) = self.0.state.lock() {
+            st.running = st.running.saturating_sub(1);
+            st.grant();
         }
-        self.0.freed.notify_one();
+    }
+}
+
+/// Takes a waiter out of the queue if its request is dropped while it waits;
+/// a slot granted to it in that instant is given back.
+struct Waiting<'a> {
+    admission: &'a Arc<Admission>,
+    ticket: u64,
+    done: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if let Ok(mut st) = self.admission.state.lock() {
+            if let Some(pos) = st.queue.iter().position(|w| w.0 == self.ticket) {
+                st.queue.remove(pos);
+            } else {
+                // Granted just now: the slot is ours to give back.
+                st.running = st.running.saturating_sub(1);
+                st.grant();
+            }
+        }
     }
 }
 
@@ -142,40 +196,46 @@ impl Admission {
         queue_length: usize,
         queue_timeout: Duration,
     ) -> Result<Permit, ()> {
-        {
-            let mut c = self.counts.lock().map_err(|_| ())?;
-            if c.0 < capacity {
-                c.0 += 1;
+        let (ticket, granted) = {
+            let mut st = self.state.lock().map_err(|_| ())?;
+            if st.running < capacity && st.queue.is_empty() {
+                st.running += 1;
                 return Ok(Permit(self.clone()));
             }
-            if c.1 >= queue_length {
+            if st.queue.len() >= queue_length {
                 return Err(());
             }
-            c.1 += 1;
-        }
-        let deadline = tokio::time::Instant::now() + queue_timeout;
-        let result = loop {
-            let notified = self.freed.notified();
-            {
-                let mut c = self.counts.lock().map_err(|_| ())?;
-                if c.0 < capacity {
-                    c.0 += 1;
-                    break Ok(Permit(self.clone()));
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let ticket = st.next_ticket;
+            st.next_ticket += 1;
+            st.queue.push_back((ticket, capacity, tx));
+            (ticket, rx)
+        };
+        let mut waiting = Waiting {
+            admission: self,
+            ticket,
+            done: false,
+        };
+        let got = tokio::time::timeout(queue_timeout, granted).await;
+        let mut st = self.state.lock().map_err(|_| ())?;
+        waiting.done = true;
+        match got {
+            Ok(Ok(())) => Ok(Permit(self.clone())),
+            _ => {
+                if let Some(pos) = st.queue.iter().position(|w| w.0 == ticket) {
+                    st.queue.remove(pos);
+                    Err(())
+                } else {
+                    // Granted as the wait ran out: take it.
+                    Ok(Permit(self.clone()))
                 }
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                break Err(());
-            }
-        };
-        if let Ok(mut c) = self.counts.lock() {
-            c.1 = c.1.saturating_sub(1);
         }
-        result
     }
 
     /// Requests waiting now.
     pub fn waiting(&self) -> usize {
-        self.counts.lock().map(|c| c.1).unwrap_or(0)
+        self.state.lock().map(|st| st.queue.len()).unwrap_or(0)
     }
 }
 
@@ -202,6 +262,34 @@ mod tests {
             .expect("join")
             .expect("queued request runs when a slot frees");
         assert!(a.acquire(2, 0, t).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_freed_slot_goes_to_the_longest_waiter_not_a_newcomer() {
+        let a = Arc::new(Admission::default());
+        let p1 = a.acquire(1, 2, Duration::from_secs(1)).await.expect("runs");
+        let first = {
+            let a = a.clone();
+            tokio::spawn(async move { a.acquire(1, 2, Duration::from_secs(5)).await.ok() })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(p1);
+        // The slot was handed to the queued request: a newcomer waits.
+        assert!(a.acquire(1, 2, Duration::from_millis(30)).await.is_err());
+        let p2 = first.await.expect("join").expect("the first waiter runs");
+        assert_eq!(a.waiting(), 0);
+        // A waiter whose request is dropped leaves the queue.
+        let gone = {
+            let a = a.clone();
+            tokio::spawn(async move { a.acquire(1, 2, Duration::from_secs(5)).await.ok() })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(a.waiting(), 1);
+        gone.abort();
+        let _ = gone.await;
+        assert_eq!(a.waiting(), 0);
+        drop(p2);
+        assert!(a.acquire(1, 0, Duration::from_millis(10)).await.is_ok());
     }
 
     #[tokio::test]
