@@ -80,12 +80,14 @@ impl ResponseBody {
                 .as_ref()
                 .map(|n| n.load(Ordering::Relaxed))
                 .unwrap_or(0);
-        p.time_taken = secs_number(c.start.elapsed());
+        let now = Instant::now();
+        let total = now.saturating_duration_since(c.start);
+        p.time_taken = secs_number(total);
         p.client_response_time = c
             .first_poll
-            .map(|t| secs_number(t.elapsed()))
+            .map(|t| secs_number(now.saturating_duration_since(t)))
             .unwrap_or(0.0);
-        c.obs.total = c.start.elapsed();
+        c.obs.total = total;
         c.telemetry.observe(&c.record, &c.obs);
         c.log.log(std::mem::replace(&mut c.record, empty_record()));
     }
@@ -252,14 +254,15 @@ impl Drop for PendingRecord {
         let p = &mut record.properties;
         p.http_status = ErrorInfo::ClientClosedRequest.status().as_u16();
         p.error_info = ErrorInfo::ClientClosedRequest.as_str().to_string();
-        p.time_taken = secs_number(self.start.elapsed());
+        let total = self.start.elapsed();
+        p.time_taken = secs_number(total);
         p.received_bytes = self.received_head
             + self
                 .received_body
                 .as_ref()
                 .map(|n| n.load(Ordering::Relaxed))
                 .unwrap_or(0);
-        self.obs.total = self.start.elapsed();
+        self.obs.total = total;
         self.telemetry.observe(&record, &self.obs);
         self.log.log(record);
     }
