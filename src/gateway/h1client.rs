@@ -211,6 +211,10 @@ pub async fn send(
         needs_flush: true,
         finished: false,
     });
+    // A write that fails (the backend closed or reset) may still leave an
+    // answer to read, say a 413 sent before closing: the head is still looked
+    // for, and if there is none, its error (with what arrived) is the one given.
+    let mut write_failed = false;
     let (raw, head_len) = poll_fn(|cx| {
         if conn.poll_cut(cx) {
             return Poll::Ready(Err(SendError::Cut));
@@ -218,7 +222,14 @@ pub async fn send(
         if let Some(u) = upload.as_mut() {
             match u.poll(cx, &mut conn.io) {
                 Poll::Ready(Ok(())) => upload = None,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Err(SendError::ClientBody(e))) => {
+                    return Poll::Ready(Err(SendError::ClientBody(e)))
+                }
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!(error = %e, "request could not be written whole");
+                    upload = None;
+                    write_failed = true;
+                }
                 Poll::Pending => {}
             }
         }
@@ -231,7 +242,7 @@ pub async fn send(
         head: parts,
         conn,
         framing,
-        reusable: keep_alive,
+        reusable: keep_alive && !write_failed,
         upload: upload.map(Box::new),
     })
 }
