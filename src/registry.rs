@@ -164,10 +164,12 @@ impl Drop for Permit {
 }
 
 /// Takes a waiter out of the queue if its request is dropped while it waits;
-/// a slot granted to it in that instant is given back.
+/// a slot granted to it in that instant is given back. Holds the waiter's
+/// receiving end, so a grant can never be lost between the wait and this check.
 struct Waiting<'a> {
     admission: &'a Arc<Admission>,
     ticket: u64,
+    granted: tokio::sync::oneshot::Receiver<()>,
     done: bool,
 }
 
@@ -179,11 +181,11 @@ impl Drop for Waiting<'_> {
         if let Ok(mut st) = self.admission.state.lock() {
             if let Some(pos) = st.queue.iter().position(|w| w.0 == self.ticket) {
                 st.queue.remove(pos);
-            } else {
+            } else if self.granted.try_recv().is_ok() {
                 // Granted just now: the slot is ours to give back.
                 st.running = st.running.saturating_sub(1);
-                st.grant();
             }
+            st.grant();
         }
     }
 }
@@ -198,6 +200,8 @@ impl Admission {
     ) -> Result<Permit, ()> {
         let (ticket, granted) = {
             let mut st = self.state.lock().map_err(|_| ())?;
+            // Slots freed for a larger capacity (more instances) go to the queue first.
+            st.grant();
             if st.running < capacity && st.queue.is_empty() {
                 st.running += 1;
                 return Ok(Permit(self.clone()));
@@ -214,22 +218,26 @@ impl Admission {
         let mut waiting = Waiting {
             admission: self,
             ticket,
+            granted,
             done: false,
         };
-        let got = tokio::time::timeout(queue_timeout, granted).await;
+        let got = tokio::time::timeout(queue_timeout, &mut waiting.granted).await;
         let mut st = self.state.lock().map_err(|_| ())?;
         waiting.done = true;
-        match got {
-            Ok(Ok(())) => Ok(Permit(self.clone())),
-            _ => {
-                if let Some(pos) = st.queue.iter().position(|w| w.0 == ticket) {
-                    st.queue.remove(pos);
-                    Err(())
-                } else {
-                    // Granted as the wait ran out: take it.
-                    Ok(Permit(self.clone()))
-                }
-            }
+        if matches!(got, Ok(Ok(()))) {
+            return Ok(Permit(self.clone()));
+        }
+        if let Some(pos) = st.queue.iter().position(|w| w.0 == ticket) {
+            st.queue.remove(pos);
+            st.grant();
+            return Err(());
+        }
+        // Not queued any more: granted as the wait ran out (the receiver was
+        // kept, so the grant went through and the slot is counted).
+        if waiting.granted.try_recv().is_ok() {
+            Ok(Permit(self.clone()))
+        } else {
+            Err(())
         }
     }
 

@@ -403,7 +403,9 @@ fn build_head(
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut has_te = false;
-    let mut close = h.minor == 0;
+    // `close` anywhere wins; HTTP/1.0 needs `keep-alive` to stay open.
+    let mut saw_close = false;
+    let mut saw_keep_alive = false;
     for (name, range) in &h.fields {
         let raw = bytes.slice(range.clone());
         if *name == http::header::CONTENT_LENGTH {
@@ -431,9 +433,9 @@ fn build_head(
             for token in raw.split(|b| *b == b',') {
                 let t = token.trim_ascii();
                 if t.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") && h.minor == 0 {
-                    close = false;
+                    saw_close = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    saw_keep_alive = true;
                 }
             }
         }
@@ -441,14 +443,24 @@ fn build_head(
             .map_err(|_| SendError::Malformed(format!("invalid value of {name}")))?;
         headers.append(name.clone(), value);
     }
+    let close = saw_close || (h.minor == 0 && !saw_keep_alive);
     let no_body = head_request
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
+    if has_te && !no_body {
+        // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and an
+        // intermediary removes the Content-Length before forwarding (the
+        // client must not frame the body by it).
+        headers.remove(http::header::CONTENT_LENGTH);
+    }
+    // An HTTP/1.0 answer with Transfer-Encoding: framing faulty (RFC 9112
+    // §6.1), read to the end of the connection.
+    let te_on_1_0 = has_te && h.minor == 0;
     let framing = if no_body {
         Framing::Length(0)
     } else if has_te {
-        if chunked {
+        if chunked && !te_on_1_0 {
             Framing::Chunked(Chunk::START)
         } else {
             Framing::Close
@@ -907,6 +919,26 @@ mod tests {
             framing_of(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\n", true).expect("ok"),
             (Framing::Length(0), true)
         );
+        // `close` wins over a later `keep-alive`.
+        assert_eq!(
+            f("HTTP/1.0 200 OK\r\nConnection: close, keep-alive\r\nContent-Length: 2\r\n\r\n")
+                .expect("ok"),
+            (Framing::Length(2), false)
+        );
+        // HTTP/1.0 with Transfer-Encoding: read to the end, never reused.
+        assert_eq!(
+            f("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n")
+                .expect("ok"),
+            (Framing::Close, false)
+        );
+        // With Transfer-Encoding, the Content-Length is not passed on.
+        let a = decode_answer(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n7\r\n1234567\r\n0\r\n\r\n",
+            false,
+        )
+        .expect("valid");
+        assert_eq!(a.body, b"1234567");
+        assert!(!a.head.headers.contains_key(http::header::CONTENT_LENGTH));
     }
 
     #[test]

@@ -596,7 +596,7 @@ async fn outlier_detection_counts_5xx_answers_and_cut_bodies() {
     // The probe asks the demo app (probe port) so that only the outlier
     // detection, not a failing probe, can take the cut-body server out.
     let config = format!(
-        "{}\n[[probes]]\nname = \"app\"\nport = {}\npath = \"/\"\n",
+        "{}\n[[probes]]\nname = \"app\"\nport = {}\npath = \"/\"\ninterval = 3600\n",
         configs_per_port(&pairs, "outlier_consecutive_errors = 2\nprobe = \"app\""),
         app.addr.port()
     );
@@ -610,9 +610,16 @@ async fn outlier_detection_counts_5xx_answers_and_cut_bodies() {
                     .contains("ejected after 2 consecutive")
         })
     };
+    // A passing probe resets the count too: let the first probes pass, then
+    // there is none for an hour.
+    wait_health(&gw, "pool0", &pairs[0].1, "Healthy", 10).await;
+    wait_health(&gw, "pool1", &pairs[1].1, "Healthy", 10).await;
     // One 5xx, then a success: the count starts again; two in a row eject.
     for path in ["/status/500", "/", "/status/503"] {
         get(local(pairs[0].0), path).await;
+        // A success counts when the gateway has dropped the finished body,
+        // an instant after the client has it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(!ejected(&events(&gw).await, &pairs[0].1));
     let r = get(local(pairs[0].0), "/status/500").await;
