@@ -568,67 +568,66 @@ impl BackendBody {
             }
         }
         loop {
-            match self.framing {
-                Framing::Done | Framing::Length(0) => {
-                    self.framing = Framing::Done;
-                    return Poll::Ready(None);
+            if matches!(self.framing, Framing::Done | Framing::Length(0)) {
+                self.framing = Framing::Done;
+                return Poll::Ready(None);
+            }
+            match decode_body(&mut conn.buf, self.framing) {
+                Err(e) => return Poll::Ready(Some(Err(e))),
+                Ok((next, Some(data))) => {
+                    self.framing = next;
+                    return Poll::Ready(Some(Ok(data)));
                 }
-                Framing::Length(n) => {
-                    if !conn.buf.is_empty() {
-                        let k = (conn.buf.len() as u64).min(n) as usize;
-                        self.framing = Framing::Length(n - k as u64);
-                        return Poll::Ready(Some(Ok(conn.buf.split_to(k).freeze())));
-                    }
-                    match std::task::ready!(Self::poll_fill(conn, cx)) {
-                        Ok(0) => {
-                            return Poll::Ready(Some(Err(io::Error::new(
-                                io::ErrorKind::UnexpectedEof,
-                                format!("body cut short with {n} bytes missing"),
-                            ))))
-                        }
-                        Ok(_) => {}
-                        Err(e) => return Poll::Ready(Some(Err(e))),
-                    }
+                Ok((next, None)) if next != self.framing => {
+                    self.framing = next;
+                    continue;
                 }
-                Framing::Close => {
-                    if !conn.buf.is_empty() {
-                        return Poll::Ready(Some(Ok(conn.buf.split().freeze())));
-                    }
-                    match std::task::ready!(Self::poll_fill(conn, cx)) {
-                        Ok(0) => {
-                            self.framing = Framing::Done;
-                            return Poll::Ready(None);
-                        }
-                        Ok(_) => {}
-                        Err(e) => return Poll::Ready(Some(Err(e))),
-                    }
-                }
-                Framing::Chunked(state) => {
-                    match decode_chunk(&mut conn.buf, state) {
-                        Err(e) => return Poll::Ready(Some(Err(e))),
-                        Ok((next, Some(data))) => {
-                            self.framing = next;
-                            return Poll::Ready(Some(Ok(data)));
-                        }
-                        Ok((next, None)) if next != Framing::Chunked(state) => {
-                            self.framing = next;
-                            continue;
-                        }
-                        Ok((_, None)) => {} // needs more bytes
-                    }
-                    match std::task::ready!(Self::poll_fill(conn, cx)) {
-                        Ok(0) => {
-                            return Poll::Ready(Some(Err(io::Error::new(
-                                io::ErrorKind::UnexpectedEof,
-                                "chunked body cut short",
-                            ))))
-                        }
-                        Ok(_) => {}
-                        Err(e) => return Poll::Ready(Some(Err(e))),
-                    }
-                }
+                Ok((_, None)) => {} // needs more bytes
+            }
+            match std::task::ready!(Self::poll_fill(conn, cx)) {
+                Ok(0) => match end_of_stream(self.framing) {
+                    Ok(f) => self.framing = f,
+                    Err(e) => return Poll::Ready(Some(Err(e))),
+                },
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Some(Err(e))),
             }
         }
+    }
+}
+
+/// One step of the body decoder on the bytes already read: the next framing
+/// state and, when the buffer held some, a piece of the body. `(same state,
+/// None)` means more bytes are needed. Used on sockets by [`BackendBody`] and
+/// in memory by [`decode_answer`].
+fn decode_body(buf: &mut BytesMut, framing: Framing) -> io::Result<(Framing, Option<Bytes>)> {
+    match framing {
+        Framing::Length(n) if n > 0 && !buf.is_empty() => {
+            let k = (buf.len() as u64).min(n) as usize;
+            Ok((
+                Framing::Length(n - k as u64),
+                Some(buf.split_to(k).freeze()),
+            ))
+        }
+        Framing::Close if !buf.is_empty() => Ok((Framing::Close, Some(buf.split().freeze()))),
+        Framing::Chunked(state) => decode_chunk(buf, state),
+        other => Ok((other, None)),
+    }
+}
+
+/// What the end of the connection means for a body in state `framing`: the
+/// end of a close-delimited body, else a body cut short.
+fn end_of_stream(framing: Framing) -> io::Result<Framing> {
+    match framing {
+        Framing::Close | Framing::Done | Framing::Length(0) => Ok(Framing::Done),
+        Framing::Length(n) => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("body cut short with {n} bytes missing"),
+        )),
+        Framing::Chunked(_) => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "chunked body cut short",
+        )),
     }
 }
 
@@ -686,31 +685,20 @@ pub fn decode_answer(bytes: &[u8], head_request: bool) -> Result<DecodedAnswer, 
     let (head, mut framing, reusable) =
         build_head(&raw, &head_bytes, head_request).map_err(|e| e.to_string())?;
     let mut body = Vec::new();
-    loop {
-        match framing {
-            Framing::Done | Framing::Length(0) => break,
-            Framing::Length(n) => {
-                let k = (buf.len() as u64).min(n) as usize;
-                body.extend_from_slice(&buf.split_to(k));
-                framing = Framing::Length(n - k as u64);
-                if buf.is_empty() {
-                    break;
+    while !matches!(framing, Framing::Done | Framing::Length(0)) {
+        let (next, data) = decode_body(&mut buf, framing).map_err(|e| e.to_string())?;
+        match data {
+            Some(d) => body.extend_from_slice(&d),
+            None if next == framing => {
+                // The input ends here, as a connection would.
+                if let Ok(f) = end_of_stream(framing) {
+                    framing = f;
                 }
+                break;
             }
-            Framing::Close => {
-                body.extend_from_slice(&buf.split());
-                framing = Framing::Done;
-            }
-            Framing::Chunked(state) => {
-                let (next, data) = decode_chunk(&mut buf, state).map_err(|e| e.to_string())?;
-                if let Some(d) = data {
-                    body.extend_from_slice(&d);
-                } else if next == framing {
-                    break; // needs more bytes than there are
-                }
-                framing = next;
-            }
+            None => {}
         }
+        framing = next;
     }
     Ok(DecodedAnswer {
         head,
