@@ -8,14 +8,14 @@
 mod record;
 mod writer;
 
-pub use record::{AccessRecord, Attempt, Properties};
+pub use record::{AccessRecord, Attempt, Properties, Text};
 pub use writer::{wait_for_writers, AccessLog, AccessLogTarget};
 
 /// Formats seconds the way Azure's string fields do: `"0.028"`.
-pub fn secs_string(d: std::time::Duration) -> String {
+pub fn secs_string(d: std::time::Duration) -> Text {
     // Rounded to the millisecond as `{:.3}` would, without float formatting.
     let ms = (d.as_micros() + 500) / 1000;
-    let mut s = (ms / 1000).to_string();
+    let mut s = compact_str::ToCompactString::to_compact_string(&(ms / 1000));
     let frac = (ms % 1000) as u32;
     s.push('.');
     s.push(char::from(b'0' + (frac / 100) as u8));

@@ -266,7 +266,7 @@ mod tests {
         }
         log.flush().await;
         let text = std::fs::read_to_string(&path).expect("read");
-        let ids: Vec<String> = text
+        let ids: Vec<crate::accesslog::Text> = text
             .lines()
             .map(|l| {
                 serde_json::from_str::<AccessRecord>(l)

@@ -10,7 +10,7 @@
 use super::failure::ErrorInfo;
 use super::h1client::BackendBody;
 use super::proxy::InFlight;
-use crate::accesslog::{secs_number, AccessLog, AccessRecord};
+use crate::accesslog::{secs_number, AccessLog, AccessRecord, Text};
 use crate::telemetry::{Observation, Telemetry};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -67,11 +67,11 @@ impl ResponseBody {
         let p = &mut c.record.properties;
         if p.error_info == ErrorInfo::NoError.as_str() {
             if upstream_error {
-                p.error_info = ErrorInfo::UpstreamClosedConnection.as_str().to_string();
+                p.error_info = ErrorInfo::UpstreamClosedConnection.text();
             } else if !complete {
                 // Headers went out, the client left before the body ended:
                 // the status stays what was sent, the reason says who stopped.
-                p.error_info = ErrorInfo::ClientClosedRequest.as_str().to_string();
+                p.error_info = ErrorInfo::ClientClosedRequest.text();
             }
         }
         p.sent_bytes = c.head_bytes + c.body_bytes;
@@ -95,13 +95,13 @@ impl ResponseBody {
 
 fn empty_record() -> AccessRecord {
     AccessRecord {
-        time_stamp: String::new(),
-        listener_name: String::new(),
-        rule_name: String::new(),
-        backend_pool_name: String::new(),
-        backend_setting_name: String::new(),
-        operation_name: String::new(),
-        category: String::new(),
+        time_stamp: Text::const_new(""),
+        listener_name: Text::const_new(""),
+        rule_name: Text::const_new(""),
+        backend_pool_name: Text::const_new(""),
+        backend_setting_name: Text::const_new(""),
+        operation_name: Text::const_new(""),
+        category: Text::const_new(""),
         properties: Default::default(),
     }
 }
@@ -253,7 +253,7 @@ impl Drop for PendingRecord {
         let mut record = std::mem::replace(&mut self.record, empty_record());
         let p = &mut record.properties;
         p.http_status = ErrorInfo::ClientClosedRequest.status().as_u16();
-        p.error_info = ErrorInfo::ClientClosedRequest.as_str().to_string();
+        p.error_info = ErrorInfo::ClientClosedRequest.text();
         let total = self.start.elapsed();
         p.time_taken = secs_number(total);
         p.received_bytes = self.received_head

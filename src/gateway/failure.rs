@@ -54,6 +54,11 @@ pub enum ErrorInfo {
 }
 
 impl ErrorInfo {
+    /// [`ErrorInfo::as_str`] as access-log record text (no allocation).
+    pub fn text(self) -> crate::accesslog::Text {
+        crate::accesslog::Text::const_new(self.as_str())
+    }
+
     /// The access-log string, e.g. `ERRORINFO_UPSTREAM_NO_LIVE`.
     pub fn as_str(self) -> &'static str {
         use ErrorInfo::*;

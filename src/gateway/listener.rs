@@ -206,13 +206,13 @@ impl Listeners {
         let tls_info = TlsInfo {
             cipher: sc
                 .negotiated_cipher_suite()
-                .map(|c| format!("{:?}", c.suite()))
+                .map(|c| compact_str::format_compact!("{:?}", c.suite()))
                 .unwrap_or_default(),
             protocol: match sc.protocol_version() {
                 Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".into(),
                 Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".into(),
-                Some(v) => format!("{v:?}"),
-                None => String::new(),
+                Some(v) => compact_str::format_compact!("{v:?}"),
+                None => Default::default(),
             },
         };
         if h2 {
@@ -308,7 +308,7 @@ impl Listeners {
                 .split('?')
                 .next()
                 .unwrap_or("")
-                .to_string();
+                .into();
             p.http_version = words.next().unwrap_or("").chars().take(16).collect();
             p.http_status = status.as_u16();
             p.error_info = info.as_str().into();
@@ -316,10 +316,10 @@ impl Listeners {
             p.request_query = p
                 .original_request_uri_with_args
                 .split_once('?')
-                .map(|(_, q)| q.to_string())
+                .map(|(_, q)| q.into())
                 .unwrap_or_default();
             let text = String::from_utf8_lossy(head);
-            let field = |name: &str| -> String {
+            let field = |name: &str| -> crate::accesslog::Text {
                 text.lines()
                     .skip(1)
                     .find_map(|l| {

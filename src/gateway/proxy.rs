@@ -19,10 +19,11 @@ use super::probe::Prober;
 use super::routing::{backend_path, match_listener, ListenerInfo};
 use super::upstream::{Conn, ConnKey, ConnectError, ReqBody, Upstream};
 use super::Snapshot;
-use crate::accesslog::{secs_string, AccessLog, AccessRecord, Attempt, Properties};
+use crate::accesslog::{secs_string, AccessLog, AccessRecord, Attempt, Properties, Text};
 use crate::txid::new_transaction_id;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use compact_str::ToCompactString;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -51,9 +52,9 @@ pub struct Gateway {
 #[derive(Debug, Clone)]
 pub struct TlsInfo {
     /// e.g. `TLS13_AES_256_GCM_SHA384`.
-    pub cipher: String,
+    pub cipher: Text,
     /// e.g. `TLSv1.3`.
-    pub protocol: String,
+    pub protocol: Text,
 }
 
 /// Per client connection.
@@ -103,8 +104,9 @@ fn version_str(v: Version) -> &'static str {
     }
 }
 
-fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+fn now_rfc3339() -> Text {
+    // 24 bytes: stored inline, no allocation.
+    compact_str::format_compact!("{}", humantime::format_rfc3339_millis(SystemTime::now()))
 }
 
 /// A record with the envelope and the client's side filled in; `client_ip` is
@@ -118,17 +120,17 @@ pub fn base_record(
 ) -> AccessRecord {
     AccessRecord {
         time_stamp: now_rfc3339(),
-        listener_name: String::new(),
-        rule_name: String::new(),
-        backend_pool_name: String::new(),
-        backend_setting_name: String::new(),
+        listener_name: Text::const_new(""),
+        rule_name: Text::const_new(""),
+        backend_pool_name: Text::const_new(""),
+        backend_setting_name: Text::const_new(""),
         operation_name: "ApplicationGatewayAccess".into(),
         category: "ApplicationGatewayAccessLog".into(),
         properties: Properties {
-            instance_id: instance_id.to_string(),
-            client_ip: client_ip.to_string(),
+            instance_id: instance_id.into(),
+            client_ip: client_ip.into(),
             client_port: peer.port(),
-            transaction_id: transaction_id.to_string(),
+            transaction_id: transaction_id.into(),
             ssl_enabled: if tls.is_some() { "on" } else { "off" }.into(),
             ssl_cipher: tls.map(|t| t.cipher.clone()).unwrap_or_default(),
             ssl_protocol: tls.map(|t| t.protocol.clone()).unwrap_or_default(),
@@ -136,7 +138,7 @@ pub fn base_record(
             server_status: "-".into(),
             server_response_latency: "-".into(),
             upstream_source_port: "-".into(),
-            error_info: ErrorInfo::NoError.as_str().into(),
+            error_info: ErrorInfo::NoError.text(),
             server_connect_time: Some("-".into()),
             server_header_time: Some("-".into()),
             attempts: Some(Vec::new()),
@@ -202,19 +204,19 @@ async fn handle_request(
 }
 
 fn fill_from_rejection(p: &mut Properties, rej: &Rejection) {
-    p.http_method = rej.method.clone();
-    p.original_request_uri_with_args = rej.target.clone();
+    p.http_method = rej.method.as_str().into();
+    p.original_request_uri_with_args = rej.target.as_str().into();
     let (path, query) = rej.target.split_once('?').unwrap_or((&rej.target, ""));
-    p.request_uri = path.to_string();
-    p.request_query = query.to_string();
+    p.request_uri = path.into();
+    p.request_query = query.into();
     p.http_version = if rej.version.is_empty() {
         "HTTP/0.9".into()
     } else {
-        rej.version.clone()
+        rej.version.as_str().into()
     };
-    p.original_host = rej.host.clone();
-    p.host = rej.host.clone();
-    p.user_agent = rej.user_agent.clone();
+    p.original_host = rej.host.as_str().into();
+    p.host = rej.host.as_str().into();
+    p.user_agent = rej.user_agent.as_str().into();
 }
 
 /// A gateway-generated response: the status of `info`, its page (custom if the
@@ -296,18 +298,18 @@ async fn proxy(
         });
     {
         let p = &mut pending.record.properties;
-        p.http_method = method.as_str().to_string();
+        p.http_method = method.as_str().into();
         p.http_version = version_str(version).into();
-        p.original_request_uri_with_args = path_and_query(req.uri()).to_string();
-        p.request_uri = req.uri().path().to_string();
-        p.request_query = req.uri().query().unwrap_or("").to_string();
+        p.original_request_uri_with_args = path_and_query(req.uri()).into();
+        p.request_uri = req.uri().path().into();
+        p.request_query = req.uri().query().unwrap_or("").into();
         p.user_agent = req
             .headers()
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
-            .to_string();
-        p.original_host = client_host.clone().unwrap_or_default();
+            .into();
+        p.original_host = client_host.as_deref().unwrap_or("").into();
         p.host = p.original_host.clone();
     }
     pending.received_head = (method.as_str().len() + path_and_query(req.uri()).len() + 12) as u64
@@ -368,10 +370,10 @@ async fn route_and_forward(
     let listener = route.listener;
     let backend = route.backend;
     let settings = &backend.settings;
-    pending.record.listener_name = listener.name.to_string();
-    pending.record.rule_name = route.rule_name.to_string();
-    pending.record.backend_pool_name = backend.pool.name.to_string();
-    pending.record.backend_setting_name = settings.name.to_string();
+    pending.record.listener_name = listener.name.as_ref().into();
+    pending.record.rule_name = route.rule_name.as_ref().into();
+    pending.record.backend_pool_name = backend.pool.name.as_ref().into();
+    pending.record.backend_setting_name = settings.name.as_ref().into();
     if let PoolSource::App { app, .. } = &backend.pool.source {
         pending.obs.app = Some(app.as_str().into());
     }
@@ -418,7 +420,7 @@ async fn route_and_forward(
         Some(q) => format!("{path}?{q}"),
         None => path,
     };
-    pending.record.properties.request_uri = target.split('?').next().unwrap_or("").to_string();
+    pending.record.properties.request_uri = target.split('?').next().unwrap_or("").into();
     if Uri::try_from(target.as_str()).is_err() {
         return error_response(pending, ErrorInfo::RequestUriInvalid, txid, Some(listener));
     }
@@ -470,7 +472,7 @@ async fn route_and_forward(
     for cand in candidates.iter() {
         let server = &cand.server;
         let addr = cand.addr;
-        let addr_text = addr.to_string();
+        let addr_text = addr.to_compact_string();
         let mut in_flight = cand.health.as_ref().map(|h| InFlight::new(h.clone()));
         let host_value = match &settings.host {
             HostRewrite::Client => HeaderValue::from_str(&client_host).ok(),
@@ -483,7 +485,7 @@ async fn route_and_forward(
             .map(|_| tls_name_for(settings, server, host_value.as_ref()));
         let key = ConnKey { addr, tls_name };
         if let Some(h) = &host_value {
-            pending.record.properties.host = h.to_str().unwrap_or("").to_string();
+            pending.record.properties.host = h.to_str().unwrap_or("").into();
         }
         let request_head = h1client::RequestHead {
             method: &parts.method,
@@ -524,7 +526,7 @@ async fn route_and_forward(
                             &mut pending.record.properties,
                             Attempt {
                                 server: addr_text.clone(),
-                                error_info: ErrorInfo::UpstreamNoLive.as_str().into(),
+                                error_info: ErrorInfo::UpstreamNoLive.text(),
                                 server_status: "-".into(),
                             },
                         );
@@ -546,7 +548,7 @@ async fn route_and_forward(
                 // Known before the answer: a 499 record names the server too.
                 let p = &mut pending.record.properties;
                 p.server_routed = addr_text.clone();
-                p.upstream_source_port = local_port.to_string();
+                p.upstream_source_port = local_port.to_compact_string();
                 p.connection_reused = Some(reused);
                 p.server_connect_time = Some(secs_string(connect_time));
                 pending.obs.connect = Some(connect_time);
@@ -556,7 +558,7 @@ async fn route_and_forward(
                     p,
                     Attempt {
                         server: addr_text.clone(),
-                        error_info: ErrorInfo::ClientClosedRequest.as_str().into(),
+                        error_info: ErrorInfo::ClientClosedRequest.text(),
                         server_status: "-".into(),
                     },
                 );
@@ -585,11 +587,11 @@ async fn route_and_forward(
                         p,
                         Attempt {
                             server: addr_text.clone(),
-                            error_info: ErrorInfo::NoError.as_str().into(),
-                            server_status: status.as_u16().to_string(),
+                            error_info: ErrorInfo::NoError.text(),
+                            server_status: status.as_u16().to_compact_string(),
                         },
                     );
-                    p.server_status = status.as_u16().to_string();
+                    p.server_status = status.as_u16().to_compact_string();
                     p.server_response_latency = secs_string(latency);
                     p.server_header_time = Some(secs_string(since_arrival));
                     p.http_status = status.as_u16();
@@ -599,7 +601,7 @@ async fn route_and_forward(
                         .get(header::CONTENT_TYPE)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("")
-                        .to_string();
+                        .into();
                     let (mut rparts, mut rbody) = answer.into_parts(upstream.clone());
                     if status == StatusCode::SWITCHING_PROTOCOLS {
                         if let (Some(client_up), Some(backend_conn)) =
@@ -687,7 +689,7 @@ async fn route_and_forward(
                         p,
                         Attempt {
                             server: addr_text.clone(),
-                            error_info: ErrorInfo::UpstreamClosedConnection.as_str().into(),
+                            error_info: ErrorInfo::UpstreamClosedConnection.text(),
                             server_status: "-".into(),
                         },
                     );
@@ -718,7 +720,7 @@ async fn route_and_forward(
                         p,
                         Attempt {
                             server: addr_text.clone(),
-                            error_info: ErrorInfo::UpstreamTimedOut.as_str().into(),
+                            error_info: ErrorInfo::UpstreamTimedOut.text(),
                             server_status: "-".into(),
                         },
                     );

@@ -148,7 +148,7 @@ impl Telemetry {
                     self.metrics
                         .retries
                         .get_or_create(&ReasonL {
-                            reason: a.error_info.clone(),
+                            reason: a.error_info.to_string(),
                         })
                         .inc();
                 }
