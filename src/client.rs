@@ -43,6 +43,20 @@ pub fn find_token(explicit: Option<String>, config: Option<PathBuf>) -> Option<S
         .filter(|t| !t.is_empty())
 }
 
+/// Characters left as they are in a path segment or query value: RFC 3986 §2.3
+/// "unreserved" (letters, digits, `-`, `.`, `_`, `~`).
+const COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encodes a name or value typed on the command line for use as one URL
+/// path segment or query value (RFC 3986 §2.1), so `a b/c` stays one name.
+pub fn encode(component: &str) -> String {
+    percent_encoding::utf8_percent_encode(component, COMPONENT).to_string()
+}
+
 /// Sends `method path` with an optional JSON body to the console at `api`
 /// (`http://host:port`). Errors: connection or protocol failures, as text.
 pub async fn call(
@@ -139,4 +153,16 @@ pub async fn stream_lines(
         on_line(&String::from_utf8_lossy(&pending));
     }
     Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::encode;
+
+    #[test]
+    fn names_are_encoded_as_one_path_segment() {
+        assert_eq!(encode("web-1.a_b~"), "web-1.a_b~");
+        assert_eq!(encode("a b/c?d&e=f"), "a%20b%2Fc%3Fd%26e%3Df");
+        assert_eq!(encode("é"), "%C3%A9");
+    }
 }

@@ -274,8 +274,12 @@ fn main() -> ExitCode {
             client,
         } => {
             let path = match &settings {
-                Some(s) => format!("/api/probe/{pool}?settings={s}"),
-                None => format!("/api/probe/{pool}"),
+                Some(s) => format!(
+                    "/api/probe/{}?settings={}",
+                    client::encode(&pool),
+                    client::encode(s)
+                ),
+                None => format!("/api/probe/{}", client::encode(&pool)),
             };
             client_call(&client, "POST", &path, probe_table)
         }
@@ -287,18 +291,19 @@ fn main() -> ExitCode {
                 }
             }
             let path = match &since {
-                Some(s) => format!("/api/events?since={s}"),
+                Some(s) => format!("/api/events?since={}", client::encode(s)),
                 None => "/api/events".to_string(),
             };
             client_call(&client, "GET", &path, events_table)
         }
         Command::App { command } => match command {
             AppCommand::List(c) => client_call(&c, "GET", "/api/apps", app_table),
-            AppCommand::Show { name, client } => {
-                client_call(&client, "GET", &format!("/api/apps/{name}"), |b| {
-                    app_table(&serde_json::Value::Array(vec![b.clone()]))
-                })
-            }
+            AppCommand::Show { name, client } => client_call(
+                &client,
+                "GET",
+                &format!("/api/apps/{}", client::encode(&name)),
+                |b| app_table(&serde_json::Value::Array(vec![b.clone()])),
+            ),
             AppCommand::Start { name, client } => app_op(&client, &name, "start", None),
             AppCommand::Stop { name, client } => app_op(&client, &name, "stop", None),
             AppCommand::Restart { name, client } => app_op(&client, &name, "restart", None),
@@ -320,7 +325,8 @@ fn main() -> ExitCode {
         } => {
             let token = client::find_token(client.token.clone(), client.config.clone());
             let path = format!(
-                "/api/apps/{app}/logs{}",
+                "/api/apps/{}/logs{}",
+                client::encode(&app),
                 if follow { "?follow=true" } else { "" }
             );
             let rt = match runtime(false) {
@@ -614,7 +620,12 @@ fn metrics_view(
     ]];
     let mut all = serde_json::Map::new();
     for (m, unit) in metrics {
-        let path = format!("/api/metrics?name={m}&{kind}={name}&window={window}");
+        let path = format!(
+            "/api/metrics?name={}&{kind}={}&window={}",
+            client::encode(m),
+            client::encode(&name),
+            client::encode(window)
+        );
         let ans = match rt.block_on(client::call(&c.api, token.as_deref(), "GET", &path, None)) {
             Ok(a) if a.status == 200 => a.body,
             Ok(a) => {
@@ -691,7 +702,7 @@ fn app_op(c: &ClientArgs, name: &str, action: &str, body: Option<serde_json::Val
         }
     };
     let token = client::find_token(c.token.clone(), c.config.clone());
-    let path = format!("/api/apps/{name}/{action}");
+    let path = format!("/api/apps/{}/{action}", client::encode(name));
     match rt.block_on(client::call(&c.api, token.as_deref(), "POST", &path, body)) {
         Ok(a) if (200..300).contains(&a.status) => {
             if c.json {

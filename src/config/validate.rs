@@ -726,11 +726,8 @@ pub fn validate(config: Config) -> Result<Validated, Vec<ConfigError>> {
             );
         }
         for (j, w) in a.webhooks.iter().enumerate() {
-            if !w.starts_with("http://") || w.len() <= 7 {
-                c.err(
-                    format!("{p}.webhooks[{j}]"),
-                    format!("`{w}` is not an http:// URL"),
-                );
+            if let Err(e) = crate::telemetry::alerts::WebhookTarget::parse(w) {
+                c.err(format!("{p}.webhooks[{j}]"), e);
             }
         }
         if let Some(cmd) = &a.command {

@@ -249,18 +249,52 @@ impl AlertEngine {
     }
 }
 
-/// POSTs `body` as JSON to an `http://host:port/path` URL; returns the status.
+/// Where a webhook is sent: parsed from an `http://host[:port][/path]` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookTarget {
+    /// `host:port` to connect to; IPv6 literals keep their brackets (`[::1]:80`).
+    pub connect: String,
+    /// The URL's authority as written, sent as `Host` (RFC 9110 §7.2).
+    pub authority: String,
+    /// Path and query, `/` when the URL has none.
+    pub path: String,
+}
+
+impl WebhookTarget {
+    /// Parses a webhook URL. The port defaults to 80 (also for IPv6 literals, which
+    /// need brackets: `http://[::1]/hook`). Errors: not `http://`, no host, or not
+    /// a valid URI (RFC 3986); the message names what is wrong.
+    pub fn parse(url: &str) -> Result<WebhookTarget, String> {
+        if !url.starts_with("http://") {
+            return Err(format!("`{url}` is not an http:// URL"));
+        }
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| format!("`{url}` is not a valid URL: {e}"))?;
+        let (Some(authority), Some(host)) = (uri.authority(), uri.host()) else {
+            return Err(format!("`{url}` has no host"));
+        };
+        if host.is_empty() {
+            return Err(format!("`{url}` has no host"));
+        }
+        let port = uri.port_u16().unwrap_or(80);
+        Ok(WebhookTarget {
+            connect: format!("{host}:{port}"),
+            authority: authority.as_str().to_string(),
+            path: uri
+                .path_and_query()
+                .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
+        })
+    }
+}
+
+/// POSTs `body` as JSON to an `http://host[:port][/path]` URL; returns the status.
 async fn post_json(url: &str, body: &str) -> Result<u16, String> {
-    let rest = url.strip_prefix("http://").ok_or("not an http:// URL")?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let addr = if authority.contains(':') {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
+    let WebhookTarget {
+        connect: addr,
+        authority,
+        path,
+    } = WebhookTarget::parse(url)?;
     let stream = tokio::time::timeout(
         Duration::from_secs(5),
         tokio::net::TcpStream::connect(&addr),
@@ -283,4 +317,35 @@ async fn post_json(url: &str, body: &str) -> Result<u16, String> {
         .map_err(|_| "no answer within 10 s".to_string())?
         .map_err(|e| e.to_string())?;
     Ok(resp.status().as_u16())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WebhookTarget;
+
+    #[test]
+    fn webhook_urls_default_to_port_80_and_keep_ipv6_brackets() {
+        let t = WebhookTarget::parse("http://[::1]/hook?x=1").expect("ipv6 without port");
+        assert_eq!(t.connect, "[::1]:80");
+        assert_eq!(t.authority, "[::1]");
+        assert_eq!(t.path, "/hook?x=1");
+        let t = WebhookTarget::parse("http://[::1]:9000").expect("ipv6 with port");
+        assert_eq!((t.connect.as_str(), t.path.as_str()), ("[::1]:9000", "/"));
+        let t = WebhookTarget::parse("http://alerts.example:8080/p").expect("name");
+        assert_eq!(t.connect, "alerts.example:8080");
+        let t = WebhookTarget::parse("http://127.0.0.1/p").expect("ipv4 without port");
+        assert_eq!(t.connect, "127.0.0.1:80");
+        for bad in [
+            "https://x/",
+            "http://",
+            "http://[::1/x",
+            "http://a b/",
+            "ftp://x",
+        ] {
+            assert!(
+                WebhookTarget::parse(bad).is_err(),
+                "{bad} should be refused"
+            );
+        }
+    }
 }
