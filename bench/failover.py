@@ -399,32 +399,36 @@ def print_table(doc, scenarios, proxies):
     m = doc["machine"]
     print(f"\nMachine: {m['nproc']} cores, {m['cpu']}, kernel {m['kernel']}, {m['time']}; "
           f"binary {doc['binary']['git_head']} ({doc['binary']['mtime']}); {doc['duration_s']:.0f} s per run\n")
-    print("| scenario | " + " | ".join(proxies) + " |")
-    print("|---|" + "---|" * len(proxies))
-    for sc in scenarios:
-        cells = []
-        for px in proxies:
-            r = doc["results"].get(f"{sc}/{px}")
-            if r is None:
-                cells.append("")
-            elif "na" in r:
-                cells.append("n/a")
-            elif "error" in r:
-                cells.append("not run (a process did not start)")
-            else:
-                cells.append(f"**{r['failed']}** / {r['requests']}" + (f" ({kinds(r)})" if r["failed"] else ""))
-        print(f"| {sc} | " + " | ".join(cells) + " |")
-    print("\nLatency of the successful requests, p99 / max, and the longest failed request, in ms:\n")
-    print("| scenario | " + " | ".join(proxies) + " |")
-    print("|---|" + "---|" * len(proxies))
-    for sc in scenarios:
-        cells = []
-        for px in proxies:
-            r = doc["results"].get(f"{sc}/{px}")
-            cells.append("" if r is None else "n/a" if "na" in r else "-" if "error" in r else
-                         f"{r['p99_ms']} / {r['max_ms']}" + (f" (failed: {r['max_failed_ms']})" if r["failed"] else ""))
-        print(f"| {sc} | " + " | ".join(cells) + " |")
 
+    def failures(r):
+        if "na" in r:
+            return "n/a"
+        if "error" in r:
+            return "not run (a process did not start)"
+        return f"**{r['failed']}** / {r['requests']}" + (f" ({kinds(r)})" if r["failed"] else "")
+
+    def latency(r):
+        if "na" in r:
+            return "n/a"
+        if "error" in r:
+            return "-"
+        return f"{r['p99_ms']} / {r['max_ms']}" + (f" (failed: {r['max_failed_ms']})" if r["failed"] else "")
+
+    table(doc, scenarios, proxies, failures)
+    print("\nLatency of the successful requests, p99 / max, and the longest failed request, in ms:\n")
+    table(doc, scenarios, proxies, latency)
+
+
+def table(doc, scenarios, proxies, cell):
+    """One markdown table: a row per scenario, a column per proxy, `cell(result)` in each."""
+    print("| scenario | " + " | ".join(proxies) + " |")
+    print("|---|" + "---|" * len(proxies))
+    for sc in scenarios:
+        cells = []
+        for px in proxies:
+            r = doc["results"].get(f"{sc}/{px}")
+            cells.append("" if r is None else cell(r))
+        print(f"| {sc} | " + " | ".join(cells) + " |")
 
 if __name__ == "__main__":
     main()
