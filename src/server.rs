@@ -453,7 +453,8 @@ pub async fn run(source: Source) -> Exit {
         Some(p) => AccessLogTarget::File(resolve_path(&cfg.base_dir, Path::new(p))),
         None => AccessLogTarget::File(state_dir.join("logs").join("access.log")),
     };
-    let log = match AccessLog::start(&target) {
+    let telemetry = Arc::new(Telemetry::from_env());
+    let log = match AccessLog::start(&target, telemetry.metrics.access_log_dropped.clone()) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("cannot open the access log {target:?}: {e}");
@@ -477,7 +478,6 @@ pub async fn run(source: Source) -> Exit {
     let upstream = Arc::new(Upstream::default());
     upstream.spawn_reaper();
     let health = Arc::new(HealthRegistry::default());
-    let telemetry = Arc::new(Telemetry::from_env());
     let alerts = AlertEngine::new(cfg.alerts.clone(), telemetry.clone(), events.clone());
     alerts.spawn(cfg.gateway.alert_evaluation_interval.get());
     let gateway = Arc::new(Gateway {

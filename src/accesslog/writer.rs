@@ -7,13 +7,21 @@
 //! slower), and the writer is woken once per batch — when the buffer goes from
 //! empty to non-empty — then lets records gather for [`BATCH_INTERVAL`], instead
 //! of once per record. The buffer is bounded ([`MAX_BUFFERED`] bytes): past it,
-//! records are counted in [`AccessLog::dropped`] rather than queued.
+//! records are counted in [`AccessLog::dropped`] (the metric
+//! `portcullis_access_log_dropped_records_total`) rather than queued.
+//!
+//! A log file is written once and seldom read, so the writer does not let it
+//! fill the page cache: every [`DROP_BEHIND`] bytes it asks the kernel to write
+//! the file back and to drop the pages already written back (`posix_fadvise`
+//! `POSIX_FADV_DONTNEED`; see [`FileSink`]). The hosted apps keep their cache, and
+//! the log is written into recycled pages instead of ever new ones.
 
 use super::AccessRecord;
+use prometheus_client::metrics::counter::Counter;
 use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -34,6 +42,10 @@ pub const MAX_BUFFERED: usize = 16 * 1024 * 1024;
 /// How long the writer lets records gather after it was woken.
 pub const BATCH_INTERVAL: Duration = Duration::from_millis(10);
 
+/// Bytes written to a log file between two drop-behind calls (8 MiB): the page
+/// cache holds at most about twice this much of the log.
+pub const DROP_BEHIND: u64 = 8 * 1024 * 1024;
+
 /// State shared by the handles and the writer thread.
 struct Shared {
     /// Serialized lines not yet written.
@@ -47,8 +59,8 @@ struct Shared {
     written_cv: Condvar,
     /// Set when the last [`AccessLog`] handle is dropped.
     closed: AtomicBool,
-    /// Records lost because the buffer was full.
-    dropped: AtomicU64,
+    /// Records lost because the buffer was full (shared with `/metrics`).
+    dropped: Counter,
 }
 
 /// Ends the writer when the last handle goes.
@@ -74,9 +86,10 @@ thread_local! {
 }
 
 impl AccessLog {
-    /// Opens `target` and starts the writer thread.
+    /// Opens `target` and starts the writer thread. Records lost because the
+    /// buffer was full are counted in `dropped` (the caller registers it).
     /// Errors: the file or its folder cannot be created.
-    pub fn start(target: &AccessLogTarget) -> io::Result<AccessLog> {
+    pub fn start(target: &AccessLogTarget, dropped: Counter) -> io::Result<AccessLog> {
         let out: Box<dyn Write + Send> = match target {
             AccessLogTarget::Off => return Ok(AccessLog { inner: None }),
             AccessLogTarget::Stdout => Box::new(io::stdout()),
@@ -84,16 +97,23 @@ impl AccessLog {
                 if let Some(dir) = p.parent() {
                     std::fs::create_dir_all(dir)?;
                 }
-                Box::new(OpenOptions::new().create(true).append(true).open(p)?)
+                Box::new(FileSink::new(
+                    OpenOptions::new().create(true).append(true).open(p)?,
+                )?)
             }
         };
+        AccessLog::spawn(out, dropped)
+    }
+
+    /// Starts the writer thread on `out`.
+    fn spawn(out: Box<dyn Write + Send>, dropped: Counter) -> io::Result<AccessLog> {
         let shared = Arc::new(Shared {
             buf: Mutex::new(Vec::with_capacity(64 * 1024)),
             wake: Condvar::new(),
             written: Mutex::new(0),
             written_cv: Condvar::new(),
             closed: AtomicBool::new(false),
-            dropped: AtomicU64::new(0),
+            dropped,
         });
         let for_writer = shared.clone();
         let handle = std::thread::Builder::new()
@@ -122,7 +142,7 @@ impl AccessLog {
             line.push(b'\n');
             let Ok(mut buf) = s.buf.lock() else { return };
             if buf.len() + line.len() > MAX_BUFFERED {
-                s.dropped.fetch_add(1, Ordering::Relaxed);
+                s.dropped.inc();
                 return;
             }
             let was_empty = buf.is_empty();
@@ -166,9 +186,7 @@ impl AccessLog {
 
     /// Records lost because the buffer was full.
     pub fn dropped(&self) -> u64 {
-        self.inner
-            .as_ref()
-            .map_or(0, |o| o.0.dropped.load(Ordering::Relaxed))
+        self.inner.as_ref().map_or(0, |o| o.0.dropped.get())
     }
 }
 
@@ -192,6 +210,77 @@ pub fn wait_for_writers(limit: std::time::Duration) {
         if h.is_finished() {
             let _ = h.join();
         }
+    }
+}
+
+/// An append-only log file that keeps little of itself in the page cache.
+///
+/// Every [`DROP_BEHIND`] bytes, [`FileSink::drop_behind`] calls
+/// `posix_fadvise(POSIX_FADV_DONTNEED)` on everything written before the
+/// previous call. For dirty pages that call only starts their write-back
+/// (`WB_SYNC_NONE`: it does not wait); clean pages are dropped. So each call
+/// drops what the call before it sent to disk, and the writer never waits for the
+/// disk. The same idea as PostgreSQL's `*_flush_after` settings. Advice the
+/// kernel refuses is ignored: it changes memory use, never what is written.
+pub struct FileSink {
+    file: std::fs::File,
+    /// Bytes in the file: its length when opened plus what we appended.
+    end: u64,
+    /// `end` at the last drop-behind call.
+    last_call: u64,
+    /// `end` at the call before that: pages below it were sent to disk at
+    /// least one call ago.
+    settled: u64,
+}
+
+impl FileSink {
+    /// Wraps a file opened for appending.
+    /// Errors: its length cannot be read.
+    pub fn new(file: std::fs::File) -> io::Result<FileSink> {
+        let end = file.metadata()?.len();
+        Ok(FileSink {
+            file,
+            end,
+            last_call: end,
+            settled: 0,
+        })
+    }
+
+    /// Starts write-back of the pages written since the last call and drops
+    /// those written back since the one before; a no-op until [`DROP_BEHIND`]
+    /// bytes were appended since the last call. Returns the byte range advised.
+    fn drop_behind(&mut self) -> Option<std::ops::Range<u64>> {
+        if self.end - self.last_call < DROP_BEHIND {
+            return None;
+        }
+        // The range starts at `settled`, not at `last_call`: pages the last
+        // call found still under write-back are dropped by this one.
+        let from = self.settled;
+        let len = self.end - from;
+        if let (Ok(off), Ok(len)) = (i64::try_from(from), i64::try_from(len)) {
+            let _ = nix::fcntl::posix_fadvise(
+                &self.file,
+                off,
+                len,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+            );
+        }
+        self.settled = self.last_call;
+        self.last_call = self.end;
+        Some(from..self.end)
+    }
+}
+
+impl Write for FileSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.end += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let _ = self.drop_behind();
+        self.file.flush()
     }
 }
 
@@ -260,7 +349,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("pc-log-{}", std::process::id()));
         let path = dir.join("access.log");
         let _ = std::fs::remove_file(&path);
-        let log = AccessLog::start(&AccessLogTarget::File(path.clone())).expect("start");
+        let log = AccessLog::start(&AccessLogTarget::File(path.clone()), Counter::default())
+            .expect("start");
         for i in 0..1000 {
             log.log(record(&format!("tx-{i}")));
         }
@@ -285,6 +375,94 @@ mod tests {
         wait_for_writers(Duration::from_secs(5));
         let text = std::fs::read_to_string(&path).expect("read");
         assert!(text.lines().last().is_some_and(|l| l.contains("\"last\"")));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A target that takes nothing until it is opened: the disk that does not
+    /// keep up.
+    struct Stuck {
+        open: Arc<(Mutex<bool>, Condvar)>,
+        lines: Arc<Mutex<usize>>,
+    }
+
+    impl Write for Stuck {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let (m, cv) = &*self.open;
+            let mut open = m.lock().map_err(|_| io::Error::other("poisoned"))?;
+            while !*open {
+                open = cv.wait(open).map_err(|_| io::Error::other("poisoned"))?;
+            }
+            if let Ok(mut l) = self.lines.lock() {
+                *l += buf.iter().filter(|b| **b == b'\n').count();
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn records_past_a_full_buffer_are_counted_in_the_metric() {
+        let open = Arc::new((Mutex::new(false), Condvar::new()));
+        let lines = Arc::new(Mutex::new(0));
+        let counter = Counter::default();
+        let out = Stuck {
+            open: open.clone(),
+            lines: lines.clone(),
+        };
+        let log = AccessLog::spawn(Box::new(out), counter.clone()).expect("spawn");
+        // Long enough that the 16 MiB buffer cannot hold them all.
+        let mut r = record("x");
+        r.properties.request_uri = "/".repeat(4000).into();
+        let total = 6000;
+        for _ in 0..total {
+            log.log(r.clone());
+        }
+        assert!(counter.get() > 0, "nothing was counted");
+        assert_eq!(counter.get(), log.dropped());
+        {
+            let (m, cv) = &*open;
+            *m.lock().expect("lock") = true;
+            cv.notify_all();
+        }
+        log.flush().await;
+        let written = *lines.lock().expect("lock") as u64;
+        // Every record was either written or counted, never both.
+        assert_eq!(written + counter.get(), total);
+    }
+
+    #[test]
+    fn drop_behind_advises_every_byte_twice_and_keeps_the_content() {
+        let dir = std::env::temp_dir().join(format!("pc-drop-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("access.log");
+        std::fs::write(&path, b"old\n").expect("seed");
+        let file = OpenOptions::new().append(true).open(&path).expect("open");
+        let mut sink = FileSink::new(file).expect("sink");
+        let chunk = vec![b'x'; 1024 * 1024];
+        let mut ranges = Vec::new();
+        for _ in 0..40 {
+            sink.write_all(&chunk).expect("write");
+            if let Some(r) = sink.drop_behind() {
+                ranges.push(r);
+            }
+        }
+        let total = 4 + 40 * 1024 * 1024;
+        assert_eq!(sink.end, total);
+        // One call per DROP_BEHIND bytes; the first covers the old content too.
+        assert_eq!(ranges.len(), 5);
+        assert_eq!(ranges[0].start, 0);
+        // Each call reaches back to where the call before the last one ended, so
+        // a page still being written back at one call is dropped by the next.
+        for w in ranges.windows(3) {
+            assert_eq!(w[2].start, w[0].end);
+        }
+        // The second reaches back to the length the file had when opened.
+        assert_eq!(ranges[1].start, 4);
+        assert_eq!(std::fs::metadata(&path).expect("meta").len(), total);
+        let head = std::fs::read(&path).expect("read");
+        assert_eq!(&head[..5], b"old\nx");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -182,6 +182,9 @@ pub struct Metrics {
     pub app_handles: Family<InstanceL, Gauge>,
     /// Restarts per instance.
     pub app_restarts: Family<InstanceL, Gauge>,
+    /// Access-log records lost because the writer's 16 MiB buffer was full
+    /// (the disk did not keep up); shared with [`crate::accesslog::AccessLog`].
+    pub access_log_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -220,6 +223,7 @@ impl Metrics {
             app_threads: Family::default(),
             app_handles: Family::default(),
             app_restarts: Family::default(),
+            access_log_dropped: Counter::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -342,6 +346,11 @@ impl Metrics {
             "portcullis_app_restarts",
             "Restarts of an instance",
             m.app_restarts.clone(),
+        );
+        r.register(
+            "portcullis_access_log_dropped_records",
+            "Access-log records lost because the writer's buffer was full (the disk did not keep up)",
+            m.access_log_dropped.clone(),
         );
         Metrics { registry: r, ..m }
     }
