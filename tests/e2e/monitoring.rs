@@ -150,6 +150,8 @@ async fn counters_are_exact_and_parse_as_prometheus_text() {
         1.0
     );
     assert_eq!(v(r#"portcullis_new_connections_total{}"#), 9.0);
+    // Every record of this test reached the log: none was dropped.
+    assert_eq!(v(r#"portcullis_access_log_dropped_records_total{}"#), 0.0);
     // The same figures over time.
     let series = |name: &str, scope: &str| {
         let path = format!("/api/metrics?name={name}&{scope}&window=10m&grain=10s");
