@@ -318,24 +318,32 @@ impl Upload {
     }
 }
 
-/// Reads until a final response head is in `conn.buf`; skips 1xx answers other
-/// than 101. Ready with the head and its length in bytes.
+/// The final response head at the front of `buf`, once it is all there: 1xx
+/// answers other than 101 before it are taken off (100 Continue, 102, 103 Early
+/// Hints: not forwarded). `Ok(None)`: more bytes are needed.
+/// Errors: an invalid head, or none complete within [`MAX_RESPONSE_HEAD`] bytes.
+fn final_head(buf: &mut BytesMut) -> Result<Option<(RawHead, usize)>, SendError> {
+    loop {
+        match parse_head(buf)? {
+            Some((h, len)) if (100..200).contains(&h.code) && h.code != 101 => buf.advance(len),
+            Some(done) => return Ok(Some(done)),
+            None if buf.len() >= MAX_RESPONSE_HEAD => {
+                return Err(SendError::Malformed(format!(
+                    "response head larger than {MAX_RESPONSE_HEAD} bytes"
+                )))
+            }
+            None => return Ok(None),
+        }
+    }
+}
+
+/// Reads until a final response head is in `conn.buf` ([`final_head`]). Ready
+/// with the head and its length in bytes.
 fn poll_head(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<Result<(RawHead, usize), SendError>> {
     loop {
         if !conn.buf.is_empty() {
-            match parse_head(&conn.buf)? {
-                Some((h, len)) if (100..200).contains(&h.code) && h.code != 101 => {
-                    // 100 Continue, 102, 103 Early Hints: not forwarded.
-                    conn.buf.advance(len);
-                    continue;
-                }
-                Some(done) => return Poll::Ready(Ok(done)),
-                None if conn.buf.len() >= MAX_RESPONSE_HEAD => {
-                    return Poll::Ready(Err(SendError::Malformed(format!(
-                        "response head larger than {MAX_RESPONSE_HEAD} bytes"
-                    ))))
-                }
-                None => {}
+            if let Some(done) = final_head(&mut conn.buf)? {
+                return Poll::Ready(Ok(done));
             }
         }
         let seen = conn.buf.len();
@@ -497,6 +505,13 @@ enum Framing {
     Done,
 }
 
+impl Framing {
+    /// The body has ended (or never had bytes to come).
+    fn is_done(self) -> bool {
+        matches!(self, Framing::Done | Framing::Length(0))
+    }
+}
+
 /// A response body read from a backend connection on the reader's own task.
 ///
 /// Errors: the connection ended or broke before the body's end, the chunked
@@ -568,7 +583,7 @@ impl BackendBody {
             }
         }
         loop {
-            if matches!(self.framing, Framing::Done | Framing::Length(0)) {
+            if self.framing.is_done() {
                 self.framing = Framing::Done;
                 return Poll::Ready(None);
             }
@@ -674,18 +689,14 @@ pub struct DecodedAnswer {
 /// framing fault in the body.
 pub fn decode_answer(bytes: &[u8], head_request: bool) -> Result<DecodedAnswer, String> {
     let mut buf = BytesMut::from(bytes);
-    let (raw, len) = loop {
-        match parse_head(&buf).map_err(|e| e.to_string())? {
-            Some((h, len)) if (100..200).contains(&h.code) && h.code != 101 => buf.advance(len),
-            Some(done) => break done,
-            None => return Err("incomplete head".into()),
-        }
+    let Some((raw, len)) = final_head(&mut buf).map_err(|e| e.to_string())? else {
+        return Err("incomplete head".into());
     };
     let head_bytes = buf.split_to(len).freeze();
     let (head, mut framing, reusable) =
         build_head(&raw, &head_bytes, head_request).map_err(|e| e.to_string())?;
     let mut body = Vec::new();
-    while !matches!(framing, Framing::Done | Framing::Length(0)) {
+    while !framing.is_done() {
         let (next, data) = decode_body(&mut buf, framing).map_err(|e| e.to_string())?;
         match data {
             Some(d) => body.extend_from_slice(&d),
@@ -703,7 +714,7 @@ pub fn decode_answer(bytes: &[u8], head_request: bool) -> Result<DecodedAnswer, 
     Ok(DecodedAnswer {
         head,
         body,
-        complete: matches!(framing, Framing::Done | Framing::Length(0)),
+        complete: framing.is_done(),
         reusable,
     })
 }
@@ -734,7 +745,7 @@ impl Body for BackendBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.framing, Framing::Done | Framing::Length(0))
+        self.framing.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
