@@ -26,10 +26,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
+use tokio_util::either::Either;
 
 /// Idle time after which the gateway closes a pooled backend connection.
 pub const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
@@ -90,71 +91,10 @@ pub struct ConnKey {
     pub tls_name: Option<Arc<str>>,
 }
 
-/// The byte stream of a backend connection: TCP, or TLS over TCP.
-pub enum BackendIo {
-    /// Plain HTTP.
-    Plain(TcpStream),
-    /// HTTPS to the backend (boxed: the TLS state is large).
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for BackendIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            BackendIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            BackendIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for BackendIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            BackendIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            BackendIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            BackendIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            BackendIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            BackendIo::Plain(s) => s.is_write_vectored(),
-            BackendIo::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            BackendIo::Plain(s) => Pin::new(s).poll_flush(cx),
-            BackendIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            BackendIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            BackendIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+/// The byte stream of a backend connection: TCP (`Left`), or TLS over TCP
+/// (`Right`, boxed: the TLS state is large). tokio-util's `Either` passes reads
+/// and writes (vectored ones too) to the side in use.
+pub type BackendIo = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
 
 /// A connection ready to carry one request.
 pub struct Conn {
@@ -286,9 +226,9 @@ impl Upstream {
                         .connect(server_name, tcp)
                         .await
                         .map_err(|e| ConnectError::Tls(e.to_string()))?;
-                    BackendIo::Tls(Box::new(tls))
+                    Either::Right(Box::new(tls))
                 }
-                _ => BackendIo::Plain(tcp),
+                _ => Either::Left(tcp),
             };
             tracing::debug!(server = %key.addr, local_port, "backend connection opened");
             Ok(Conn {
