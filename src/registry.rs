@@ -132,6 +132,18 @@ struct AdmissionState {
 }
 
 impl AdmissionState {
+    /// Takes waiter `ticket` out of the queue; false when it is no longer
+    /// there (a slot was granted to it).
+    fn leave(&mut self, ticket: u64) -> bool {
+        match self.queue.iter().position(|w| w.0 == ticket) {
+            Some(pos) => {
+                self.queue.remove(pos);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Hands free slots to the waiters at the head of the queue.
     fn grant(&mut self) {
         while let Some((_, capacity, _)) = self.queue.front() {
@@ -179,9 +191,7 @@ impl Drop for Waiting<'_> {
             return;
         }
         if let Ok(mut st) = self.admission.state.lock() {
-            if let Some(pos) = st.queue.iter().position(|w| w.0 == self.ticket) {
-                st.queue.remove(pos);
-            } else if self.granted.try_recv().is_ok() {
+            if !st.leave(self.ticket) && self.granted.try_recv().is_ok() {
                 // Granted just now: the slot is ours to give back.
                 st.running = st.running.saturating_sub(1);
             }
@@ -227,8 +237,7 @@ impl Admission {
         if matches!(got, Ok(Ok(()))) {
             return Ok(Permit(self.clone()));
         }
-        if let Some(pos) = st.queue.iter().position(|w| w.0 == ticket) {
-            st.queue.remove(pos);
+        if st.leave(ticket) {
             st.grant();
             return Err(());
         }

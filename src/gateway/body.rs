@@ -220,8 +220,8 @@ impl PendingRecord {
     }
 
     /// Attaches the record to the response body, which writes it when it ends.
-    /// `head_bytes`: size of the response head; `checkin`: the backend connection
-    /// to return to the pool once the body was read to the end.
+    /// `head_bytes`: size of the response head. (A backend body returns its
+    /// connection to the pool itself: `h1client.rs` `BackendBody`.)
     pub fn into_body(mut self, inner: Inner, head_bytes: u64) -> ResponseBody {
         self.armed = false;
         let record = std::mem::replace(&mut self.record, empty_record());

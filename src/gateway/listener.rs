@@ -311,7 +311,7 @@ impl Listeners {
                 .into();
             p.http_version = words.next().unwrap_or("").chars().take(16).collect();
             p.http_status = status.as_u16();
-            p.error_info = info.as_str().into();
+            p.error_info = info.text();
             p.received_bytes = n as u64;
             p.request_query = p
                 .original_request_uri_with_args
