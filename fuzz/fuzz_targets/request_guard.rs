@@ -1,80 +1,27 @@
-//! The HTTP/1 request guard (`gateway::guard::GuardedIo`), driven through its
-//! public reader interface exactly as hyper drives it: client bytes in, the
-//! bytes hyper gets out. Covers the whole state machine (head detection, head
-//! checks, Content-Length and chunked body tracking, pipelining, upgrades, the
-//! HTTP/2 preface, refusals), not only the head check.
+//! The HTTP/1 request reader of our server: `gateway::guard::take_head` for
+//! heads and `gateway::h1client::decode_body` for bodies, driven the way
+//! `gateway::h1server` drives them: client bytes arrive in reads, each read is
+//! appended to the input, then heads are taken and bodies decoded as far as the
+//! input goes. Covers head detection, the head checks, Content-Length and
+//! chunked bodies, pipelining, upgrades, the HTTP/2 preface and refusals.
 //!
 //! Input: byte 0 chooses how reads are split (bits 0-1: how many read-size
-//! bytes follow, 0 = the client's bytes arrive at once; bits 2-7: hyper's read
-//! buffer, 0 = 8 KiB else that many bytes), then the read sizes (1..=256 each,
-//! used in turn), then the client's bytes.
+//! bytes follow, 0 = the client's bytes arrive at once), then the read sizes
+//! (1..=256 each, used in turn), then the client's bytes.
 //!
 //! Checks, besides "no panic":
-//! - the guard stops (Pending) exactly when it recorded a refusal, and then the
-//!   last thing hyper read is the synthetic request that carries the refusal;
-//! - every request head the guard passes on parses with httparse, and the
-//!   bodies it passes on are framed as those heads say (Content-Length bytes,
-//!   or chunks as httparse reads chunk sizes), up to an upgrade or CONNECT.
+//! - the HTTP/2 preface is recognised only at the start;
+//! - every head the reader accepts parses with httparse and says the same
+//!   framing (Content-Length, or chunked);
+//! - the bytes the body decoder consumed, head and body together, are exactly
+//!   the messages httparse reads (chunk sizes as httparse reads them), up to an
+//!   upgrade or CONNECT, and a Content-Length body decodes to that many bytes.
 #![no_main]
 
+use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use portcullis::gateway::guard::{ConnShared, GuardedIo};
-use std::io;
-use std::pin::Pin;
-use std::sync::OnceLock;
-use std::task::{Context, Poll, Waker};
-use tokio::io::{AsyncRead, ReadBuf};
-
-/// The client: hands out `data` in reads of the given sizes; never pending.
-struct Client<'a> {
-    data: &'a [u8],
-    sizes: &'a [u8],
-    next: usize,
-}
-
-impl AsyncRead for Client<'_> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        let want = match this.sizes {
-            [] => usize::MAX,
-            s => {
-                let n = usize::from(s[this.next % s.len()]) + 1;
-                this.next += 1;
-                n
-            }
-        };
-        let n = want.min(buf.remaining()).min(this.data.len());
-        buf.put_slice(&this.data[..n]);
-        this.data = &this.data[n..];
-        Poll::Ready(Ok(()))
-    }
-}
-
-#[derive(Debug, PartialEq)]
-enum End {
-    /// EOF after the client's bytes.
-    Eof,
-    /// A body framing error after its head was already passed on.
-    Error,
-    /// The guard holds the connection after a refusal.
-    Refused,
-}
-
-/// The head timer needs a tokio runtime with a time driver in context; the
-/// runtime is never driven, so the timer never fires.
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("runtime")
-    })
-}
+use portcullis::gateway::guard::{take_head, BodyFraming, Step};
+use portcullis::gateway::h1client::{decode_body, Framing};
 
 fuzz_target!(|input: &[u8]| {
     let Some((&control, rest)) = input.split_first() else {
@@ -82,66 +29,87 @@ fuzz_target!(|input: &[u8]| {
     };
     let n_sizes = usize::from(control & 3).min(rest.len());
     let (sizes, data) = rest.split_at(n_sizes);
-    let cap = match usize::from(control >> 2) {
-        0 => 8192,
-        n => n,
-    };
 
-    let _rt = runtime().enter();
-    let shared = ConnShared::new();
-    let client = Client {
-        data,
-        sizes,
-        next: 0,
-    };
-    let mut io = GuardedIo::new(client, shared.clone());
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; cap];
-    let end = loop {
-        let mut rb = ReadBuf::new(&mut buf);
-        match Pin::new(&mut io).poll_read(&mut cx, &mut rb) {
-            Poll::Ready(Ok(())) if rb.filled().is_empty() => break End::Eof,
-            Poll::Ready(Ok(())) => out.extend_from_slice(rb.filled()),
-            Poll::Ready(Err(_)) => break End::Error,
-            Poll::Pending => break End::Refused,
+    let mut buf = BytesMut::new();
+    let mut fed = 0;
+    let mut next_size = 0;
+    // Bytes accepted as messages so far (heads and bodies, as consumed).
+    let mut passed = Vec::new();
+    let mut first = true;
+    // The body being decoded: its state, bytes decoded, Content-Length.
+    let mut body: Option<(Framing, u64, Option<u64>)> = None;
+    let mut upgraded = false;
+    'reads: while fed < data.len() {
+        let n = match sizes {
+            [] => data.len() - fed,
+            s => {
+                let n = usize::from(s[next_size % s.len()]) + 1;
+                next_size += 1;
+                n.min(data.len() - fed)
+            }
+        };
+        buf.extend_from_slice(&data[fed..fed + n]);
+        fed += n;
+        loop {
+            if let Some((framing, got, length)) = body.as_mut() {
+                let before = buf.len();
+                let (next, piece) = match decode_body(&mut buf, *framing) {
+                    Ok(r) => r,
+                    Err(_) => break 'reads, // invalid framing: the body fails
+                };
+                passed.extend_from_slice(&data[fed - before..fed - buf.len()]);
+                *got += piece.map(|p| p.len() as u64).unwrap_or(0);
+                *framing = next;
+                if next.is_done() {
+                    if let Some(n) = length {
+                        assert_eq!(*got, *n, "a Content-Length body decodes to its length");
+                    }
+                    body = None;
+                    if upgraded {
+                        break 'reads;
+                    }
+                    continue;
+                }
+                if before == buf.len() {
+                    continue 'reads; // needs more bytes
+                }
+                continue;
+            }
+            if upgraded {
+                break 'reads;
+            }
+            match take_head(&mut buf, &mut first) {
+                Step::NeedMore => {
+                    // Skipped empty lines are not part of a message.
+                    continue 'reads;
+                }
+                Step::Http2 => {
+                    assert!(data.starts_with(b"PRI * HTTP/2.0"), "preface only at the start");
+                    return;
+                }
+                Step::Refused(_) => break 'reads,
+                Step::Request(head) => {
+                    let end = fed - buf.len();
+                    passed.extend_from_slice(&data[end - head.bytes..end]);
+                    upgraded = head.upgrade;
+                    body = match head.body {
+                        BodyFraming::None => None,
+                        BodyFraming::Length(n) => Some((Framing::Length(n), 0, Some(n))),
+                        BodyFraming::Chunked => Some((
+                            Framing::Chunked(portcullis::gateway::chunked::Chunk::START),
+                            0,
+                            None,
+                        )),
+                    };
+                }
+            }
         }
-        assert!(
-            out.len() <= data.len() + 256,
-            "the guard produces more than it was given"
-        );
-    };
-    drop(io);
-
-    let refused = shared.rejection.lock().expect("lock").is_some();
-    assert_eq!(
-        refused,
-        end == End::Refused,
-        "refusal recorded: {refused}, but the reader ended with {end:?}"
-    );
-    let mut passed = &out[..];
-    if refused {
-        let synthetic = format!(
-            "GET {} HTTP/1.1\r\nhost: rejected.invalid\r\nconnection: close\r\n\r\n",
-            shared.reject_path()
-        );
-        assert!(
-            out.ends_with(synthetic.as_bytes()),
-            "a refusal must end with the synthetic request: {:?}",
-            String::from_utf8_lossy(&out)
-        );
-        assert!(shared.take_rejection(&shared.reject_path()).is_some());
-        passed = &out[..out.len() - synthetic.len()];
     }
-    if data.starts_with(b"PRI * HTTP/2.0") {
-        // HTTP/2 prior knowledge: passed through untouched.
-        assert_eq!(out, data);
-        return;
-    }
-    check_messages(passed);
+    check_messages(&passed);
 });
 
-/// Walks the messages hyper would read from `out`.
+/// Walks the messages httparse reads from `out`: each must parse, and each
+/// body must be framed as its head says.
 fn check_messages(mut out: &[u8]) {
     while !out.is_empty() {
         let mut headers = [httparse::EMPTY_HEADER; 128];
@@ -149,7 +117,7 @@ fn check_messages(mut out: &[u8]) {
         let head_len = match req.parse(out) {
             Ok(httparse::Status::Complete(n)) => n,
             other => panic!(
-                "the guard passed a head httparse does not accept ({other:?}): {:?}",
+                "the reader accepted a head httparse does not accept ({other:?}): {:?}",
                 String::from_utf8_lossy(out)
             ),
         };
@@ -196,7 +164,7 @@ fn chunked_len(b: &[u8]) -> Option<usize> {
             Ok(httparse::Status::Complete(r)) => r,
             Ok(httparse::Status::Partial) => return None,
             Err(_) => panic!(
-                "the guard passed a chunk size httparse does not accept: {:?}",
+                "the reader accepted a chunk size httparse does not accept: {:?}",
                 String::from_utf8_lossy(&b[i..])
             ),
         };
@@ -218,7 +186,7 @@ fn chunked_len(b: &[u8]) -> Option<usize> {
         assert_eq!(
             &b[end..end + 2],
             b"\r\n",
-            "the guard passed chunk data not followed by CRLF"
+            "the reader accepted chunk data not followed by CRLF"
         );
         i = end + 2;
     }

@@ -186,8 +186,6 @@ pub struct PendingRecord {
     pub in_flight: Option<InFlight>,
     /// Holds the request's place in its app's concurrency limit until the body ends.
     pub admission: Option<crate::registry::Permit>,
-    /// Keeps the client connection out of its keep-alive idle time until the body ends.
-    pub conn_active: Option<super::guard::ActiveRequest>,
     armed: bool,
 }
 
@@ -209,7 +207,6 @@ impl PendingRecord {
             received_body: None,
             in_flight: None,
             admission: None,
-            conn_active: None,
             armed: true,
         }
     }

@@ -63,7 +63,7 @@ pub enum SendError {
     Malformed(String),
     /// The client's request body failed: the client went away mid-upload.
     #[error("client request body: {0}")]
-    ClientBody(hyper::Error),
+    ClientBody(super::reqbody::ClientBodyError),
     /// The server was removed from its pool and its connections cut.
     #[error("server removed from its pool")]
     Cut,
@@ -492,9 +492,10 @@ fn build_head(
     Ok((parts, framing, reusable))
 }
 
-/// Where the response body ends.
+/// Where a message body ends: a backend's response, or (in `h1server.rs`) a
+/// client's request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
+pub enum Framing {
     /// This many bytes remain.
     Length(u64),
     /// Chunked, in this state.
@@ -507,7 +508,7 @@ enum Framing {
 
 impl Framing {
     /// The body has ended (or never had bytes to come).
-    fn is_done(self) -> bool {
+    pub fn is_done(self) -> bool {
         matches!(self, Framing::Done | Framing::Length(0))
     }
 }
@@ -614,8 +615,9 @@ impl BackendBody {
 /// One step of the body decoder on the bytes already read: the next framing
 /// state and, when the buffer held some, a piece of the body. `(same state,
 /// None)` means more bytes are needed. Used on sockets by [`BackendBody`] and
-/// in memory by [`decode_answer`].
-fn decode_body(buf: &mut BytesMut, framing: Framing) -> io::Result<(Framing, Option<Bytes>)> {
+/// the server's request bodies (`h1server.rs`), and in memory by
+/// [`decode_answer`]. Errors: invalid chunked framing.
+pub fn decode_body(buf: &mut BytesMut, framing: Framing) -> io::Result<(Framing, Option<Bytes>)> {
     match framing {
         Framing::Length(n) if n > 0 && !buf.is_empty() => {
             let k = (buf.len() as u64).min(n) as usize;
@@ -632,7 +634,7 @@ fn decode_body(buf: &mut BytesMut, framing: Framing) -> io::Result<(Framing, Opt
 
 /// What the end of the connection means for a body in state `framing`: the
 /// end of a close-delimited body, else a body cut short.
-fn end_of_stream(framing: Framing) -> io::Result<Framing> {
+pub fn end_of_stream(framing: Framing) -> io::Result<Framing> {
     match framing {
         Framing::Close | Framing::Done | Framing::Length(0) => Ok(Framing::Done),
         Framing::Length(n) => Err(io::Error::new(

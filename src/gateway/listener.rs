@@ -1,20 +1,22 @@
 //! Bound sockets and client connections: accept, TLS (with the plain-HTTP-on-
-//! https-port check), the HTTP/1 guard, and hyper's HTTP/1.1 + HTTP/2 server.
+//! https-port check), then our HTTP/1.1 server (`h1server.rs`) or hyper's
+//! HTTP/2 server (ALPN `h2`, or the prior-knowledge preface).
 //!
 //! [`Listeners`] keeps one accept loop per bound address and reconciles them with
 //! each new config: new addresses are bound *before* the new tables go live,
 //! removed ones stop accepting after; open connections are never cut by a reload.
 
 use super::failure::{builtin_page, ErrorInfo};
-use super::guard::{ConnShared, GuardedIo};
+use super::h1server::{self, Outcome, Timeouts};
 use super::proxy::{self, base_record, ConnInfo, Gateway, TlsInfo};
+use super::reqbody::ClientBody;
 use crate::accesslog::secs_number;
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,25 +31,39 @@ struct Active {
     stop: watch::Sender<bool>,
 }
 
+/// Most concurrent streams on one HTTP/2 client connection.
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 250;
+
 /// The accept loops of the gateway.
 pub struct Listeners {
     gateway: Arc<Gateway>,
     active: Mutex<HashMap<SocketAddr, Active>>,
-    graceful: Mutex<Option<GracefulShutdown>>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    /// Turns true when the gateway shuts down: connections finish their
+    /// request in progress and close.
+    shutdown: watch::Sender<bool>,
+    /// Client connections open, and a wake-up when the last one closes.
+    open: Arc<OpenCount>,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+/// The number of open client connections.
+#[derive(Default)]
+struct OpenCount {
+    n: AtomicUsize,
+    none_left: tokio::sync::Notify,
 }
 
 impl Listeners {
     /// No sockets yet.
     pub fn new(gateway: Arc<Gateway>) -> Arc<Listeners> {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http1().keep_alive(true).half_close(false);
-        builder.http2().max_concurrent_streams(250);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS);
         Arc::new(Listeners {
             gateway,
             active: Mutex::new(HashMap::new()),
-            graceful: Mutex::new(Some(GracefulShutdown::new())),
-            builder: Arc::new(builder),
+            shutdown: watch::channel(false).0,
+            open: Arc::new(OpenCount::default()),
+            h2,
         })
     }
 
@@ -118,10 +134,16 @@ impl Listeners {
     /// (idle keep-alive connections close at once) for at most `timeout`.
     pub async fn shutdown(&self, timeout: Duration) {
         self.retain(&[]);
-        let graceful = self.graceful.lock().ok().and_then(|mut g| g.take());
-        if let Some(g) = graceful {
-            if tokio::time::timeout(timeout, g.shutdown()).await.is_err() {
+        self.shutdown.send_replace(true);
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let none_left = self.open.none_left.notified();
+            if self.open.n.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, none_left).await.is_err() {
                 tracing::warn!("shutdown timeout reached with requests still in flight");
+                return;
             }
         }
     }
@@ -141,9 +163,11 @@ impl Listeners {
                         let m = &self.gateway.telemetry.metrics;
                         m.new_connections.inc();
                         m.current_connections.inc();
-                        let watcher = self.graceful.lock().ok().and_then(|g| g.as_ref().map(|g| g.watcher()));
-                        let Some(watcher) = watcher else { break };
-                        tokio::spawn(self.clone().serve_tcp(key, stream, peer, watcher));
+                        if *self.shutdown.borrow() {
+                            break;
+                        }
+                        self.open.n.fetch_add(1, Ordering::AcqRel);
+                        tokio::spawn(self.clone().serve_tcp(key, stream, peer));
                     }
                     Err(e) => {
                         // EMFILE and friends: back off briefly instead of spinning.
@@ -155,21 +179,18 @@ impl Listeners {
         }
     }
 
-    async fn serve_tcp(
-        self: Arc<Self>,
-        key: SocketAddr,
-        stream: TcpStream,
-        peer: SocketAddr,
-        watcher: hyper_util::server::graceful::Watcher,
-    ) {
+    async fn serve_tcp(self: Arc<Self>, key: SocketAddr, stream: TcpStream, peer: SocketAddr) {
         // Counted open from accept to the end of this task.
-        struct Open(Arc<Gateway>);
+        struct Open(Arc<Gateway>, Arc<OpenCount>);
         impl Drop for Open {
             fn drop(&mut self) {
                 self.0.telemetry.metrics.current_connections.dec();
+                if self.1.n.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    self.1.none_left.notify_waiters();
+                }
             }
         }
-        let _open = Open(self.gateway.clone());
+        let _open = Open(self.gateway.clone(), self.open.clone());
         let tls = self
             .gateway
             .snapshot
@@ -177,11 +198,23 @@ impl Listeners {
             .ports
             .get(&key)
             .and_then(|p| p.tls.clone());
-        let Some(tls) = tls else {
-            let (io, info) = self.guarded(stream, key, peer, None);
-            self.serve(io, info, watcher).await;
-            return;
-        };
+        match tls {
+            None => self.serve_http1(stream, key, peer, None).await,
+            // Boxed: the handshake and the TLS stream are large, and a plain
+            // connection's task must not carry room for them.
+            Some(tls) => Box::pin(self.serve_tls(tls, key, stream, peer)).await,
+        }
+    }
+
+    /// An https connection: the plain-HTTP check, the handshake (SNI, ALPN), then
+    /// HTTP/2 or HTTP/1.
+    async fn serve_tls(
+        &self,
+        tls: Arc<rustls::ServerConfig>,
+        key: SocketAddr,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) {
         let mut first = [0u8; 1];
         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
             Ok(Ok(1)) => {}
@@ -221,54 +254,73 @@ impl Listeners {
                 key,
                 peer,
                 Some(tls_info),
-                None,
+                false,
             ));
-            self.serve(tls_stream, info, watcher).await;
+            self.serve_h2(tls_stream, info).await;
         } else {
-            let (io, info) = self.guarded(tls_stream, key, peer, Some(tls_info));
-            self.serve(io, info, watcher).await;
+            self.serve_http1(tls_stream, key, peer, Some(tls_info))
+                .await;
         }
     }
 
-    /// Wraps an HTTP/1 client connection (plain or TLS) in the request guard,
-    /// with the head and idle timeouts of the running snapshot, and makes the
-    /// connection's info pointing at the guard's shared state.
-    fn guarded<T>(
-        &self,
-        io: T,
-        bound: SocketAddr,
-        peer: SocketAddr,
-        tls: Option<TlsInfo>,
-    ) -> (GuardedIo<T>, Arc<ConnInfo>) {
-        let snapshot = self.gateway.snapshot.load();
-        let shared = ConnShared::with_idle_timeout(Some(snapshot.idle_timeout));
-        let info = Arc::new(ConnInfo::new(
-            self.gateway.clone(),
-            bound,
-            peer,
-            tls,
-            Some(shared.clone()),
-        ));
-        (
-            GuardedIo::with_timeout(io, shared, snapshot.header_timeout),
-            info,
-        )
-    }
-
-    async fn serve<I>(
-        &self,
-        io: I,
-        info: Arc<ConnInfo>,
-        watcher: hyper_util::server::graceful::Watcher,
-    ) where
+    /// Serves an HTTP/1 client connection (plain or TLS) with the head and idle
+    /// timeouts of the running snapshot; hands it to HTTP/2 if it starts with
+    /// the HTTP/2 preface.
+    async fn serve_http1<I>(&self, io: I, bound: SocketAddr, peer: SocketAddr, tls: Option<TlsInfo>)
+    where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let svc = service_fn(move |req| proxy::handle(info.clone(), req));
-        let conn = self
-            .builder
-            .serve_connection_with_upgrades(TokioIo::new(io), svc);
-        if let Err(e) = watcher.watch(conn).await {
-            tracing::debug!("client connection ended with an error: {e}");
+        let snapshot = self.gateway.snapshot.load();
+        let timeouts = Timeouts {
+            header: snapshot.header_timeout,
+            idle: snapshot.idle_timeout,
+        };
+        drop(snapshot);
+        let info = Arc::new(ConnInfo::new(self.gateway.clone(), bound, peer, tls, true));
+        let shutdown = self.shutdown.subscribe();
+        if let Outcome::Http2(io) = h1server::serve(io, info.clone(), timeouts, shutdown).await {
+            let info = Arc::new(ConnInfo::new(
+                self.gateway.clone(),
+                bound,
+                peer,
+                info.tls.clone(),
+                false,
+            ));
+            // Boxed: hyper's HTTP/2 connection is large, and an HTTP/1
+            // connection's task must not carry room for it.
+            Box::pin(self.serve_h2(io, info)).await;
+        }
+    }
+
+    /// Serves an HTTP/2 client connection with hyper until it ends; on shutdown,
+    /// sends GOAWAY and lets the streams in progress finish.
+    async fn serve_h2<I>(&self, io: I, info: Arc<ConnInfo>)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let handler = proxy::handle(info.clone(), req.map(ClientBody::H2));
+            async move { Ok::<_, std::convert::Infallible>(handler.await) }
+        });
+        let conn = self.h2.serve_connection(TokioIo::new(io), svc);
+        tokio::pin!(conn);
+        let mut shutdown = self.shutdown.subscribe();
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!("HTTP/2 client connection ended with an error: {e}");
+                    }
+                    return;
+                }
+                r = shutdown.wait_for(|s| *s), if !stopping => {
+                    stopping = true;
+                    if r.is_ok() {
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
         }
     }
 

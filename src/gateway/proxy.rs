@@ -10,12 +10,14 @@
 
 use super::body::{Inner, PendingRecord, ResponseBody};
 use super::failure::{builtin_page, custom_page, ErrorInfo};
-use super::guard::{ActiveRequest, ConnShared, Rejection};
+use super::guard::Rejection;
 use super::h1client;
+use super::h1server::OnUpgrade;
 use super::headers::{self, X_TRANSACTION_ID};
 use super::health::ServerHealth;
 use super::pool::{affinity_key, Backend, Candidate, HostRewrite, PoolSource, ServerAddr};
 use super::probe::Prober;
+use super::reqbody::ClientBody;
 use super::routing::{backend_path, match_listener, ListenerInfo};
 use super::upstream::{Conn, ConnKey, ConnectError, ReqBody, Upstream};
 use super::Snapshot;
@@ -26,9 +28,9 @@ use bytes::Bytes;
 use compact_str::ToCompactString;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
-use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -67,8 +69,8 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// TLS details for https listeners.
     pub tls: Option<TlsInfo>,
-    /// Guard state for HTTP/1 connections.
-    pub guard: Option<Arc<ConnShared>>,
+    /// An HTTP/1 connection (our server, `h1server.rs`), not HTTP/2.
+    pub http1: bool,
     /// The client's IP address as text (`clientIP`, `X-Forwarded-For`), made
     /// once per connection.
     pub peer_ip: String,
@@ -81,14 +83,14 @@ impl ConnInfo {
         bound: SocketAddr,
         peer: SocketAddr,
         tls: Option<TlsInfo>,
-        guard: Option<Arc<ConnShared>>,
+        http1: bool,
     ) -> ConnInfo {
         ConnInfo {
             gateway,
             bound,
             peer,
             tls,
-            guard,
+            http1,
             peer_ip: peer.ip().to_string(),
         }
     }
@@ -148,59 +150,62 @@ pub fn base_record(
     }
 }
 
-/// hyper service entry point for one request.
+/// The handler of one client request (HTTP/1 from `h1server.rs`, HTTP/2 from
+/// hyper): routes it, forwards it, and answers with a body that writes the
+/// request's access-log record when it ends (or is dropped: 499).
 ///
-/// The work is boxed: hyper keeps a slot the size of this future in every
-/// HTTP/1 connection for its whole life, and the request's state machine is
-/// about 10 KiB; boxed, an idle keep-alive connection holds only a pointer and
-/// the 10 KiB exist only while a request is in progress.
-pub async fn handle(
+/// The future is boxed: its state machine is about 10 KiB and exists only while
+/// a request is in progress, not in every idle connection.
+pub fn handle(
     conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Infallible> {
-    Box::pin(handle_request(conn, req)).await
+    req: Request<ClientBody>,
+) -> Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>> {
+    Box::pin(handle_request(conn, req))
 }
 
-async fn handle_request(
-    conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Infallible> {
-    let start = Instant::now();
-    let txid = new_transaction_id();
-    let snapshot = conn.gateway.snapshot.load_full();
+/// A new record for a request of `conn`, its clock started.
+fn pending_record(conn: &ConnInfo, snapshot: &Snapshot, txid: &str) -> PendingRecord {
     let record = base_record(
         &snapshot.instance_id,
         conn.peer,
         &conn.peer_ip,
         conn.tls.as_ref(),
-        &txid,
+        txid,
     );
-    let mut pending = PendingRecord::new(
+    PendingRecord::new(
         conn.gateway.log.clone(),
         conn.gateway.telemetry.clone(),
         record,
-        start,
-    );
-    pending.conn_active = conn.guard.as_ref().map(ActiveRequest::new);
+        Instant::now(),
+    )
+}
 
-    if let Some(shared) = &conn.guard {
-        if let Some(rej) = shared.take_rejection(req.uri().path()) {
-            fill_from_rejection(&mut pending.record.properties, &rej);
-            pending.received_head = rej.received_bytes;
-            return Ok(error_response(pending, rej.info, &txid, None));
-        }
-    }
+/// The answer to a request head the guard refused (4xx, `Connection: close`),
+/// with its record.
+pub fn refused(conn: &ConnInfo, rej: Rejection) -> Response<ResponseBody> {
+    let txid = new_transaction_id();
+    let snapshot = conn.gateway.snapshot.load();
+    let mut pending = pending_record(conn, &snapshot, &txid);
+    fill_from_rejection(&mut pending.record.properties, &rej);
+    pending.received_head = rej.received_bytes;
+    error_response(pending, rej.info, &txid, None)
+}
+
+async fn handle_request(conn: Arc<ConnInfo>, req: Request<ClientBody>) -> Response<ResponseBody> {
+    let txid = new_transaction_id();
+    let snapshot = conn.gateway.snapshot.load_full();
+    let pending = pending_record(&conn, &snapshot, &txid);
     // The guard stops checking a connection once a request asks for an upgrade
     // (or is a CONNECT): unless the answer really is 101, close the connection so
     // no further request can ride on it unchecked.
-    let asked_upgrade = conn.guard.is_some()
+    let asked_upgrade = conn.http1
         && (req.method() == Method::CONNECT || req.headers().contains_key(header::UPGRADE));
     let mut resp = proxy(&conn, &snapshot, req, pending, &txid).await;
     if asked_upgrade && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    Ok(resp)
+    resp
 }
 
 fn fill_from_rejection(p: &mut Properties, rej: &Rejection) {
@@ -278,7 +283,7 @@ fn path_and_query(uri: &Uri) -> &str {
 async fn proxy(
     conn: &ConnInfo,
     snapshot: &Snapshot,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     mut pending: PendingRecord,
     txid: &str,
 ) -> Response<ResponseBody> {
@@ -353,7 +358,7 @@ fn host_without_port(host: &str) -> String {
 async fn route_and_forward(
     conn: &ConnInfo,
     snapshot: &Snapshot,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     mut pending: PendingRecord,
     txid: &str,
     client_host: String,
@@ -426,7 +431,10 @@ async fn route_and_forward(
     }
     let wants_upgrade =
         req.version() == Version::HTTP_11 && req.headers().contains_key(header::UPGRADE);
-    let client_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
+    let client_upgrade = req
+        .extensions_mut()
+        .remove::<OnUpgrade>()
+        .filter(|_| wants_upgrade);
     let (parts, body) = req.into_parts();
     let mut out_headers = parts.headers;
     let upgrade_value = out_headers.get(header::UPGRADE).cloned();
@@ -607,9 +615,6 @@ async fn route_and_forward(
                         if let (Some(client_up), Some(backend_conn)) =
                             (client_upgrade, rbody.into_conn())
                         {
-                            if let Some(g) = &conn.guard {
-                                g.upgraded.store(true, std::sync::atomic::Ordering::Relaxed);
-                            }
                             tokio::spawn(tunnel(client_up, backend_conn));
                         }
                         let keep_upgrade = rparts.headers.get(header::UPGRADE).cloned();
@@ -660,10 +665,15 @@ async fn route_and_forward(
                 }
                 Ok(Err(err)) => {
                     if let h1client::SendError::ClientBody(e) = &err {
-                        // The client went away in the middle of its body: no
-                        // backend is at fault.
+                        // The client went away in the middle of its body, or its
+                        // chunked framing is invalid: no backend is at fault.
                         tracing::debug!(server = %addr, error = %e, "client request body failed");
-                        return fail(pending, ErrorInfo::ClientClosedRequest, txid, listener);
+                        let info = if super::reqbody::is_invalid_framing(e) {
+                            ErrorInfo::InvalidRequest
+                        } else {
+                            ErrorInfo::ClientClosedRequest
+                        };
+                        return fail(pending, info, txid, listener);
                     }
                     tracing::debug!(server = %addr, error = %err, reused, "backend failed before response headers");
                     let reset = err.is_reset();
@@ -817,11 +827,10 @@ fn tls_name_for(
 
 /// Joins an upgraded client connection to its backend connection (bytes the
 /// backend sent after its 101 head go first) until either side closes.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, mut backend: Conn) {
-    let Ok(c) = client.await else {
+async fn tunnel(client: OnUpgrade, mut backend: Conn) {
+    let Some(mut c) = client.connection().await else {
         return;
     };
-    let mut c = hyper_util::rt::TokioIo::new(c);
     let _ = tokio::io::copy_bidirectional(&mut c, &mut backend).await;
 }
 

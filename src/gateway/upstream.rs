@@ -14,9 +14,9 @@
 //! instant after is the keep-alive race, retried on a fresh connection (see
 //! `proxy.rs`).
 
+use super::reqbody::{ClientBody, ClientBodyError};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use rustls_pki_types::ServerName;
 use std::collections::HashMap;
 use std::io;
@@ -42,17 +42,17 @@ pub enum ReqBody {
     /// No body.
     Empty,
     /// The client's streaming body; the counter adds up its bytes for `receivedBytes`.
-    Client(Incoming, Arc<AtomicU64>),
+    Client(ClientBody, Arc<AtomicU64>),
 }
 
 impl Body for ReqBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ClientBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
         match self.get_mut() {
             ReqBody::Empty => Poll::Ready(None),
             ReqBody::Client(b, count) => {

@@ -180,3 +180,120 @@ fn dechunk(s: &str) -> String {
     }
     out
 }
+
+/// Reads one response (head, then a `Content-Length` body) from `s`, keeping
+/// bytes past it in `rest`. Returns the head (lowercased) and the body.
+fn read_response(s: &mut std::net::TcpStream, rest: &mut Vec<u8>) -> (String, Vec<u8>) {
+    let mut buf = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = rest.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut buf).expect("read");
+        assert!(
+            n > 0,
+            "closed before a response head: {:?}",
+            String::from_utf8_lossy(rest)
+        );
+        rest.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&rest[..head_end]).to_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let len = if head.contains("\r\n\r\n") && head.starts_with("http/1.1 100") {
+        0
+    } else {
+        len
+    };
+    while rest.len() < head_end + len {
+        let n = s.read(&mut buf).expect("read body");
+        assert!(n > 0, "closed inside a body");
+        rest.extend_from_slice(&buf[..n]);
+    }
+    let body = rest[head_end..head_end + len].to_vec();
+    rest.drain(..head_end + len);
+    (head, body)
+}
+
+/// The client side of HTTP/1.x as RFC 9112 and RFC 9110 describe it:
+/// pipelined requests are answered in order, HTTP/1.0 keep-alive is honoured,
+/// HEAD gets the head only, and `Expect: 100-continue` gets its interim answer
+/// before the body is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_pipelining_head_and_expect_continue() {
+    let app = DemoApp::start();
+    let port = free_port();
+    let gw = Gateway::start("h1", &basic_config(port, &[app.addr.to_string()], ""));
+    let open = || {
+        let s = std::net::TcpStream::connect(local(port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        s
+    };
+
+    // Three requests in one write: answered in order on one connection.
+    let mut s = open();
+    s.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nfirstHEAD / HTTP/1.1\r\nHost: a\r\n\r\nPOST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nthird",
+    )
+    .expect("write");
+    let mut rest = Vec::new();
+    let (h1, b1) = read_response(&mut s, &mut rest);
+    assert!(h1.starts_with("http/1.1 200"), "{h1}");
+    assert_eq!(b1, b"first");
+    // HEAD: the head only, whatever its Content-Length says.
+    let mut buf = [0u8; 8192];
+    while !rest.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf).expect("read");
+        rest.extend_from_slice(&buf[..n]);
+    }
+    let head_end = rest.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
+    let h2 = String::from_utf8_lossy(&rest[..head_end]).to_lowercase();
+    assert!(h2.starts_with("http/1.1 200"), "{h2}");
+    rest.drain(..head_end);
+    let (h3, b3) = read_response(&mut s, &mut rest);
+    assert!(h3.starts_with("http/1.1 200"), "{h3}");
+    assert_eq!(
+        b3, b"third",
+        "the answer after a HEAD starts where the HEAD's head ends"
+    );
+    assert!(h3.contains("\r\ndate: "), "every answer carries Date: {h3}");
+
+    // HTTP/1.0 with keep-alive: kept open and said so; without: closed.
+    let mut s = open();
+    let mut rest = Vec::new();
+    s.write_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .expect("write");
+    let (h, _) = read_response(&mut s, &mut rest);
+    assert!(h.starts_with("http/1.0 200"), "{h}");
+    assert!(h.contains("connection: keep-alive"), "{h}");
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("write");
+    let (h, _) = read_response(&mut s, &mut rest);
+    assert!(h.starts_with("http/1.0 200"), "{h}");
+    assert_eq!(
+        s.read(&mut buf).expect("read"),
+        0,
+        "HTTP/1.0 without keep-alive closes"
+    );
+
+    // Expect: 100-continue: the interim answer comes before the body is sent.
+    let mut s = open();
+    let mut rest = Vec::new();
+    s.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .expect("write");
+    let (h, _) = read_response(&mut s, &mut rest);
+    assert!(h.starts_with("http/1.1 100 continue"), "{h}");
+    s.write_all(b"hello").expect("write");
+    let (h, b) = read_response(&mut s, &mut rest);
+    assert!(h.starts_with("http/1.1 200"), "{h}");
+    assert_eq!(b, b"hello");
+    for head in [&h1, &h2, &h3, &h] {
+        let rec = gw.record(&raw_txid(head));
+        assert_eq!(rec["properties"]["httpStatus"], 200, "{rec}");
+    }
+}

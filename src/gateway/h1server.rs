@@ -1,0 +1,941 @@
+//! Our HTTP/1.1 server for client connections (RFC 9112), plain or TLS.
+//!
+//! One task per connection runs [`serve`]: it reads request heads with the guard
+//! ([`guard::take_head`]: checked and parsed once), calls the handler
+//! (`proxy::handle`) on the same task, decodes the request body into the
+//! handler's [`H1Body`] as the backend takes it, and writes the response head
+//! and body (Content-Length, chunked, or close-delimited for HTTP/1.0 clients).
+//!
+//! What it does, in the terms of other servers:
+//! - **Keep-alive** (RFC 9112 §9.3): HTTP/1.1 unless `Connection: close`;
+//!   HTTP/1.0 with `Connection: keep-alive` (answered with the same header, as
+//!   nginx does). Pipelined requests are answered in order.
+//! - **Timeouts**: `[gateway].client_idle_timeout` between requests (close, no
+//!   answer; Application Gateway v2's 75 s by default), and
+//!   `[gateway].request_header_timeout` from the first byte of a head to its end
+//!   (408 `ERRORINFO_REQUEST_HEADER_TIMEOUT`).
+//! - **Refusals** (`guard.rs`): 4xx with its `error_info` and record, then a
+//!   lingering close (up to [`guard::LINGER`] / [`guard::LINGER_BYTES`]) so the
+//!   kernel does not reset the answer away.
+//! - **`Expect: 100-continue`** (RFC 9110 §10.1.1): `100 Continue` is sent when
+//!   the handler first reads the body, as hyper does; a handler that answers
+//!   without reading it closes the connection after the answer.
+//! - **A client that goes away** (end of stream, reset) before its response has
+//!   been written: the handler's future and body are dropped, which records 499
+//!   `CLIENT_CLOSED_REQUEST` (as with hyper's half-close off).
+//! - **Upgrades**: a 101 answer hands the connection (and any bytes read past the
+//!   head) to the request's [`OnUpgrade`].
+//! - **HTTP/2 prior knowledge**: the connection preface ends this server and
+//!   gives the connection, with what was read, back to the caller for hyper's
+//!   HTTP/2 server.
+//! - **Graceful shutdown**: when the `shutdown` flag turns true, a connection
+//!   waiting between requests closes at once; one in the middle of a request
+//!   finishes it with `Connection: close`.
+//!
+//! Memory: a connection waiting for its next request holds no buffer. Reads go
+//! through a per-thread scratch buffer and only what is left over is kept.
+
+use super::failure::ErrorInfo;
+use super::guard::{self, BodyFraming, Head, Rejection, Step};
+use super::h1client::{decode_body, Framing};
+use super::proxy::{self, ConnInfo};
+use super::reqbody::{BodySlot, ClientBody, H1Body};
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response, StatusCode, Version};
+use http_body::Body;
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+
+use super::body::ResponseBody;
+
+/// Bytes read past the current request (pipelined requests) kept at most while
+/// its response is produced; beyond, the connection is not read until then.
+const MAX_READ_AHEAD: usize = 64 * 1024;
+/// Response bytes queued before the body is polled again (backpressure).
+const MAX_QUEUED: usize = 256 * 1024;
+/// Body pieces up to this size are copied next to the head or chunk framing so
+/// that a small response leaves in one write.
+const COPY_BELOW: usize = 8 * 1024;
+/// Size of the per-thread read buffer.
+const SCRATCH_BYTES: usize = 16 * 1024;
+
+/// Timeouts of a client connection, from the running snapshot.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// From the first byte of a request head to its end (`request_header_timeout`).
+    pub header: Duration,
+    /// Between requests (`client_idle_timeout`).
+    pub idle: Duration,
+}
+
+/// How a connection left this server.
+pub enum Outcome<I> {
+    /// Closed (or handed to an upgrade).
+    Closed,
+    /// The client sent the HTTP/2 preface: serve it with HTTP/2, the bytes
+    /// already read first.
+    Http2(Rewound<I>),
+}
+
+/// A connection whose first bytes were already read: they are read again first.
+pub struct Rewound<I> {
+    pre: Bytes,
+    io: I,
+}
+
+impl<I> Rewound<I> {
+    /// `io`, with `pre` to be read before anything more from it.
+    pub fn new(pre: Bytes, io: I) -> Self {
+        Rewound { pre, io }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Rewound<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.pre.is_empty() {
+            let n = self.pre.len().min(buf.remaining());
+            buf.put_slice(&self.pre[..n]);
+            self.pre.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Rewound<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Any client connection, boxed for an upgrade.
+pub trait ClientIo: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> ClientIo for T {}
+
+/// A client connection after a 101 answer.
+pub type Upgraded = Rewound<Box<dyn ClientIo>>;
+
+/// Request extension of an HTTP/1 request that asks to switch protocols: the
+/// connection arrives here once a 101 answer has been written. (Clone because
+/// request extensions must be; only one clone can take the connection.)
+#[derive(Clone)]
+pub struct OnUpgrade(Arc<std::sync::Mutex<Option<oneshot::Receiver<Upgraded>>>>);
+
+impl OnUpgrade {
+    /// The connection after the 101 answer; None when the exchange ended
+    /// another way (or another clone took it).
+    pub async fn connection(self) -> Option<Upgraded> {
+        let rx = self.0.lock().ok().and_then(|mut r| r.take())?;
+        rx.await.ok()
+    }
+}
+
+thread_local! {
+    /// Scratch space for socket reads: zeroed once per thread, not per read,
+    /// and not held per connection.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; SCRATCH_BYTES]);
+}
+
+/// Serves HTTP/1.x requests on `io` until the connection ends, is upgraded, or
+/// turns out to be HTTP/2.
+pub async fn serve<I>(
+    io: I,
+    info: Arc<ConnInfo>,
+    timeouts: Timeouts,
+    mut shutdown: watch::Receiver<bool>,
+) -> Outcome<I>
+where
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let mut conn = Conn {
+        io,
+        input: BytesMut::new(),
+        out: Out::default(),
+        read_eof: false,
+        timer: None,
+    };
+    let mut first = true;
+    loop {
+        let next = conn.next_head(&mut first, timeouts, &mut shutdown).await;
+        let exchange = match next {
+            Next::Close => {
+                let _ = conn.io.shutdown().await;
+                return Outcome::Closed;
+            }
+            Next::Http2 => return Outcome::Http2(Rewound::new(conn.input.freeze(), conn.io)),
+            Next::Refused(rej) => Exchange::refused(&info, *rej),
+            Next::Head(head) => match early_framing_error(&head, &conn.input) {
+                Some(rej) => Exchange::refused(&info, rej),
+                None => Exchange::new(&info, *head),
+            },
+        };
+        match conn.run(exchange, &shutdown).await {
+            Ok(After::KeepAlive) => continue,
+            Ok(After::Close { linger }) => {
+                conn.close(linger).await;
+                return Outcome::Closed;
+            }
+            Ok(After::Upgrade(to)) => {
+                let pre = conn.input.split().freeze();
+                let _ = to.send(Rewound::new(pre, Box::new(conn.io)));
+                return Outcome::Closed;
+            }
+            Err(e) => {
+                tracing::debug!(client = %info.peer, "client connection ended: {e}");
+                return Outcome::Closed;
+            }
+        }
+    }
+}
+
+/// A chunked body whose framing is already invalid in the bytes read with its
+/// head: the request is refused whole, before anything goes to a backend.
+fn early_framing_error(head: &Head, input: &[u8]) -> Option<Rejection> {
+    if head.body != BodyFraming::Chunked {
+        return None;
+    }
+    let bad = super::chunked::scan_chunked(super::chunked::Chunk::START, input, false).is_err();
+    bad.then(|| Rejection::of_head(head, ErrorInfo::InvalidRequest))
+}
+
+/// What ended a wait for input.
+enum Woke {
+    /// A read: true when it went through (bytes or the end of the stream).
+    Read(bool),
+    Timer,
+    /// The shutdown flag changed: true when it says stop.
+    Shutdown(bool),
+}
+
+enum Next {
+    Head(Box<Head>),
+    Refused(Box<Rejection>),
+    Http2,
+    Close,
+}
+
+enum After {
+    KeepAlive,
+    Close { linger: bool },
+    Upgrade(oneshot::Sender<Upgraded>),
+}
+
+struct Conn<I> {
+    io: I,
+    /// Bytes read and not yet used.
+    input: BytesMut,
+    out: Out,
+    /// The client ended its side (or the read failed).
+    read_eof: bool,
+    /// The idle / head timer (see `next_head`).
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
+    /// Reads once (through the scratch buffer) and appends to `input`.
+    /// Returns the bytes read; 0 at the end of the stream.
+    fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let io = &mut self.io;
+        let input = &mut self.input;
+        let mut read_into = |space: &mut [u8]| {
+            let mut rb = ReadBuf::new(space);
+            ready!(Pin::new(&mut *io).poll_read(cx, &mut rb))?;
+            input.extend_from_slice(rb.filled());
+            Poll::Ready(Ok(rb.filled().len()))
+        };
+        let r = SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut space) => read_into(&mut space[..]),
+            Err(_) => read_into(&mut vec![0u8; SCRATCH_BYTES]),
+        });
+        if let Poll::Ready(Ok(0) | Err(_)) = r {
+            self.read_eof = true;
+        }
+        r
+    }
+
+    /// Waits for the next request head (see the module doc for the timeouts).
+    async fn next_head(
+        &mut self,
+        first: &mut bool,
+        timeouts: Timeouts,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Next {
+        let idle_until = Instant::now() + timeouts.idle;
+        let mut head_until: Option<Instant> = None;
+        loop {
+            match guard::take_head(&mut self.input, first) {
+                Step::Request(head) => return Next::Head(head),
+                Step::Http2 => return Next::Http2,
+                Step::Refused(rej) => return Next::Refused(rej),
+                Step::NeedMore => {}
+            }
+            // A partial head at the end of the stream never became a request.
+            if self.read_eof {
+                return Next::Close;
+            }
+            let between = self.input.is_empty();
+            let until = if between {
+                if *shutdown.borrow() {
+                    return Next::Close;
+                }
+                // Hold no buffer while idle.
+                self.input = BytesMut::new();
+                head_until = None;
+                idle_until
+            } else {
+                *head_until.get_or_insert_with(|| Instant::now() + timeouts.header)
+            };
+            // One timer per connection, moved only when it would fire too late:
+            // the idle deadline moves forward with every request, and the
+            // timer is re-armed when it fires early instead of on every request.
+            let mut timer = self
+                .timer
+                .take()
+                .unwrap_or_else(|| Box::pin(tokio::time::sleep_until(until)));
+            if timer.deadline() > until {
+                timer.as_mut().reset(until);
+            }
+            let woke = tokio::select! {
+                biased;
+                r = poll_fn(|cx| self.poll_read_more(cx)) => Woke::Read(r.is_ok()),
+                _ = timer.as_mut() => Woke::Timer,
+                r = shutdown.changed(), if between => Woke::Shutdown(r.is_err() || *shutdown.borrow()),
+            };
+            self.timer = Some(timer);
+            match woke {
+                Woke::Read(true) | Woke::Shutdown(false) => {}
+                Woke::Read(false) | Woke::Shutdown(true) => return Next::Close,
+                Woke::Timer if Instant::now() < until => {
+                    if let Some(t) = self.timer.as_mut() {
+                        t.as_mut().reset(until);
+                    }
+                }
+                Woke::Timer if between => return Next::Close,
+                Woke::Timer => {
+                    let rej = guard::describe(&self.input, ErrorInfo::RequestHeaderTimeout);
+                    return Next::Refused(Box::new(rej));
+                }
+            }
+        }
+    }
+
+    /// Runs one exchange to its end.
+    async fn run(
+        &mut self,
+        mut x: Exchange,
+        shutdown: &watch::Receiver<bool>,
+    ) -> io::Result<After> {
+        let closing = *shutdown.borrow();
+        if closing {
+            x.keep_alive = false;
+        }
+        poll_fn(|cx| x.poll(self, cx)).await
+    }
+
+    /// Ends the connection: shut the write side, then (after a refusal or an
+    /// unread body) read and discard for a while so that the kernel does not
+    /// reset the connection before the client has read the answer.
+    async fn close(&mut self, linger: bool) {
+        let _ = self.io.shutdown().await;
+        if !linger || self.read_eof {
+            return;
+        }
+        let mut drained = 0;
+        let _ = tokio::time::timeout(guard::LINGER, async {
+            while drained <= guard::LINGER_BYTES {
+                self.input.clear();
+                match poll_fn(|cx| self.poll_read_more(cx)).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => drained += n,
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// Response bytes waiting to be written, in order.
+#[derive(Default)]
+struct Out {
+    /// Small pieces gathered into one buffer.
+    gather: Vec<u8>,
+    /// Ready segments, written before `gather`.
+    ready: VecDeque<Bytes>,
+    /// Total bytes queued.
+    len: usize,
+}
+
+impl Out {
+    fn push_small(&mut self, b: &[u8]) {
+        self.gather.extend_from_slice(b);
+        self.len += b.len();
+    }
+
+    fn push(&mut self, b: Bytes) {
+        if b.len() < COPY_BELOW {
+            self.push_small(&b);
+            return;
+        }
+        self.seal();
+        self.len += b.len();
+        self.ready.push_back(b);
+    }
+
+    /// Moves the gathered bytes to the ready segments.
+    fn seal(&mut self) {
+        if !self.gather.is_empty() {
+            self.ready
+                .push_back(Bytes::from(std::mem::take(&mut self.gather)));
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Writes as much as the socket takes. Ready(Ok) when all is written.
+    fn poll_write<W: AsyncWrite + Unpin>(
+        &mut self,
+        w: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.seal();
+        while self.len > 0 {
+            let n = {
+                let mut slices = [IoSlice::new(&[]); 8];
+                let mut k = 0;
+                for seg in self.ready.iter().take(slices.len()) {
+                    slices[k] = IoSlice::new(seg);
+                    k += 1;
+                }
+                if k == 1 || !w.is_write_vectored() {
+                    ready!(Pin::new(&mut *w).poll_write(cx, &slices[0]))?
+                } else {
+                    ready!(Pin::new(&mut *w).poll_write_vectored(cx, &slices[..k]))?
+                }
+            };
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.len -= n;
+            let mut left = n;
+            while left > 0 {
+                let Some(front) = self.ready.front_mut() else {
+                    break;
+                };
+                if front.len() <= left {
+                    left -= front.len();
+                    self.ready.pop_front();
+                } else {
+                    front.advance(left);
+                    left = 0;
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+type Handler = Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>>;
+
+enum Stage {
+    /// The handler is working on the response.
+    Waiting(Handler),
+    /// The head is queued; the body is being written.
+    Sending(ResponseBody),
+    /// The response is queued whole.
+    Done,
+}
+
+/// How the response body is framed on the wire.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OutFraming {
+    /// No body bytes are written (HEAD, 1xx, 204, 304, 2xx to CONNECT).
+    None,
+    /// `Content-Length`: this many bytes may still be written.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Until the connection closes (HTTP/1.0 client, unknown length).
+    Close,
+}
+
+/// One request and its response on a connection.
+struct Exchange {
+    stage: Stage,
+    /// The request body's hand-over point, while the body is not read whole.
+    slot: Option<Arc<BodySlot>>,
+    /// Where the request body stands.
+    request_body: Framing,
+    expect_continue: bool,
+    method: Method,
+    version: Version,
+    keep_alive: bool,
+    /// Close with a lingering close (a refusal).
+    linger: bool,
+    upgrade: Option<oneshot::Sender<Upgraded>>,
+    /// The answer is 101 and the connection goes to the upgrade.
+    upgrading: bool,
+    framing: OutFraming,
+}
+
+impl Exchange {
+    fn new(info: &Arc<ConnInfo>, head: Head) -> Exchange {
+        let Head {
+            mut parts,
+            body,
+            upgrade,
+            keep_alive,
+            expect_continue,
+            bytes: _,
+        } = head;
+        let (slot, request_body, client_body) = match body {
+            BodyFraming::None => (None, Framing::Done, ClientBody::Empty),
+            BodyFraming::Length(n) => {
+                let slot = Arc::new(BodySlot::default());
+                let b = ClientBody::H1(H1Body::new(slot.clone(), Some(n)));
+                (Some(slot), Framing::Length(n), b)
+            }
+            BodyFraming::Chunked => {
+                let slot = Arc::new(BodySlot::default());
+                let b = ClientBody::H1(H1Body::new(slot.clone(), None));
+                (
+                    Some(slot),
+                    Framing::Chunked(super::chunked::Chunk::START),
+                    b,
+                )
+            }
+        };
+        let upgrade = upgrade.then(|| {
+            let (tx, rx) = oneshot::channel();
+            parts
+                .extensions
+                .insert(OnUpgrade(Arc::new(std::sync::Mutex::new(Some(rx)))));
+            tx
+        });
+        let method = parts.method.clone();
+        let version = parts.version;
+        let req = http::Request::from_parts(parts, client_body);
+        Exchange {
+            stage: Stage::Waiting(proxy::handle(info.clone(), req)),
+            slot,
+            request_body,
+            expect_continue,
+            method,
+            version,
+            keep_alive,
+            linger: false,
+            upgrade,
+            upgrading: false,
+            framing: OutFraming::None,
+        }
+    }
+
+    fn refused(info: &Arc<ConnInfo>, rej: Rejection) -> Exchange {
+        let version = if rej.version == "HTTP/1.0" {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        };
+        let resp = proxy::refused(info, rej);
+        Exchange {
+            stage: Stage::Waiting(Box::pin(std::future::ready(resp))),
+            slot: None,
+            request_body: Framing::Done,
+            expect_continue: false,
+            method: Method::GET,
+            version,
+            keep_alive: false,
+            linger: true,
+            upgrade: None,
+            upgrading: false,
+            framing: OutFraming::None,
+        }
+    }
+
+    fn poll<I: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Conn<I>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<After>> {
+        loop {
+            let mut produced = false;
+            match &mut self.stage {
+                Stage::Waiting(handler) => {
+                    if let Poll::Ready(resp) = handler.as_mut().poll(cx) {
+                        self.start_response(resp, &mut conn.out);
+                        produced = true;
+                    }
+                }
+                Stage::Sending(body) => {
+                    if conn.out.len < MAX_QUEUED {
+                        match Pin::new(body).poll_frame(cx) {
+                            Poll::Ready(Some(Ok(frame))) => {
+                                if let Ok(data) = frame.into_data() {
+                                    self.put_data(data, &mut conn.out)?;
+                                }
+                                produced = true;
+                            }
+                            Poll::Ready(Some(Err(e))) => {
+                                return Poll::Ready(Err(io::Error::other(format!(
+                                    "response body failed: {e}"
+                                ))));
+                            }
+                            Poll::Ready(None) => {
+                                if self.framing == OutFraming::Chunked {
+                                    conn.out.push_small(b"0\r\n\r\n");
+                                }
+                                if let OutFraming::Length(n) = self.framing {
+                                    if n > 0 {
+                                        // Shorter than announced: the client must not
+                                        // wait for the rest on this connection.
+                                        return Poll::Ready(Err(io::Error::other(
+                                            "response body shorter than its Content-Length",
+                                        )));
+                                    }
+                                }
+                                self.stage = Stage::Done;
+                                produced = true;
+                            }
+                            Poll::Pending => {}
+                        }
+                    }
+                }
+                Stage::Done => {}
+            }
+            let fed = self.feed_body(conn, cx);
+            if self.expect_continue && matches!(self.stage, Stage::Waiting(_)) {
+                if let Some(slot) = &self.slot {
+                    if slot.wants() {
+                        conn.out.push_small(b"HTTP/1.1 100 Continue\r\n\r\n");
+                        self.expect_continue = false;
+                    }
+                }
+            }
+            if (produced || fed) && conn.out.len < MAX_QUEUED && !matches!(self.stage, Stage::Done)
+            {
+                // Gather more before writing: a small response leaves in one write.
+                continue;
+            }
+            let mut progress = produced || fed;
+            if !conn.out.is_empty() {
+                let before = conn.out.len;
+                match conn.out.poll_write(&mut conn.io, cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {}
+                }
+                progress |= conn.out.len != before;
+            }
+            if conn.out.is_empty() {
+                if let Poll::Ready(Err(e)) = Pin::new(&mut conn.io).poll_flush(cx) {
+                    return Poll::Ready(Err(e));
+                }
+                if matches!(self.stage, Stage::Done) {
+                    ready!(Pin::new(&mut conn.io).poll_flush(cx))?;
+                    return Poll::Ready(Ok(self.after()));
+                }
+            }
+            if !progress
+                && self.slot.is_none()
+                && !conn.read_eof
+                && conn.input.len() < MAX_READ_AHEAD
+            {
+                // Watch the client while it waits: the end of its stream means it
+                // left (the response is dropped, 499); bytes are its next request.
+                match conn.poll_read_more(cx) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::ConnectionAborted,
+                            "the client closed the connection before the response ended",
+                        )));
+                    }
+                    Poll::Ready(Ok(_)) => progress = true,
+                    Poll::Pending => {}
+                }
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// What happens to the connection after a fully written response.
+    fn after(&mut self) -> After {
+        if self.upgrading {
+            if let Some(to) = self.upgrade.take() {
+                return After::Upgrade(to);
+            }
+        }
+        if self.slot.is_some() {
+            // The request body was not read to its end: its rest cannot be told
+            // from a next request.
+            return After::Close { linger: true };
+        }
+        if self.keep_alive && !self.upgrading {
+            After::KeepAlive
+        } else {
+            After::Close {
+                linger: self.linger,
+            }
+        }
+    }
+
+    /// Decodes request body bytes for the handler while it wants them. Returns
+    /// true when something changed.
+    fn feed_body<I: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Conn<I>,
+        cx: &mut Context<'_>,
+    ) -> bool {
+        let Some(slot) = self.slot.clone() else {
+            return false;
+        };
+        if !slot.wants() {
+            return false;
+        }
+        loop {
+            match decode_body(&mut conn.input, self.request_body) {
+                Err(e) => {
+                    slot.fail(e);
+                    self.slot = None;
+                    self.keep_alive = false;
+                    self.linger = true;
+                    self.request_body = Framing::Done;
+                    return true;
+                }
+                Ok((next, piece)) => {
+                    self.request_body = next;
+                    if let Some(piece) = piece {
+                        slot.put(piece);
+                    }
+                    if next.is_done() {
+                        slot.finish();
+                        self.slot = None;
+                        return true;
+                    }
+                    if !slot.wants() {
+                        return true;
+                    }
+                }
+            }
+            if conn.read_eof {
+                slot.fail(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the client closed the connection in the middle of the request body",
+                ));
+                self.slot = None;
+                self.keep_alive = false;
+                return true;
+            }
+            match conn.poll_read_more(cx) {
+                Poll::Ready(_) => continue,
+                Poll::Pending => return false,
+            }
+        }
+    }
+
+    /// Queues the response head and decides the body's framing.
+    fn start_response(&mut self, resp: Response<ResponseBody>, out: &mut Out) {
+        let (parts, body) = resp.into_parts();
+        let status = parts.status;
+        let mut headers = parts.headers;
+        if headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| has_token(v, "close"))
+        {
+            self.keep_alive = false;
+        }
+        self.upgrading = status == StatusCode::SWITCHING_PROTOCOLS && self.upgrade.is_some();
+        if status == StatusCode::SWITCHING_PROTOCOLS && !self.upgrading {
+            // Switched without being asked: nothing HTTP can follow.
+            self.keep_alive = false;
+        }
+        // No body, and its length headers passed on as they are: HEAD (RFC 9110
+        // §9.3.2), 1xx, 204, 304, 2xx to CONNECT.
+        let bodiless = self.method == Method::HEAD
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+            || (self.method == Method::CONNECT && status.is_success());
+        self.framing = if bodiless {
+            OutFraming::None
+        } else if headers.contains_key(header::TRANSFER_ENCODING) {
+            // Never passed by the proxy (hop-by-hop); kept safe anyway.
+            headers.remove(header::CONTENT_LENGTH);
+            if self.version == Version::HTTP_10 {
+                headers.remove(header::TRANSFER_ENCODING);
+                self.keep_alive = false;
+                OutFraming::Close
+            } else {
+                OutFraming::Chunked
+            }
+        } else if let Some(n) = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            OutFraming::Length(n)
+        } else if let Some(n) = body.size_hint().exact() {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+            OutFraming::Length(n)
+        } else if self.version == Version::HTTP_11 {
+            headers.insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+            OutFraming::Chunked
+        } else {
+            self.keep_alive = false;
+            OutFraming::Close
+        };
+        if !self.upgrading {
+            if !self.keep_alive {
+                if !headers
+                    .get_all(header::CONNECTION)
+                    .iter()
+                    .any(|v| has_token(v, "close"))
+                {
+                    headers.append(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+            } else if self.version == Version::HTTP_10 {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+            }
+        }
+        if !headers.contains_key(header::DATE) {
+            headers.insert(header::DATE, date_value());
+        }
+        encode_head(self.version, status, &headers, out);
+        self.stage = Stage::Sending(body);
+    }
+
+    /// Queues one piece of the response body in the response's framing.
+    fn put_data(&mut self, data: Bytes, out: &mut Out) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        match &mut self.framing {
+            OutFraming::None => {}
+            OutFraming::Length(left) => {
+                let n = data.len() as u64;
+                if n > *left {
+                    return Err(io::Error::other(
+                        "response body longer than its Content-Length",
+                    ));
+                }
+                *left -= n;
+                out.push(data);
+            }
+            OutFraming::Chunked => {
+                let mut size = itoa_hex(data.len());
+                size.extend_from_slice(b"\r\n");
+                out.push_small(&size);
+                out.push(data);
+                out.push_small(b"\r\n");
+            }
+            OutFraming::Close => out.push(data),
+        }
+        Ok(())
+    }
+}
+
+fn itoa_hex(n: usize) -> Vec<u8> {
+    format!("{n:x}").into_bytes()
+}
+
+/// Whether a header value lists `token` (comma-separated, case-insensitive).
+fn has_token(v: &HeaderValue, token: &str) -> bool {
+    v.as_bytes()
+        .split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Writes the status line and header fields (RFC 9112 §4). HTTP/1.0 clients
+/// get an `HTTP/1.0` status line, as hyper and HAProxy answer them.
+fn encode_head(version: Version, status: StatusCode, headers: &HeaderMap, out: &mut Out) {
+    let mut size = 32;
+    for (k, v) in headers {
+        size += k.as_str().len() + v.len() + 4;
+    }
+    out.gather.reserve(size);
+    let line: &[u8] = if version == Version::HTTP_10 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    };
+    out.push_small(line);
+    out.push_small(status.as_str().as_bytes());
+    out.push_small(b" ");
+    out.push_small(status.canonical_reason().unwrap_or("").as_bytes());
+    out.push_small(b"\r\n");
+    for (k, v) in headers {
+        out.push_small(k.as_str().as_bytes());
+        out.push_small(b": ");
+        out.push_small(v.as_bytes());
+        out.push_small(b"\r\n");
+    }
+    out.push_small(b"\r\n");
+}
+
+thread_local! {
+    /// The `Date` value of the current second.
+    static DATE: std::cell::RefCell<(u64, HeaderValue)> =
+        const { std::cell::RefCell::new((0, HeaderValue::from_static(""))) };
+}
+
+/// Today's `Date` header value (RFC 9110 §6.6.1), made once a second per thread.
+fn date_value() -> HeaderValue {
+    let now = std::time::SystemTime::now();
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != secs {
+            let text = httpdate::fmt_http_date(now);
+            if let Ok(v) = HeaderValue::from_str(&text) {
+                *d = (secs, v);
+            }
+        }
+        d.1.clone()
+    })
+}
