@@ -53,6 +53,15 @@ struct OpenCount {
     none_left: tokio::sync::Notify,
 }
 
+impl OpenCount {
+    /// One connection fewer; wakes `shutdown` when it was the last.
+    fn closed(&self) {
+        if self.n.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.none_left.notify_waiters();
+        }
+    }
+}
+
 impl Listeners {
     /// No sockets yet.
     pub fn new(gateway: Arc<Gateway>) -> Arc<Listeners> {
@@ -138,7 +147,7 @@ impl Listeners {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let none_left = self.open.none_left.notified();
-            if self.open.n.load(Ordering::Acquire) == 0 {
+            if self.open.n.load(Ordering::SeqCst) == 0 {
                 return;
             }
             if tokio::time::timeout_at(deadline, none_left).await.is_err() {
@@ -159,14 +168,18 @@ impl Listeners {
                 _ = stop.changed() => break,
                 r = l.accept() => match r {
                     Ok((stream, peer)) => {
+                        // Counted before the flag is read, and `shutdown` sets the
+                        // flag before it reads the count: either this connection
+                        // sees the flag, or `shutdown` waits for it.
+                        self.open.n.fetch_add(1, Ordering::SeqCst);
+                        if *self.shutdown.borrow() {
+                            self.open.closed();
+                            break;
+                        }
                         let _ = stream.set_nodelay(true);
                         let m = &self.gateway.telemetry.metrics;
                         m.new_connections.inc();
                         m.current_connections.inc();
-                        if *self.shutdown.borrow() {
-                            break;
-                        }
-                        self.open.n.fetch_add(1, Ordering::AcqRel);
                         tokio::spawn(self.clone().serve_tcp(key, stream, peer));
                     }
                     Err(e) => {
@@ -185,9 +198,7 @@ impl Listeners {
         impl Drop for Open {
             fn drop(&mut self) {
                 self.0.telemetry.metrics.current_connections.dec();
-                if self.1.n.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    self.1.none_left.notify_waiters();
-                }
+                self.1.closed();
             }
         }
         let _open = Open(self.gateway.clone(), self.open.clone());
