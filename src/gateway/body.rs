@@ -4,8 +4,9 @@
 //! backend connection whose response was read to the end goes back to the pool.
 //!
 //! [`PendingRecord`] covers the time before there is a response: if the client
-//! goes away while the gateway waits for the backend, hyper drops the handler
-//! future and the pending record is written as 499 `CLIENT_CLOSED_REQUEST`.
+//! goes away while the gateway waits for the backend, the server (ours for
+//! HTTP/1, hyper for HTTP/2) drops the handler future and the pending record is
+//! written as 499 `CLIENT_CLOSED_REQUEST`.
 
 use super::failure::ErrorInfo;
 use super::h1client::BackendBody;

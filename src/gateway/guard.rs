@@ -531,7 +531,7 @@ mod tests {
     /// Randomized robustness with a fixed seed, so every `cargo test` repeats it
     /// (the coverage-guided search is the `request_guard` target in `fuzz/`):
     /// mutated requests never panic the guard, and whatever it passes on is a
-    /// head hyper can parse with the same framing.
+    /// head httparse parses with the same framing.
     #[test]
     fn mutated_requests_never_panic_and_passed_heads_parse() {
         let seeds: &[&[u8]] = &[

@@ -5,8 +5,9 @@
 //! request moves to the next server of the pool, always. A request that reached a
 //! backend is retried only when it is idempotent, has no body, went out on a
 //! reused idle connection, and that connection closed before any response byte
-//! (the keep-alive race); the retry uses a fresh connection. A request hyper hands
-//! back unsent (pooled connection already closed) is retried without conditions.
+//! (the keep-alive race); the retry uses a fresh connection. A request that could
+//! not be sent at all (pooled connection already closed) is retried without
+//! conditions.
 
 use super::body::{Inner, PendingRecord, ResponseBody};
 use super::failure::{builtin_page, custom_page, ErrorInfo};
