@@ -15,6 +15,7 @@
 //! decoder (`h1client.rs` `decode_body`, strict chunked scanner in `chunked.rs`).
 
 use super::failure::ErrorInfo;
+use super::headers::has_token;
 use bytes::{Buf, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Uri, Version};
@@ -209,13 +210,6 @@ pub fn take_head(input: &mut BytesMut, first: &mut bool) -> Step {
             }
         }
     }
-}
-
-/// Whether a comma-separated header value lists `token` (case-insensitive).
-fn has_token(value: &[u8], token: &str) -> bool {
-    value
-        .split(|b| *b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 fn sanitize(b: &[u8], max: usize) -> String {

@@ -438,14 +438,8 @@ fn build_head(
                 .rfind(|c| !c.iter().all(u8::is_ascii_whitespace))
                 .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if *name == http::header::CONNECTION {
-            for token in raw.split(|b| *b == b',') {
-                let t = token.trim_ascii();
-                if t.eq_ignore_ascii_case(b"close") {
-                    saw_close = true;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") {
-                    saw_keep_alive = true;
-                }
-            }
+            saw_close |= super::headers::has_token(&raw, "close");
+            saw_keep_alive |= super::headers::has_token(&raw, "keep-alive");
         }
         let value = HeaderValue::from_maybe_shared(raw)
             .map_err(|_| SendError::Malformed(format!("invalid value of {name}")))?;

@@ -38,6 +38,7 @@
 use super::failure::ErrorInfo;
 use super::guard::{self, BodyFraming, Head, Rejection, Step};
 use super::h1client::{decode_body, Framing};
+use super::headers::has_token;
 use super::proxy::{self, ConnInfo};
 use super::reqbody::{BodySlot, ClientBody, H1Body};
 use bytes::{Buf, Bytes, BytesMut};
@@ -46,7 +47,7 @@ use http::{Method, Response, StatusCode, Version};
 use http_body::Body;
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Write};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -413,6 +414,14 @@ impl Out {
         self.len += b.len();
     }
 
+    /// The size line of a chunk (RFC 9112 §7.1): hex digits, CRLF.
+    fn push_chunk_size(&mut self, n: usize) {
+        let before = self.gather.len();
+        // Writing to a Vec cannot fail.
+        let _ = write!(self.gather, "{n:x}\r\n");
+        self.len += self.gather.len() - before;
+    }
+
     fn push(&mut self, b: Bytes) {
         if b.len() < COPY_BELOW {
             self.push_small(&b);
@@ -531,22 +540,15 @@ impl Exchange {
             expect_continue,
             bytes: _,
         } = head;
-        let (slot, request_body, client_body) = match body {
-            BodyFraming::None => (None, Framing::Done, ClientBody::Empty),
-            BodyFraming::Length(n) => {
-                let slot = Arc::new(BodySlot::default());
-                let b = ClientBody::H1(H1Body::new(slot.clone(), Some(n)));
-                (Some(slot), Framing::Length(n), b)
-            }
-            BodyFraming::Chunked => {
-                let slot = Arc::new(BodySlot::default());
-                let b = ClientBody::H1(H1Body::new(slot.clone(), None));
-                (
-                    Some(slot),
-                    Framing::Chunked(super::chunked::Chunk::START),
-                    b,
-                )
-            }
+        let (request_body, length) = match body {
+            BodyFraming::None => (Framing::Done, None),
+            BodyFraming::Length(n) => (Framing::Length(n), Some(n)),
+            BodyFraming::Chunked => (Framing::Chunked(super::chunked::Chunk::START), None),
+        };
+        let slot = (body != BodyFraming::None).then(|| Arc::new(BodySlot::default()));
+        let client_body = match &slot {
+            Some(slot) => ClientBody::H1(H1Body::new(slot.clone(), length)),
+            None => ClientBody::Empty,
         };
         let upgrade = upgrade.then(|| {
             let (tx, rx) = oneshot::channel();
@@ -828,11 +830,11 @@ impl Exchange {
         let (parts, body) = resp.into_parts();
         let status = parts.status;
         let mut headers = parts.headers;
-        if headers
+        let says_close = headers
             .get_all(header::CONNECTION)
             .iter()
-            .any(|v| has_token(v, "close"))
-        {
+            .any(|v| has_token(v.as_bytes(), "close"));
+        if says_close {
             self.keep_alive = false;
         }
         if self
@@ -890,11 +892,7 @@ impl Exchange {
         };
         if !self.upgrading {
             if !self.keep_alive {
-                if !headers
-                    .get_all(header::CONNECTION)
-                    .iter()
-                    .any(|v| has_token(v, "close"))
-                {
+                if !says_close {
                     headers.append(header::CONNECTION, HeaderValue::from_static("close"));
                 }
             } else if self.version == Version::HTTP_10 {
@@ -926,9 +924,7 @@ impl Exchange {
                 out.push(data);
             }
             OutFraming::Chunked => {
-                let mut size = itoa_hex(data.len());
-                size.extend_from_slice(b"\r\n");
-                out.push_small(&size);
+                out.push_chunk_size(data.len());
                 out.push(data);
                 out.push_small(b"\r\n");
             }
@@ -936,17 +932,6 @@ impl Exchange {
         }
         Ok(())
     }
-}
-
-fn itoa_hex(n: usize) -> Vec<u8> {
-    format!("{n:x}").into_bytes()
-}
-
-/// Whether a header value lists `token` (comma-separated, case-insensitive).
-fn has_token(v: &HeaderValue, token: &str) -> bool {
-    v.as_bytes()
-        .split(|b| *b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// Writes the status line and header fields (RFC 9112 §4). HTTP/1.0 clients

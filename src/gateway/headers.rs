@@ -16,6 +16,14 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::PROXY_AUTHORIZATION,
 ];
 
+/// Whether a comma-separated field value (`Connection`, RFC 9110 §7.6.1) lists
+/// `token`, compared case-insensitively with surrounding whitespace ignored.
+pub fn has_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
 /// Removes hop-by-hop fields and every field named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
@@ -135,5 +143,13 @@ mod tests {
         join_cookies(&mut h);
         assert_eq!(h.get_all(header::COOKIE).iter().count(), 1);
         assert_eq!(cookie(&h, "b"), Some("2"));
+    }
+
+    #[test]
+    fn connection_tokens() {
+        assert!(has_token(b"keep-alive, Close", "close"));
+        assert!(has_token(b" close ", "close"));
+        assert!(!has_token(b"closed, x-close", "close"));
+        assert!(!has_token(b"", "close"));
     }
 }

@@ -467,9 +467,9 @@ async fn route_and_forward(
     let body = if has_body {
         let counter = Arc::new(AtomicU64::new(0));
         pending.received_body = Some(counter.clone());
-        ReqBody::Client(body, counter)
+        ReqBody::counted(body, counter)
     } else {
-        ReqBody::Empty
+        ReqBody::empty()
     };
     let replayable = !has_body && is_idempotent(&parts.method);
 
@@ -711,7 +711,7 @@ async fn route_and_forward(
                         // The keep-alive race: retry once on a fresh connection.
                         replayed = true;
                         fresh_only = true;
-                        body = Some(ReqBody::Empty);
+                        body = Some(ReqBody::empty());
                         continue;
                     }
                     let retry_on_reset = settings
@@ -720,7 +720,7 @@ async fn route_and_forward(
                     if replayable && retry_on_reset && !retried_elsewhere {
                         // Opt-in: the server died under the request; try another once.
                         retried_elsewhere = true;
-                        body = Some(ReqBody::Empty);
+                        body = Some(ReqBody::empty());
                         break;
                     }
                     return fail(pending, last_failure, txid, listener);
@@ -741,7 +741,7 @@ async fn route_and_forward(
                         // Opt-in: the server hangs; try another once, with a
                         // fresh request_timeout.
                         retried_elsewhere = true;
-                        body = Some(ReqBody::Empty);
+                        body = Some(ReqBody::empty());
                         break;
                     }
                     return fail(pending, last_failure, txid, listener);

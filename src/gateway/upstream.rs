@@ -37,12 +37,29 @@ pub const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// Most idle connections kept per backend address.
 pub const MAX_IDLE_PER_SERVER: usize = 256;
 
-/// The body of a request sent to a backend: the client's body, counted.
-pub enum ReqBody {
+/// The body of a request sent to a backend: the client's body, its bytes
+/// added up for `receivedBytes`.
+pub struct ReqBody {
+    body: ClientBody,
+    received: Option<Arc<AtomicU64>>,
+}
+
+impl ReqBody {
     /// No body.
-    Empty,
-    /// The client's streaming body; the counter adds up its bytes for `receivedBytes`.
-    Client(ClientBody, Arc<AtomicU64>),
+    pub fn empty() -> ReqBody {
+        ReqBody {
+            body: ClientBody::Empty,
+            received: None,
+        }
+    }
+
+    /// The client's streaming body; `received` adds up its bytes.
+    pub fn counted(body: ClientBody, received: Arc<AtomicU64>) -> ReqBody {
+        ReqBody {
+            body,
+            received: Some(received),
+        }
+    }
 }
 
 impl Body for ReqBody {
@@ -53,32 +70,22 @@ impl Body for ReqBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
-        match self.get_mut() {
-            ReqBody::Empty => Poll::Ready(None),
-            ReqBody::Client(b, count) => {
-                let r = Pin::new(b).poll_frame(cx);
-                if let Poll::Ready(Some(Ok(f))) = &r {
-                    if let Some(d) = f.data_ref() {
-                        count.fetch_add(d.len() as u64, Ordering::Relaxed);
-                    }
-                }
-                r
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.body).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(f))), Some(received)) = (&r, &this.received) {
+            if let Some(d) = f.data_ref() {
+                received.fetch_add(d.len() as u64, Ordering::Relaxed);
             }
         }
+        r
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            ReqBody::Empty => true,
-            ReqBody::Client(b, _) => b.is_end_stream(),
-        }
+        self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            ReqBody::Empty => SizeHint::with_exact(0),
-            ReqBody::Client(b, _) => b.size_hint(),
-        }
+        self.body.size_hint()
     }
 }
 
