@@ -190,12 +190,16 @@ impl Upstream {
         }
     }
 
-    /// Returns a connection whose last response was read to the end.
-    pub fn checkin(&self, conn: Conn) {
+    /// Returns a connection whose last response was read to the end. Its read
+    /// buffer is let go (the next exchange takes a new one): an idle connection
+    /// holds no buffer, so the allocator's pages are not pinned by buffers of
+    /// connections that wait in the pool (see docs/benchmarks.md §5).
+    pub fn checkin(&self, mut conn: Conn) {
         if !conn.buf.is_empty() {
             // The backend sent more than its response: not reusable.
             return;
         }
+        conn.buf = BytesMut::new();
         if let Ok(mut map) = self.idle.lock() {
             let list = map.entry(conn.key.clone()).or_default();
             if list.len() < MAX_IDLE_PER_SERVER {
@@ -339,10 +343,13 @@ mod tests {
         let timeout = Duration::from_secs(5);
         let conn = up.connect(&key, None, timeout).await.expect("connect");
         let (_server_side, _) = listener.accept().expect("accept");
+        let mut conn = conn;
+        conn.buf.reserve(32 * 1024);
         up.checkin(conn);
         assert_eq!(up.idle_count(), 1);
         let mut conn = up.checkout(&key).expect("still open");
         assert!(conn.reused);
+        assert_eq!(conn.buf.capacity(), 0, "an idle connection holds no buffer");
         let mut cx = Context::from_waker(std::task::Waker::noop());
         assert!(!conn.poll_cut(&mut cx));
         up.close_server(addr);
