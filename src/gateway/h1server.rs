@@ -538,7 +538,7 @@ impl Exchange {
             upgrade,
             keep_alive,
             expect_continue,
-            bytes: _,
+            bytes,
         } = head;
         let (request_body, length) = match body {
             BodyFraming::None => (Framing::Done, None),
@@ -561,7 +561,7 @@ impl Exchange {
         let version = parts.version;
         let req = http::Request::from_parts(parts, client_body);
         Exchange {
-            stage: Stage::Waiting(proxy::handle(info.clone(), req)),
+            stage: Stage::Waiting(proxy::handle(info.clone(), req, Some(bytes as u64))),
             slot,
             request_body,
             expect_continue,

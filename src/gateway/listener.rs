@@ -310,7 +310,7 @@ impl Listeners {
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let handler = proxy::handle(info.clone(), req.map(ClientBody::H2));
+            let handler = proxy::handle(info.clone(), req.map(ClientBody::H2), None);
             async move { Ok::<_, std::convert::Infallible>(handler.await) }
         });
         let conn = self.h2.serve_connection(TokioIo::new(io), svc);

@@ -155,13 +155,19 @@ pub fn base_record(
 /// hyper): routes it, forwards it, and answers with a body that writes the
 /// request's access-log record when it ends (or is dropped: 499).
 ///
+/// `head_bytes` is the size of the request head as it came on the wire (request
+/// line, fields, the empty line), for the record's `receivedBytes`; `None`
+/// (HTTP/2, whose fields arrive compressed) counts the decoded head as an
+/// HTTP/1.1 head would be.
+///
 /// The future is boxed: its state machine is about 10 KiB and exists only while
 /// a request is in progress, not in every idle connection.
 pub fn handle(
     conn: Arc<ConnInfo>,
     req: Request<ClientBody>,
+    head_bytes: Option<u64>,
 ) -> Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>> {
-    Box::pin(handle_request(conn, req))
+    Box::pin(handle_request(conn, req, head_bytes))
 }
 
 /// A new record for a request of `conn`, its clock started.
@@ -192,7 +198,11 @@ pub fn refused(conn: &ConnInfo, rej: Rejection) -> Response<ResponseBody> {
     error_response(pending, rej.info, &txid, None)
 }
 
-async fn handle_request(conn: Arc<ConnInfo>, req: Request<ClientBody>) -> Response<ResponseBody> {
+async fn handle_request(
+    conn: Arc<ConnInfo>,
+    req: Request<ClientBody>,
+    head_bytes: Option<u64>,
+) -> Response<ResponseBody> {
     let txid = new_transaction_id();
     let snapshot = conn.gateway.snapshot.load_full();
     let pending = pending_record(&conn, &snapshot, &txid);
@@ -201,7 +211,7 @@ async fn handle_request(conn: Arc<ConnInfo>, req: Request<ClientBody>) -> Respon
     // no further request can ride on it unchecked.
     let asked_upgrade = conn.http1
         && (req.method() == Method::CONNECT || req.headers().contains_key(header::UPGRADE));
-    let mut resp = proxy(&conn, &snapshot, req, pending, &txid).await;
+    let mut resp = proxy(&conn, &snapshot, req, head_bytes, pending, &txid).await;
     if asked_upgrade && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -285,6 +295,7 @@ async fn proxy(
     conn: &ConnInfo,
     snapshot: &Snapshot,
     mut req: Request<ClientBody>,
+    head_bytes: Option<u64>,
     mut pending: PendingRecord,
     txid: &str,
 ) -> Response<ResponseBody> {
@@ -318,9 +329,11 @@ async fn proxy(
         p.original_host = client_host.as_deref().unwrap_or("").into();
         p.host = p.original_host.clone();
     }
-    pending.received_head = (method.as_str().len() + path_and_query(req.uri()).len() + 12) as u64
-        + headers::wire_size(req.headers())
-        + 2;
+    pending.received_head = head_bytes.unwrap_or_else(|| {
+        (method.as_str().len() + path_and_query(req.uri()).len() + 12) as u64
+            + headers::wire_size(req.headers())
+            + 2
+    });
 
     if method == Method::TRACE {
         return error_response(pending, ErrorInfo::InvalidMethodTrace, txid, None);

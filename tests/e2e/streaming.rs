@@ -263,13 +263,20 @@ async fn keep_alive_pipelining_head_and_expect_continue() {
     assert!(h3.contains("\r\ndate: "), "every answer carries Date: {h3}");
 
     // HTTP/1.0 with keep-alive: kept open and said so; without: closed.
+    // (Spaces around the field value: receivedBytes is the head as it came.)
     let mut s = open();
     let mut rest = Vec::new();
-    s.write_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-        .expect("write");
+    let ka10 = b"GET / HTTP/1.0\r\nConnection:   keep-alive  \r\n\r\n";
+    s.write_all(ka10).expect("write");
     let (h, _) = read_response(&mut s, &mut rest);
     assert!(h.starts_with("http/1.0 200"), "{h}");
     assert!(h.contains("connection: keep-alive"), "{h}");
+    let rec = gw.record(&raw_txid(&h));
+    assert_eq!(
+        rec["properties"]["receivedBytes"],
+        ka10.len(),
+        "an HTTP/1 head is counted as received: {rec}"
+    );
     s.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("write");
     let (h, _) = read_response(&mut s, &mut rest);
     assert!(h.starts_with("http/1.0 200"), "{h}");
