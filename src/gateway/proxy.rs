@@ -13,7 +13,7 @@ use super::body::{Inner, PendingRecord, ResponseBody};
 use super::failure::{builtin_page, custom_page, ErrorInfo};
 use super::guard::Rejection;
 use super::h1client;
-use super::h1server::OnUpgrade;
+use super::h1server::{OnUpgrade, Rewound};
 use super::headers::{self, X_TRANSACTION_ID};
 use super::health::ServerHealth;
 use super::pool::{affinity_key, Backend, Candidate, HostRewrite, PoolSource, ServerAddr};
@@ -841,10 +841,12 @@ fn tls_name_for(
 
 /// Joins an upgraded client connection to its backend connection (bytes the
 /// backend sent after its 101 head go first) until either side closes.
-async fn tunnel(client: OnUpgrade, mut backend: Conn) {
+async fn tunnel(client: OnUpgrade, backend: Conn) {
     let Some(mut c) = client.connection().await else {
         return;
     };
+    // Bytes the backend sent after its 101 head come first.
+    let mut backend = Rewound::new(backend.buf.freeze(), backend.io);
     let _ = tokio::io::copy_bidirectional(&mut c, &mut backend).await;
 }
 

@@ -341,9 +341,8 @@ mod tests {
             tls_name: None,
         };
         let timeout = Duration::from_secs(5);
-        let conn = up.connect(&key, None, timeout).await.expect("connect");
+        let mut conn = up.connect(&key, None, timeout).await.expect("connect");
         let (_server_side, _) = listener.accept().expect("accept");
-        let mut conn = conn;
         conn.buf.reserve(32 * 1024);
         up.checkin(conn);
         assert_eq!(up.idle_count(), 1);
