@@ -128,7 +128,7 @@ impl AccessLog {
     }
 
     /// Serializes one record and queues it; never blocks on I/O.
-    pub fn log(&self, record: AccessRecord) {
+    pub fn log(&self, record: &AccessRecord) {
         let Some(owner) = &self.inner else { return };
         let s = &owner.0;
         LINE.with(|line| {
@@ -136,7 +136,7 @@ impl AccessLog {
                 return;
             };
             line.clear();
-            if serde_json::to_writer(&mut *line, &record).is_err() {
+            if serde_json::to_writer(&mut *line, record).is_err() {
                 return;
             }
             line.push(b'\n');
@@ -352,7 +352,7 @@ mod tests {
         let log = AccessLog::start(&AccessLogTarget::File(path.clone()), Counter::default())
             .expect("start");
         for i in 0..1000 {
-            log.log(record(&format!("tx-{i}")));
+            log.log(&record(&format!("tx-{i}")));
         }
         log.flush().await;
         let text = std::fs::read_to_string(&path).expect("read");
@@ -370,7 +370,7 @@ mod tests {
         assert_eq!(ids[999], "tx-999");
         assert_eq!(log.dropped(), 0);
         // The writer ends when the last handle goes, after writing what is left.
-        log.log(record("last"));
+        log.log(&record("last"));
         drop(log);
         wait_for_writers(Duration::from_secs(5));
         let text = std::fs::read_to_string(&path).expect("read");
@@ -417,7 +417,7 @@ mod tests {
         r.properties.request_uri = "/".repeat(4000).into();
         let total = 6000;
         for _ in 0..total {
-            log.log(r.clone());
+            log.log(&r);
         }
         assert!(counter.get() > 0, "nothing was counted");
         assert_eq!(counter.get(), log.dropped());

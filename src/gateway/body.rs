@@ -11,7 +11,7 @@
 use super::failure::ErrorInfo;
 use super::h1client::BackendBody;
 use super::proxy::InFlight;
-use crate::accesslog::{secs_number, AccessLog, AccessRecord, Text};
+use crate::accesslog::{secs_number, AccessLog, AccessRecord};
 use crate::telemetry::{Observation, Telemetry};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -30,20 +30,40 @@ pub enum Inner {
     Full(Option<Bytes>),
 }
 
-/// Everything needed to finish the access-log record of one request.
+/// Everything needed to finish the access-log record of one request. Made once,
+/// boxed, when the request arrives ([`PendingRecord::new`]) and handed on as
+/// that box to the response body, so the ~1 KiB record is not copied on the way.
 pub struct Completion {
     log: AccessLog,
     telemetry: Arc<Telemetry>,
-    obs: Observation,
-    record: AccessRecord,
+    /// Typed facts for the metrics (app, connect and first-byte times).
+    pub obs: Observation,
+    /// The record so far; the handler fills it as it learns.
+    pub record: AccessRecord,
     start: Instant,
     head_bytes: u64,
     body_bytes: u64,
     first_poll: Option<Instant>,
-    received_head: u64,
-    received_body: Option<Arc<AtomicU64>>,
-    _in_flight: Option<InFlight>,
-    _admission: Option<crate::registry::Permit>,
+    /// Bytes of the request head.
+    pub received_head: u64,
+    /// Counter of request body bytes, when the request has a body.
+    pub received_body: Option<Arc<AtomicU64>>,
+    /// Keeps the request counted on its server until the body ends.
+    pub in_flight: Option<InFlight>,
+    /// Holds the request's place in its app's concurrency limit until the body ends.
+    pub admission: Option<crate::registry::Permit>,
+}
+
+impl Completion {
+    /// `received_bytes` of the record: the head and the body bytes read so far.
+    fn received_bytes(&self) -> u64 {
+        self.received_head
+            + self
+                .received_body
+                .as_ref()
+                .map(|n| n.load(Ordering::Relaxed))
+                .unwrap_or(0)
+    }
 }
 
 /// The response body type of the gateway.
@@ -61,10 +81,13 @@ impl ResponseBody {
         }
     }
 
-    fn finish(&mut self, complete: bool, upstream_error: bool) {
+    /// Completes and writes the record; `now` is a clock reading just taken, if
+    /// the caller has one.
+    fn finish(&mut self, complete: bool, upstream_error: bool, now: Option<Instant>) {
         let Some(mut c) = self.completion.take() else {
             return;
         };
+        let received = c.received_bytes();
         let p = &mut c.record.properties;
         if p.error_info == ErrorInfo::NoError.as_str() {
             if upstream_error {
@@ -76,12 +99,8 @@ impl ResponseBody {
             }
         }
         p.sent_bytes = c.head_bytes + c.body_bytes;
-        p.received_bytes = c.received_head
-            + c.received_body
-                .as_ref()
-                .map(|n| n.load(Ordering::Relaxed))
-                .unwrap_or(0);
-        let now = Instant::now();
+        p.received_bytes = received;
+        let now = now.unwrap_or_else(Instant::now);
         let total = now.saturating_duration_since(c.start);
         p.time_taken = secs_number(total);
         p.client_response_time = c
@@ -90,20 +109,7 @@ impl ResponseBody {
             .unwrap_or(0.0);
         c.obs.total = total;
         c.telemetry.observe(&c.record, &c.obs);
-        c.log.log(std::mem::replace(&mut c.record, empty_record()));
-    }
-}
-
-fn empty_record() -> AccessRecord {
-    AccessRecord {
-        time_stamp: Text::const_new(""),
-        listener_name: Text::const_new(""),
-        rule_name: Text::const_new(""),
-        backend_pool_name: Text::const_new(""),
-        backend_setting_name: Text::const_new(""),
-        operation_name: Text::const_new(""),
-        category: Text::const_new(""),
-        properties: Default::default(),
+        c.log.log(&c.record);
     }
 }
 
@@ -119,9 +125,13 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
+        // The clock read of the first poll also serves a body that ends in it.
+        let mut now = None;
         if let Some(c) = this.completion.as_mut() {
             if c.first_poll.is_none() {
-                c.first_poll = Some(Instant::now());
+                let t = Instant::now();
+                c.first_poll = Some(t);
+                now = Some(t);
             }
         }
         let r = match &mut this.inner {
@@ -134,11 +144,11 @@ impl Body for ResponseBody {
                     c.body_bytes += d.len() as u64;
                 }
                 if this.is_end_stream() {
-                    this.finish(true, false);
+                    this.finish(true, false, now);
                 }
             }
-            Poll::Ready(Some(Err(_))) => this.finish(false, true),
-            Poll::Ready(None) => this.finish(true, false),
+            Poll::Ready(Some(Err(_))) => this.finish(false, true, now),
+            Poll::Ready(None) => this.finish(true, false, now),
             Poll::Pending => {}
         }
         r
@@ -164,30 +174,32 @@ impl Drop for ResponseBody {
     fn drop(&mut self) {
         if self.completion.is_some() {
             let done = self.is_end_stream();
-            self.finish(done, false);
+            self.finish(done, false, None);
         }
     }
 }
 
 /// The access-log record of a request being handled. Written as 499 if dropped
-/// before [`PendingRecord::into_body`] hands it to the response body.
-pub struct PendingRecord {
-    log: AccessLog,
-    telemetry: Arc<Telemetry>,
-    /// Typed facts for the metrics (app, connect and first-byte times).
-    pub obs: Observation,
-    /// The record so far; the handler fills it as it learns.
-    pub record: AccessRecord,
-    start: Instant,
-    /// Estimated bytes of the request head.
-    pub received_head: u64,
-    /// Counter of request body bytes, when the request has a body.
-    pub received_body: Option<Arc<AtomicU64>>,
-    /// Keeps the request counted on its server until the body ends.
-    pub in_flight: Option<InFlight>,
-    /// Holds the request's place in its app's concurrency limit until the body ends.
-    pub admission: Option<crate::registry::Permit>,
-    armed: bool,
+/// before [`PendingRecord::into_body`] hands it to the response body. Derefs to
+/// the boxed [`Completion`] whose record and figures the handler fills.
+pub struct PendingRecord(Option<Box<Completion>>);
+
+impl std::ops::Deref for PendingRecord {
+    type Target = Completion;
+    fn deref(&self) -> &Completion {
+        // Only `into_body` (which consumes `self`) and `drop` take the box.
+        self.0
+            .as_deref()
+            .expect("a pending record holds its completion")
+    }
+}
+
+impl std::ops::DerefMut for PendingRecord {
+    fn deref_mut(&mut self) -> &mut Completion {
+        self.0
+            .as_deref_mut()
+            .expect("a pending record holds its completion")
+    }
 }
 
 impl PendingRecord {
@@ -198,18 +210,20 @@ impl PendingRecord {
         record: AccessRecord,
         start: Instant,
     ) -> Self {
-        PendingRecord {
+        PendingRecord(Some(Box::new(Completion {
             log,
             telemetry,
             obs: Observation::default(),
             record,
             start,
+            head_bytes: 0,
+            body_bytes: 0,
+            first_poll: None,
             received_head: 0,
             received_body: None,
             in_flight: None,
             admission: None,
-            armed: true,
-        }
+        })))
     }
 
     /// Time since the request arrived.
@@ -217,51 +231,37 @@ impl PendingRecord {
         self.start.elapsed()
     }
 
+    /// Time from the request's arrival to `now`.
+    pub fn elapsed_at(&self, now: Instant) -> std::time::Duration {
+        now.saturating_duration_since(self.start)
+    }
+
     /// Attaches the record to the response body, which writes it when it ends.
     /// `head_bytes`: size of the response head. (A backend body returns its
     /// connection to the pool itself: `h1client.rs` `BackendBody`.)
     pub fn into_body(mut self, inner: Inner, head_bytes: u64) -> ResponseBody {
-        self.armed = false;
-        let record = std::mem::replace(&mut self.record, empty_record());
-        ResponseBody {
-            inner,
-            completion: Some(Box::new(Completion {
-                log: self.log.clone(),
-                telemetry: self.telemetry.clone(),
-                obs: std::mem::take(&mut self.obs),
-                record,
-                start: self.start,
-                head_bytes,
-                body_bytes: 0,
-                first_poll: None,
-                received_head: self.received_head,
-                received_body: self.received_body.take(),
-                _in_flight: self.in_flight.take(),
-                _admission: self.admission.take(),
-            })),
-        }
+        let completion = self.0.take().map(|mut c| {
+            c.head_bytes = head_bytes;
+            c
+        });
+        ResponseBody { inner, completion }
     }
 }
 
 impl Drop for PendingRecord {
     fn drop(&mut self) {
-        if !self.armed {
+        let Some(c) = self.0.as_deref_mut() else {
             return;
-        }
-        let mut record = std::mem::replace(&mut self.record, empty_record());
-        let p = &mut record.properties;
+        };
+        let received = c.received_bytes();
+        let p = &mut c.record.properties;
         p.http_status = ErrorInfo::ClientClosedRequest.status().as_u16();
         p.error_info = ErrorInfo::ClientClosedRequest.text();
-        let total = self.start.elapsed();
+        let total = c.start.elapsed();
         p.time_taken = secs_number(total);
-        p.received_bytes = self.received_head
-            + self
-                .received_body
-                .as_ref()
-                .map(|n| n.load(Ordering::Relaxed))
-                .unwrap_or(0);
-        self.obs.total = total;
-        self.telemetry.observe(&record, &self.obs);
-        self.log.log(record);
+        p.received_bytes = received;
+        c.obs.total = total;
+        c.telemetry.observe(&c.record, &c.obs);
+        c.log.log(&c.record);
     }
 }

@@ -26,6 +26,11 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Longest request target accepted, in bytes. Past it: 414.
 pub const MAX_URI_BYTES: usize = 16 * 1024;
 /// Most header fields in one request (hyper's default). Past it: 431.
+/// Fields the gateway adds to a forwarded request (`X-Forwarded-For`, `-Proto`,
+/// `-Host`, `-Port`, `X-Original-Host`, `x-transaction-id`, and one spare), room
+/// for which is made when the request's field map is built.
+pub const FORWARDING_FIELDS: usize = 7;
+
 pub const MAX_HEADERS: usize = 100;
 /// Time allowed from the first byte of a request head to its end (Azure: 60 s, then 408).
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
@@ -258,15 +263,23 @@ pub fn describe(head: &[u8], info: ErrorInfo) -> Rejection {
 pub fn check_head(head: &[u8]) -> Result<Box<Head>, Box<Rejection>> {
     let fail = |info| Err(Box::new(describe(head, info)));
     let line_end = head.iter().position(|b| *b == b'\r').unwrap_or(head.len());
-    let words: Vec<&[u8]> = head[..line_end]
+    // The request line's words: how many, and the first three (no allocation).
+    let mut words: [&[u8]; 3] = [b""; 3];
+    let mut n_words = 0;
+    for w in head[..line_end]
         .split(|b| *b == b' ')
         .filter(|w| !w.is_empty())
-        .collect();
-    if words.len() == 2 && words[1].starts_with(b"/") {
+    {
+        if let Some(slot) = words.get_mut(n_words) {
+            *slot = w;
+        }
+        n_words += 1;
+    }
+    if n_words == 2 && words[1].starts_with(b"/") {
         // `GET /path` with no version: an HTTP/0.9 request line.
         return fail(ErrorInfo::Invalid09Method);
     }
-    if words.len() == 3
+    if n_words == 3
         && words[2].starts_with(b"HTTP/")
         && words[2] != b"HTTP/1.1"
         && words[2] != b"HTTP/1.0"
@@ -315,7 +328,9 @@ pub fn check_head(head: &[u8]) -> Result<Box<Head>, Box<Rejection>> {
     let mut upgrade = method == Method::CONNECT;
     let mut keep_alive = version == 1;
     let mut expect_continue = false;
-    let mut fields = HeaderMap::with_capacity(req.headers.len());
+    // Room for the fields the proxy adds (`X-Forwarded-*`, `X-Original-Host`,
+    // `x-transaction-id`): a map that grows allocates twice.
+    let mut fields = HeaderMap::with_capacity(req.headers.len() + FORWARDING_FIELDS);
     for h in req.headers.iter() {
         let name = h.name;
         let value = h.value;

@@ -407,7 +407,9 @@ fn build_head(
 ) -> Result<(http::response::Parts, Framing, bool), SendError> {
     let status = StatusCode::from_u16(h.code)
         .map_err(|_| SendError::Malformed(format!("invalid status code {}", h.code)))?;
-    let mut headers = HeaderMap::with_capacity(h.fields.len());
+    // Room for `x-transaction-id`, `Date` and an affinity cookie: a map that
+    // grows allocates twice.
+    let mut headers = HeaderMap::with_capacity(h.fields.len() + 3);
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut has_te = false;

@@ -4,8 +4,9 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Hop-by-hop fields that never cross the gateway (RFC 9110 §7.6.1, plus the
-/// non-standard `Keep-Alive` and `Proxy-Connection`).
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// non-standard `Keep-Alive` and `Proxy-Connection`), and `Proxy-Authenticate`,
+/// which answers the gateway's own `Proxy-Authorization`.
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -14,6 +15,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
     header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
 ];
 
 /// Whether a comma-separated field value (`Connection`, RFC 9110 §7.6.1) lists
@@ -25,23 +27,38 @@ pub fn has_token(value: &[u8], token: &str) -> bool {
 }
 
 /// Removes hop-by-hop fields and every field named in `Connection`.
+///
+/// One pass over the names finds the fields to remove: most messages carry
+/// none or one (`Connection: keep-alive`), and removing each of the nine by name
+/// would look every one of them up.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for n in named {
-            headers.remove(n);
+    let mut found: [Option<&'static HeaderName>; 9] = Default::default();
+    let mut n = 0;
+    for name in headers.keys() {
+        if let Some(h) = HOP_BY_HOP.iter().find(|h| *h == name) {
+            found[n] = Some(h);
+            n += 1;
         }
     }
-    for h in &HOP_BY_HOP {
+    if n == 0 {
+        return;
+    }
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        // `close` names no field; `keep-alive` is removed anyway.
+        .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for h in found.into_iter().flatten() {
         headers.remove(h);
     }
-    headers.remove(header::PROXY_AUTHENTICATE);
+    for h in named {
+        headers.remove(h);
+    }
 }
 
 /// `x-transaction-id`.
@@ -126,9 +143,18 @@ mod tests {
             HeaderValue::from_static("chunked"),
         );
         h.insert("x-keep", HeaderValue::from_static("1"));
+        h.insert(
+            header::PROXY_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"gw\""),
+        );
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-keep"));
+        // Nothing to remove: the map is left as it is.
+        let mut plain = HeaderMap::new();
+        plain.insert(header::HOST, HeaderValue::from_static("a"));
+        strip_hop_by_hop(&mut plain);
+        assert_eq!(plain.len(), 1);
     }
 
     #[test]

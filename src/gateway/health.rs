@@ -13,6 +13,7 @@
 //! (pool, settings) names, so a reload keeps what was learned.
 
 use arc_swap::ArcSwap;
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -271,7 +272,7 @@ pub struct BackendHealth {
     pub pool: String,
     /// Settings name.
     pub settings: String,
-    servers: ArcSwap<HashMap<SocketAddr, Arc<ServerHealth>>>,
+    servers: ArcSwap<FxHashMap<SocketAddr, Arc<ServerHealth>>>,
     /// FQDNs of the pool that have no answer (reported as Unknown).
     pub unresolved: ArcSwap<Vec<String>>,
     edit: Mutex<()>,
@@ -282,7 +283,7 @@ impl BackendHealth {
         BackendHealth {
             pool: pool.into(),
             settings: settings.into(),
-            servers: ArcSwap::from_pointee(HashMap::new()),
+            servers: ArcSwap::from_pointee(FxHashMap::default()),
             unresolved: ArcSwap::from_pointee(Vec::new()),
             edit: Mutex::new(()),
         }

@@ -413,6 +413,6 @@ impl Listeners {
             ..Default::default()
         };
         self.gateway.telemetry.observe(&rec, &obs);
-        self.gateway.log.log(rec);
+        self.gateway.log.log(&rec);
     }
 }

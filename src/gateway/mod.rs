@@ -30,6 +30,7 @@ use http::HeaderValue;
 use pool::{Backend, HostRewrite, Pool, PoolSource, Settings};
 use probe::{ProbeHost, ProbeSpec};
 use routing::{ListenerInfo, ListenerRoute, PathMap, RuleTarget};
+use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,8 +46,9 @@ pub struct PortRoutes {
 
 /// Everything the request path reads, built from one validated config.
 pub struct Snapshot {
-    /// Bound address → its routes.
-    pub ports: HashMap<SocketAddr, PortRoutes>,
+    /// Bound address → its routes (FxHash: looked up per request, keys from the
+    /// configuration).
+    pub ports: FxHashMap<SocketAddr, PortRoutes>,
     /// Pools by name.
     pub pools: HashMap<String, Arc<Pool>>,
     /// Every (pool, settings) pair a rule uses: what probes check.
@@ -63,7 +65,7 @@ impl Snapshot {
     /// An empty table (nothing routes).
     pub fn empty(instance_id: &str) -> Snapshot {
         Snapshot {
-            ports: HashMap::new(),
+            ports: FxHashMap::default(),
             pools: HashMap::new(),
             backends: Vec::new(),
             instance_id: instance_id.into(),
@@ -243,6 +245,7 @@ pub async fn build_snapshot(
                 .map(|h| h.to_ascii_lowercase())
                 .collect(),
             port: addr.port(),
+            port_value: http::HeaderValue::from(addr.port()),
             https: l.protocol == Protocol::Https,
             error_pages,
         });
@@ -313,7 +316,7 @@ pub async fn build_snapshot(
         });
     }
 
-    let mut ports = HashMap::new();
+    let mut ports = FxHashMap::default();
     for (addr, (mut routes, idx)) in by_addr {
         routes.sort_by_key(|r| r.order);
         let https = idx

@@ -75,6 +75,8 @@ pub struct ConnInfo {
     /// The client's IP address as text (`clientIP`, `X-Forwarded-For`), made
     /// once per connection.
     pub peer_ip: String,
+    /// `peer_ip` as a field value (`X-Forwarded-For` when the client sent none).
+    pub peer_ip_value: Option<HeaderValue>,
 }
 
 impl ConnInfo {
@@ -93,6 +95,7 @@ impl ConnInfo {
             tls,
             http1,
             peer_ip: peer.ip().to_string(),
+            peer_ip_value: HeaderValue::from_str(&peer.ip().to_string()).ok(),
         }
     }
 }
@@ -205,13 +208,16 @@ async fn handle_request(
 ) -> Response<ResponseBody> {
     let txid = new_transaction_id();
     let snapshot = conn.gateway.snapshot.load_full();
-    let pending = pending_record(&conn, &snapshot, &txid);
+    let mut pending = pending_record(&conn, &snapshot, &txid);
     // The guard stops checking a connection once a request asks for an upgrade
     // (or is a CONNECT): unless the answer really is 101, close the connection so
     // no further request can ride on it unchecked.
     let asked_upgrade = conn.http1
         && (req.method() == Method::CONNECT || req.headers().contains_key(header::UPGRADE));
-    let mut resp = proxy(&conn, &snapshot, req, head_bytes, pending, &txid).await;
+    let mut resp = match check_request(&req, head_bytes, &mut pending) {
+        Ok(host) => route_and_forward(&conn, &snapshot, req, pending, &txid, host).await,
+        Err(info) => error_response(pending, info, &txid, None),
+    };
     if asked_upgrade && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -291,16 +297,16 @@ fn path_and_query(uri: &Uri) -> &str {
     uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
 }
 
-async fn proxy(
-    conn: &ConnInfo,
-    snapshot: &Snapshot,
-    mut req: Request<ClientBody>,
+/// Fills the client's side of the record and decides whether the request is
+/// routed (`Ok`: the host to route on) or answered here (`Err`). Synchronous, so
+/// the handler's future holds the routing future only (not a layer per step).
+fn check_request(
+    req: &Request<ClientBody>,
     head_bytes: Option<u64>,
-    mut pending: PendingRecord,
-    txid: &str,
-) -> Response<ResponseBody> {
+    pending: &mut PendingRecord,
+) -> Result<String, ErrorInfo> {
     let version = req.version();
-    let method = req.method().clone();
+    let method = req.method();
     // RFC 9112 §3.2.2: the authority of an absolute-form target (and HTTP/2's
     // :authority) wins over the Host header.
     let client_host: Option<String> = req
@@ -336,28 +342,22 @@ async fn proxy(
     });
 
     if method == Method::TRACE {
-        return error_response(pending, ErrorInfo::InvalidMethodTrace, txid, None);
+        return Err(ErrorInfo::InvalidMethodTrace);
     }
     if method == Method::CONNECT {
-        return error_response(pending, ErrorInfo::InvalidMethod, txid, None);
+        return Err(ErrorInfo::InvalidMethod);
     }
-    let Some(client_host) = client_host.filter(|h| !h.is_empty()) else {
-        let info = if version == Version::HTTP_10 {
-            // HTTP/1.0 may omit Host: only a basic listener can serve it.
-            ErrorInfo::NoError
-        } else {
-            ErrorInfo::HttpNoHostHeader
-        };
-        if info != ErrorInfo::NoError {
-            return error_response(pending, info, txid, None);
-        }
-        return route_and_forward(conn, snapshot, req, pending, txid, String::new()).await;
-    };
-    let _ = &mut req;
-    route_and_forward(conn, snapshot, req, pending, txid, client_host).await
+    match client_host.filter(|h| !h.is_empty()) {
+        Some(host) => Ok(host),
+        // HTTP/1.0 may omit Host: only a basic listener can serve it.
+        None if version == Version::HTTP_10 => Ok(String::new()),
+        None => Err(ErrorInfo::HttpNoHostHeader),
+    }
 }
 
-fn host_without_port(host: &str) -> String {
+/// `host` without its port and trailing dot, lowercase (borrowed when it
+/// already is).
+fn host_without_port(host: &str) -> std::borrow::Cow<'_, str> {
     let h = if let Some(rest) = host.strip_prefix('[') {
         rest.split(']').next().unwrap_or(rest)
     } else {
@@ -366,7 +366,12 @@ fn host_without_port(host: &str) -> String {
             .map(|(h, _)| h)
             .unwrap_or(host)
     };
-    h.trim_end_matches('.').to_ascii_lowercase()
+    let h = h.trim_end_matches('.');
+    if h.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(h.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(h)
+    }
 }
 
 async fn route_and_forward(
@@ -429,20 +434,30 @@ async fn route_and_forward(
         }
     }
 
-    // The request for the backend.
-    let path = backend_path(
-        &clean_path,
-        route.matched_prefix_len,
-        settings.path_override.as_deref(),
-    );
-    let target = match req.uri().query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path,
+    // The request for the backend: the client's target as it came when routing
+    // changed nothing in its path (it was parsed as a URI already).
+    let unchanged =
+        settings.path_override.is_none() && matches!(clean_path, std::borrow::Cow::Borrowed(_));
+    let target = if unchanged {
+        path_and_query(req.uri()).to_string()
+    } else {
+        let path = backend_path(
+            &clean_path,
+            route.matched_prefix_len,
+            settings.path_override.as_deref(),
+        );
+        let target = match req.uri().query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        // `requestUri` is the path sent to the backend (check_request put the
+        // client's there).
+        pending.record.properties.request_uri = target.split('?').next().unwrap_or("").into();
+        if Uri::try_from(target.as_str()).is_err() {
+            return error_response(pending, ErrorInfo::RequestUriInvalid, txid, Some(listener));
+        }
+        target
     };
-    pending.record.properties.request_uri = target.split('?').next().unwrap_or("").into();
-    if Uri::try_from(target.as_str()).is_err() {
-        return error_response(pending, ErrorInfo::RequestUriInvalid, txid, Some(listener));
-    }
     let wants_upgrade =
         req.version() == Version::HTTP_11 && req.headers().contains_key(header::UPGRADE);
     let client_upgrade = req
@@ -451,6 +466,12 @@ async fn route_and_forward(
         .filter(|_| wants_upgrade);
     let (parts, body) = req.into_parts();
     let mut out_headers = parts.headers;
+    // The client's host as a field value: the Host field itself when it is
+    // where the host came from (no copy), else made from the target's authority.
+    let client_host_value = match out_headers.get(header::HOST) {
+        Some(v) if v.as_bytes() == client_host.as_bytes() => Some(v.clone()),
+        _ => HeaderValue::from_str(&client_host).ok(),
+    };
     let upgrade_value = out_headers.get(header::UPGRADE).cloned();
     headers::strip_hop_by_hop(&mut out_headers);
     out_headers.remove(header::EXPECT);
@@ -459,18 +480,26 @@ async fn route_and_forward(
         out_headers.insert(header::UPGRADE, u);
         out_headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    headers::append_forwarded_for(&mut out_headers, &conn.peer_ip);
+    match (
+        &conn.peer_ip_value,
+        out_headers.contains_key(&headers::X_FORWARDED_FOR),
+    ) {
+        (Some(v), false) => {
+            out_headers.insert(headers::X_FORWARDED_FOR.clone(), v.clone());
+        }
+        _ => headers::append_forwarded_for(&mut out_headers, &conn.peer_ip),
+    }
     out_headers.insert(
         headers::X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(if listener.https { "https" } else { "http" }),
     );
-    if let Ok(v) = HeaderValue::from_str(&client_host) {
+    if let Some(v) = &client_host_value {
         out_headers.insert(headers::X_FORWARDED_HOST.clone(), v.clone());
-        out_headers.insert(headers::X_ORIGINAL_HOST.clone(), v);
+        out_headers.insert(headers::X_ORIGINAL_HOST.clone(), v.clone());
     }
     out_headers.insert(
         headers::X_FORWARDED_PORT.clone(),
-        HeaderValue::from(listener.port),
+        listener.port_value.clone(),
     );
     if let Ok(v) = HeaderValue::from_str(txid) {
         out_headers.insert(X_TRANSACTION_ID.clone(), v);
@@ -497,7 +526,7 @@ async fn route_and_forward(
         let addr_text = addr.to_compact_string();
         let mut in_flight = cand.health.as_ref().map(|h| InFlight::new(h.clone()));
         let host_value = match &settings.host {
-            HostRewrite::Client => HeaderValue::from_str(&client_host).ok(),
+            HostRewrite::Client => client_host_value.clone(),
             HostRewrite::Fixed(v) => Some(v.clone()),
             HostRewrite::FromBackend => HeaderValue::from_str(&host_for_backend(server, addr)).ok(),
         };
@@ -526,9 +555,14 @@ async fn route_and_forward(
             };
             let c: Conn = match pooled {
                 Some(c) => c,
-                None => match upstream
-                    .connect(&key, settings.tls.as_ref(), settings.connect_timeout)
-                    .await
+                // Boxed: a new connection is the rare case, and its future
+                // (TCP and TLS) would otherwise sit in every request's future.
+                None => match Box::pin(upstream.connect(
+                    &key,
+                    settings.tls.as_ref(),
+                    settings.connect_timeout,
+                ))
+                .await
                 {
                     Ok(c) => c,
                     Err(e) => {
@@ -568,12 +602,13 @@ async fn route_and_forward(
             let (local_port, reused) = (c.local_port, c.reused);
             {
                 // Known before the answer: a 499 record names the server too.
-                let p = &mut pending.record.properties;
+                let pc = &mut *pending;
+                let p = &mut pc.record.properties;
                 p.server_routed = addr_text.clone();
                 p.upstream_source_port = local_port.to_compact_string();
                 p.connection_reused = Some(reused);
                 p.server_connect_time = Some(secs_string(connect_time));
-                pending.obs.connect = Some(connect_time);
+                pc.obs.connect = Some(connect_time);
                 // The try in progress, provisionally: a 499 record (client gone
                 // while waiting) lists it; its outcome replaces it below.
                 add_attempt(
@@ -585,18 +620,24 @@ async fn route_and_forward(
                     },
                 );
             }
-            let sent_at = Instant::now();
+            // A pooled connection was taken just now: no second clock read.
+            let sent_at = if reused {
+                connect_started
+            } else {
+                Instant::now()
+            };
             let result =
                 tokio::time::timeout(settings.request_timeout, h1client::send(c, request_head, b))
                     .await;
-            let since_arrival = pending.elapsed();
+            let answered = Instant::now();
+            let since_arrival = pending.elapsed_at(answered);
             if matches!(result, Ok(Ok(_))) {
                 pending.obs.first_byte = Some(since_arrival);
             }
             let p = &mut pending.record.properties;
             match result {
                 Ok(Ok(answer)) => {
-                    let latency = sent_at.elapsed();
+                    let latency = answered.saturating_duration_since(sent_at);
                     let status = answer.head.status;
                     // A 5xx counts now; any other answer when its body has ended
                     // (a body cut short is a broken answer too).
@@ -748,7 +789,8 @@ async fn route_and_forward(
                             server_status: "-".into(),
                         },
                     );
-                    p.server_response_latency = secs_string(sent_at.elapsed());
+                    p.server_response_latency =
+                        secs_string(answered.saturating_duration_since(sent_at));
                     last_failure = ErrorInfo::UpstreamTimedOut;
                     if replayable && settings.retry_idempotent_on_timeout && !retried_elsewhere {
                         // Opt-in: the server hangs; try another once, with a

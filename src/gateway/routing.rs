@@ -22,8 +22,10 @@ pub struct ListenerInfo {
     pub name: Arc<str>,
     /// Host names (lowercase); empty = basic.
     pub host_names: Vec<String>,
-    /// Port clients connect to (for `X-Forwarded-Port`).
+    /// Port clients connect to.
     pub port: u16,
+    /// `port` as the `X-Forwarded-Port` value, made once.
+    pub port_value: http::HeaderValue,
     /// `https` listener.
     pub https: bool,
     /// Status → page template (contents of the configured file).
@@ -167,6 +169,7 @@ mod tests {
             name: "l".into(),
             host_names: names.iter().map(|s| s.to_string()).collect(),
             port: 80,
+            port_value: http::HeaderValue::from_static("80"),
             https: false,
             error_pages: HashMap::new(),
         }

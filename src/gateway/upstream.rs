@@ -17,6 +17,7 @@
 use super::reqbody::{ClientBody, ClientBodyError};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
+use rustc_hash::FxHashMap;
 use rustls_pki_types::ServerName;
 use std::collections::HashMap;
 use std::io;
@@ -167,7 +168,8 @@ pub enum ConnectError {
 /// The pool of backend connections; one per process, shared by all snapshots.
 #[derive(Default)]
 pub struct Upstream {
-    idle: Mutex<HashMap<ConnKey, Vec<Idle>>>,
+    /// Idle connections by key (FxHash: keys come from the configuration).
+    idle: Mutex<FxHashMap<ConnKey, Vec<Idle>>>,
     /// Per backend address, the signal that cuts every connection to it.
     cuts: Mutex<HashMap<SocketAddr, Arc<Notify>>>,
 }
