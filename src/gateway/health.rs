@@ -113,6 +113,8 @@ pub struct ServerReport {
 pub struct ServerHealth {
     /// The server.
     pub addr: SocketAddr,
+    /// `addr` as text (`IP:port`), for the records, made once.
+    pub addr_text: crate::accesslog::Text,
     state: AtomicU8,
     /// Requests on their way to or from this server now (for app instances, the
     /// same counter the app host reads before it stops a drained instance).
@@ -144,6 +146,7 @@ impl ServerHealth {
     pub fn with_counter(addr: SocketAddr, in_flight: Arc<AtomicUsize>) -> ServerHealth {
         ServerHealth {
             addr,
+            addr_text: compact_str::ToCompactString::to_compact_string(&addr),
             state: AtomicU8::new(Health::Unknown.as_u8()),
             in_flight,
             consecutive_errors: AtomicU32::new(0),

@@ -110,9 +110,42 @@ fn version_str(v: Version) -> &'static str {
     }
 }
 
+thread_local! {
+    /// The second of the last timestamp made on this thread, and its text up to
+    /// the milliseconds (`YYYY-MM-DDTHH:MM:SS.`).
+    static STAMP: std::cell::Cell<(u64, [u8; 20])> = const { std::cell::Cell::new((u64::MAX, [0; 20])) };
+}
+
+/// The time now as RFC 3339 with milliseconds (`2026-11-22T08:20:15.123Z`, 24
+/// bytes: stored inline). The date and time of day are formatted (humantime)
+/// once per second per thread; only the milliseconds change in between.
 fn now_rfc3339() -> Text {
-    // 24 bytes: stored inline, no allocation.
-    compact_str::format_compact!("{}", humantime::format_rfc3339_millis(SystemTime::now()))
+    let now = SystemTime::now();
+    let since = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let (secs, ms) = (since.as_secs(), since.subsec_millis());
+    let (cached, mut text) = STAMP.get();
+    if cached != secs {
+        let full = humantime::format_rfc3339_seconds(now).to_string();
+        match full.as_bytes().get(..19) {
+            Some(head) => {
+                text[..19].copy_from_slice(head);
+                text[19] = b'.';
+                STAMP.set((secs, text));
+            }
+            None => {
+                return compact_str::format_compact!("{}", humantime::format_rfc3339_millis(now))
+            }
+        }
+    }
+    let mut out = [0u8; 24];
+    out[..20].copy_from_slice(&text);
+    out[20] = b'0' + (ms / 100) as u8;
+    out[21] = b'0' + (ms / 10 % 10) as u8;
+    out[22] = b'0' + (ms % 10) as u8;
+    out[23] = b'Z';
+    Text::from_utf8(&out[..]).unwrap_or_default()
 }
 
 /// A record with the envelope and the client's side filled in; `client_ip` is
@@ -523,7 +556,10 @@ async fn route_and_forward(
     for cand in candidates.iter() {
         let server = &cand.server;
         let addr = cand.addr;
-        let addr_text = addr.to_compact_string();
+        let addr_text = match &cand.health {
+            Some(h) => h.addr_text.clone(),
+            None => addr.to_compact_string(),
+        };
         let mut in_flight = cand.health.as_ref().map(|h| InFlight::new(h.clone()));
         let host_value = match &settings.host {
             HostRewrite::Client => client_host_value.clone(),
@@ -1018,6 +1054,22 @@ pub fn full(b: impl Into<Bytes>) -> ResponseBody {
 #[cfg(test)]
 mod tests {
     use super::remove_dot_segments as r;
+
+    #[test]
+    fn timestamps_match_humantime() {
+        for _ in 0..3 {
+            let ours = super::now_rfc3339();
+            let now = std::time::SystemTime::now();
+            assert_eq!(ours.len(), 24, "{ours}");
+            assert!(ours.ends_with('Z') && ours.as_bytes()[19] == b'.', "{ours}");
+            let parsed = humantime::parse_rfc3339(&ours).expect("valid RFC 3339");
+            let behind = now.duration_since(parsed).expect("not in the future");
+            assert!(behind < std::time::Duration::from_secs(1), "{ours}");
+            let back = humantime::format_rfc3339_millis(parsed).to_string();
+            assert_eq!(back, ours.as_str());
+            std::thread::sleep(std::time::Duration::from_millis(7));
+        }
+    }
 
     #[test]
     fn dot_segments() {
