@@ -295,9 +295,7 @@ pub fn error_response(
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Ok(v) = HeaderValue::from_str(txid) {
-        h.insert(X_TRANSACTION_ID.clone(), v);
-    }
+    add_txid(h, txid);
     if let Some(secs) = info.retry_after() {
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
@@ -871,8 +869,13 @@ fn add_attempt(p: &mut Properties, a: Attempt) {
     }
 }
 
+/// Adds `x-transaction-id` to a response. The value is new in every response,
+/// so HTTP/2's HPACK is told not to index it (RFC 7541 §6.2.3, via `sensitive`):
+/// indexed, each one would take a place in the connection's dynamic table and
+/// push out entries that do repeat (`content-type`, `server`, `date`).
 fn add_txid(h: &mut HeaderMap, txid: &str) {
-    if let Ok(v) = HeaderValue::from_str(txid) {
+    if let Ok(mut v) = HeaderValue::from_str(txid) {
+        v.set_sensitive(true);
         h.insert(X_TRANSACTION_ID.clone(), v);
     }
 }

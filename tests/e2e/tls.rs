@@ -51,6 +51,34 @@ async fn https_listener_speaks_h2_and_http11_and_refuses_plain_http() {
     assert_eq!(p["sslEnabled"], "on");
     assert!(p["sslProtocol"].as_str().expect("s").starts_with("TLSv1."));
     assert!(!p["sslCipher"].as_str().expect("s").is_empty());
+    // Three requests on one HTTP/2 connection: each answer carries its own
+    // x-transaction-id (an HPACK literal that is never indexed, since it never
+    // repeats), the one in its record. (curl 7.88 cannot reuse an h2c
+    // prior-knowledge connection, against nginx either, so this is over TLS.)
+    let urls: Vec<String> = (0..3)
+        .map(|i| format!("https://localhost:{port}/status/200?n={i}"))
+        .collect();
+    let ca_path = ca.display().to_string();
+    let mut args = vec!["-s", "-i", "--http2", "--cacert", ca_path.as_str()];
+    args.extend(urls.iter().map(String::as_str));
+    let (heads, err) = curl(&args);
+    let ids: Vec<String> = heads
+        .lines()
+        .filter_map(|l| l.trim_end().strip_prefix("x-transaction-id: "))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(ids.len(), 3, "{heads}\n{err}");
+    assert!(err.is_empty(), "{err}");
+    for (i, id) in ids.iter().enumerate() {
+        let uri = format!("/status/200?n={i}");
+        let rec = gw.record(id);
+        assert_eq!(
+            rec["properties"]["originalRequestUriWithArgs"],
+            uri.as_str()
+        );
+        assert_eq!(rec["properties"]["httpVersion"], "HTTP/2.0");
+    }
+    assert!(ids[0] != ids[1] && ids[1] != ids[2], "{ids:?}");
     let (body, _) = curl(&[
         "-s",
         "--http1.1",
