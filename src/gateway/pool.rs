@@ -7,7 +7,7 @@
 //! the unit a probe checks.
 
 use crate::config::{BackendAddress, BackendHost};
-use crate::registry::{AppRegistry, AppSlot, AppState};
+use crate::registry::{AppRegistry, AppSlot, AppState, AppView};
 
 /// Concurrency limits of an app pool (section 3.8).
 #[derive(Debug, Clone, Copy, Default)]
@@ -114,6 +114,10 @@ pub enum PoolSource {
         registry: Arc<AppRegistry>,
         /// `max_concurrent_requests` (per instance, 0 = unlimited), `queue_length`, `queue_timeout`.
         limits: AppLimits,
+        /// The servers made from the last published view, and that view: the
+        /// instances' addresses are turned into [`ServerAddr`]s (their IP as
+        /// text) once per view, not once per request.
+        servers: arc_swap::ArcSwapOption<(Arc<AppView>, Vec<ServerAddr>)>,
     },
 }
 
@@ -154,6 +158,7 @@ impl Pool {
                 slot: registry.slot(app),
                 registry,
                 limits,
+                servers: arc_swap::ArcSwapOption::empty(),
             },
             rr: AtomicUsize::new(0),
         }
@@ -177,16 +182,25 @@ impl Pool {
     pub fn servers(&self) -> Vec<ServerAddr> {
         match &self.source {
             PoolSource::Static { resolved, .. } => resolved.load().as_ref().clone(),
-            PoolSource::App { slot, .. } => slot
-                .load()
-                .ready
-                .iter()
-                .map(|a| ServerAddr {
-                    ip: a.ip(),
-                    port: Some(a.port()),
-                    name: a.ip().to_string().into(),
-                })
-                .collect(),
+            PoolSource::App { slot, servers, .. } => {
+                let view = slot.load_full();
+                if let Some(made) = servers.load().as_ref() {
+                    if Arc::ptr_eq(&made.0, &view) {
+                        return made.1.clone();
+                    }
+                }
+                let list: Vec<ServerAddr> = view
+                    .ready
+                    .iter()
+                    .map(|a| ServerAddr {
+                        ip: a.ip(),
+                        port: Some(a.port()),
+                        name: a.ip().to_string().into(),
+                    })
+                    .collect();
+                servers.store(Some(Arc::new((view, list.clone()))));
+                list
+            }
         }
     }
 
@@ -394,4 +408,43 @@ pub fn spawn_dns_refresh(pool: &Arc<Pool>) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_servers_are_made_once_per_published_view() {
+        let registry = Arc::new(AppRegistry::default());
+        let pool = Pool::new_app("p", "web", registry.clone(), AppLimits::default());
+        assert!(pool.servers().is_empty());
+        let a: SocketAddr = "127.0.0.1:4001".parse().expect("addr");
+        let b: SocketAddr = "127.0.0.2:4002".parse().expect("addr");
+        registry.publish(
+            "web",
+            AppView {
+                state: AppState::Running,
+                ready: vec![a, b],
+            },
+        );
+        let first = pool.servers();
+        assert_eq!(first.len(), 2);
+        assert_eq!((&*first[0].name, first[0].port), ("127.0.0.1", Some(4001)));
+        assert_eq!((&*first[1].name, first[1].port), ("127.0.0.2", Some(4002)));
+        // The same view again: the same names, not made anew.
+        let again = pool.servers();
+        assert!(Arc::ptr_eq(&first[1].name, &again[1].name));
+        // A new view is seen at once.
+        registry.publish(
+            "web",
+            AppView {
+                state: AppState::Running,
+                ready: vec![b],
+            },
+        );
+        let after = pool.servers();
+        assert_eq!(after.len(), 1);
+        assert_eq!((after[0].ip, after[0].port), (b.ip(), Some(b.port())));
+    }
 }
