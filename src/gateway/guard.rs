@@ -26,12 +26,11 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Longest request target accepted, in bytes. Past it: 414.
 pub const MAX_URI_BYTES: usize = 16 * 1024;
 /// Most header fields in one request (hyper's default). Past it: 431.
+pub const MAX_HEADERS: usize = 100;
 /// Fields the gateway adds to a forwarded request (`X-Forwarded-For`, `-Proto`,
 /// `-Host`, `-Port`, `X-Original-Host`, `x-transaction-id`, and one spare), room
 /// for which is made when the request's field map is built.
 pub const FORWARDING_FIELDS: usize = 7;
-
-pub const MAX_HEADERS: usize = 100;
 /// Time allowed from the first byte of a request head to its end (Azure: 60 s, then 408).
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
 

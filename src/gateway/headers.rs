@@ -3,10 +3,13 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+/// How many names [`HOP_BY_HOP`] holds.
+const HOP_BY_HOP_COUNT: usize = 9;
+
 /// Hop-by-hop fields that never cross the gateway (RFC 9110 §7.6.1, plus the
 /// non-standard `Keep-Alive` and `Proxy-Connection`), and `Proxy-Authenticate`,
 /// which answers the gateway's own `Proxy-Authorization`.
-static HOP_BY_HOP: [HeaderName; 9] = [
+static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -32,7 +35,7 @@ pub fn has_token(value: &[u8], token: &str) -> bool {
 /// none or one (`Connection: keep-alive`), and removing each of the nine by name
 /// would look every one of them up.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let mut found: [Option<&'static HeaderName>; 9] = Default::default();
+    let mut found: [Option<&'static HeaderName>; HOP_BY_HOP_COUNT] = Default::default();
     let mut n = 0;
     for name in headers.keys() {
         if let Some(h) = HOP_BY_HOP.iter().find(|h| *h == name) {
@@ -75,10 +78,22 @@ pub static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-p
 pub static X_ORIGINAL_HOST: HeaderName = HeaderName::from_static("x-original-host");
 
 /// Appends the client IP to `X-Forwarded-For` (keeping earlier hops).
-pub fn append_forwarded_for(headers: &mut HeaderMap, client_ip: &str) {
+/// `client_ip_value` is `client_ip` as a field value made beforehand (once per
+/// connection): with no earlier hop it is the whole field, and nothing is made.
+pub fn append_forwarded_for(
+    headers: &mut HeaderMap,
+    client_ip: &str,
+    client_ip_value: Option<&HeaderValue>,
+) {
     let joined = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.is_empty() => format!("{prev}, {client_ip}"),
-        _ => client_ip.to_string(),
+        _ => match client_ip_value {
+            Some(v) => {
+                headers.insert(X_FORWARDED_FOR.clone(), v.clone());
+                return;
+            }
+            None => client_ip.to_string(),
+        },
     };
     if let Ok(v) = HeaderValue::from_str(&joined) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
@@ -169,6 +184,23 @@ mod tests {
         join_cookies(&mut h);
         assert_eq!(h.get_all(header::COOKIE).iter().count(), 1);
         assert_eq!(cookie(&h, "b"), Some("2"));
+    }
+
+    #[test]
+    fn forwarded_for_appends_or_takes_the_ready_value() {
+        let ready = HeaderValue::from_static("10.0.0.7");
+        let mut h = HeaderMap::new();
+        append_forwarded_for(&mut h, "10.0.0.7", Some(&ready));
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.7");
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
+        append_forwarded_for(&mut h, "10.0.0.7", Some(&ready));
+        assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.9, 10.0.0.7");
+        // An empty earlier field is replaced, as without a ready value.
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static(""));
+        append_forwarded_for(&mut h, "10.0.0.7", None);
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.7");
     }
 
     #[test]
