@@ -371,9 +371,16 @@ struct RawHead {
 }
 
 fn parse_head(buf: &[u8]) -> Result<Option<(RawHead, usize)>, SendError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_RESPONSE_FIELDS];
-    let mut resp = httparse::Response::new(&mut fields);
-    match resp.parse(buf) {
+    // Left uninitialised: the parser writes only the slots it fills (an
+    // `EMPTY_HEADER` array would be 4 KiB of stores per response).
+    let mut fields =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_FIELDS];
+    let mut resp = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut fields,
+    ) {
         Ok(httparse::Status::Partial) => Ok(None),
         Ok(httparse::Status::Complete(len)) => {
             let base = buf.as_ptr() as usize;

@@ -194,6 +194,7 @@ where
         out: Out::default(),
         read_eof: false,
         timer: None,
+        stop: None,
     };
     let mut first = true;
     loop {
@@ -244,8 +245,8 @@ enum Woke {
     /// A read: true when it went through (bytes or the end of the stream).
     Read(bool),
     Timer,
-    /// The shutdown flag changed: true when it says stop.
-    Shutdown(bool),
+    /// The shutdown flag turned true.
+    Shutdown,
 }
 
 enum Next {
@@ -270,6 +271,10 @@ struct Conn<I> {
     read_eof: bool,
     /// The idle / head timer (see `next_head`).
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Ready when the shutdown flag turns true (or its sender is gone). Made
+    /// the first time the connection waits between requests and kept: a
+    /// wait registered once per connection, not once per request.
+    stop: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
@@ -321,6 +326,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                 }
                 // Hold no buffer while idle.
                 self.input = BytesMut::new();
+                if self.out.is_empty() {
+                    self.out.gather = Vec::new();
+                }
                 head_until = None;
                 idle_until
             } else {
@@ -336,12 +344,20 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
             if timer.deadline() > until {
                 timer.as_mut().reset(until);
             }
+            if between && self.stop.is_none() {
+                let mut rx = shutdown.clone();
+                self.stop = Some(Box::pin(async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                }));
+            }
+            let mut stop = self.stop.take();
             let woke = tokio::select! {
                 biased;
                 r = poll_fn(|cx| self.poll_read_more(cx)) => Woke::Read(r.is_ok()),
                 _ = timer.as_mut() => Woke::Timer,
-                r = shutdown.changed(), if between => Woke::Shutdown(r.is_err() || *shutdown.borrow()),
+                _ = async { if let Some(s) = stop.as_mut() { s.await } }, if between => Woke::Shutdown,
             };
+            self.stop = stop;
             self.timer = Some(timer);
             let woke = match woke {
                 // Reads that never complete a head (a stream of empty lines, a
@@ -350,8 +366,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                 other => other,
             };
             match woke {
-                Woke::Read(true) | Woke::Shutdown(false) => {}
-                Woke::Read(false) | Woke::Shutdown(true) => return Next::Close,
+                Woke::Read(true) => {}
+                Woke::Read(false) | Woke::Shutdown => return Next::Close,
                 Woke::Timer if Instant::now() < until => {
                     if let Some(t) = self.timer.as_mut() {
                         t.as_mut().reset(until);
@@ -450,8 +466,19 @@ impl Out {
         w: &mut W,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
-        self.seal();
         while self.len > 0 {
+            if self.ready.is_empty() {
+                // Only gathered bytes (a small answer): written from the
+                // gather buffer itself, not turned into a shared segment.
+                let n = ready!(Pin::new(&mut *w).poll_write(cx, &self.gather))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.gather.drain(..n);
+                self.len -= n;
+                continue;
+            }
+            self.seal();
             let n = {
                 let mut slices = [IoSlice::new(&[]); 8];
                 let mut k = 0;

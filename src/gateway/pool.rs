@@ -117,7 +117,7 @@ pub enum PoolSource {
         /// The servers made from the last published view, and that view: the
         /// instances' addresses are turned into [`ServerAddr`]s (their IP as
         /// text) once per view, not once per request.
-        servers: arc_swap::ArcSwapOption<(Arc<AppView>, Vec<ServerAddr>)>,
+        servers: arc_swap::ArcSwapOption<(Arc<AppView>, Arc<Vec<ServerAddr>>)>,
     },
 }
 
@@ -178,10 +178,11 @@ impl Pool {
             if addresses.iter().any(|a| matches!(a.host, BackendHost::Fqdn(_))))
     }
 
-    /// The current servers (no rotation).
-    pub fn servers(&self) -> Vec<ServerAddr> {
+    /// The current servers (no rotation), shared: the static pool's last
+    /// resolution, or the list made from the app's last published view.
+    pub fn servers(&self) -> Arc<Vec<ServerAddr>> {
         match &self.source {
-            PoolSource::Static { resolved, .. } => resolved.load().as_ref().clone(),
+            PoolSource::Static { resolved, .. } => resolved.load_full(),
             PoolSource::App { slot, servers, .. } => {
                 let view = slot.load_full();
                 if let Some(made) = servers.load().as_ref() {
@@ -189,15 +190,16 @@ impl Pool {
                         return made.1.clone();
                     }
                 }
-                let list: Vec<ServerAddr> = view
-                    .ready
-                    .iter()
-                    .map(|a| ServerAddr {
-                        ip: a.ip(),
-                        port: Some(a.port()),
-                        name: a.ip().to_string().into(),
-                    })
-                    .collect();
+                let list: Arc<Vec<ServerAddr>> = Arc::new(
+                    view.ready
+                        .iter()
+                        .map(|a| ServerAddr {
+                            ip: a.ip(),
+                            port: Some(a.port()),
+                            name: a.ip().to_string().into(),
+                        })
+                        .collect(),
+                );
                 servers.store(Some(Arc::new((view, list.clone()))));
                 list
             }
@@ -285,48 +287,56 @@ impl Backend {
     /// unavailable; else `UPSTREAM_NO_LIVE`: empty pool or every server Unhealthy).
     pub fn candidates(&self, prefer: Option<&str>) -> Result<Vec<Candidate>, ErrorInfo> {
         let servers = self.pool.servers();
-        let all: Vec<Candidate> = servers
-            .into_iter()
+        let mut all: Vec<Option<Candidate>> = servers
+            .iter()
             .map(|server| {
                 let addr = server.socket(&self.settings);
-                Candidate {
+                Some(Candidate {
                     health: self.health.get(&addr),
-                    server,
+                    server: server.clone(),
                     addr,
-                }
+                })
             })
             .collect();
-        let states: Vec<Health> = all
-            .iter()
-            .map(|c| {
-                c.health
-                    .as_ref()
-                    .map(|h| h.health())
-                    .unwrap_or(Health::Unknown)
-            })
-            .collect();
-        let usable = health::usable(&states, self.probe.min_servers as usize);
-        if usable.is_empty() {
+        let state = |c: &Option<Candidate>| {
+            c.as_ref()
+                .and_then(|c| c.health.as_ref())
+                .map(|h| h.health())
+                .unwrap_or(Health::Unknown)
+        };
+        // The states on the stack for the usual pool (a heap copy beyond that).
+        let mut on_stack = [Health::Unknown; 16];
+        let on_heap: Vec<Health>;
+        let states: &[Health] = if all.len() <= on_stack.len() {
+            for (slot, c) in on_stack.iter_mut().zip(&all) {
+                *slot = state(c);
+            }
+            &on_stack[..all.len()]
+        } else {
+            on_heap = all.iter().map(state).collect();
+            &on_heap
+        };
+        let mut order = health::usable(states, self.probe.min_servers as usize);
+        if order.is_empty() {
             return Err(self.pool.none_reason(!all.is_empty()));
         }
-        let n = usable.len();
+        let n = order.len();
         let mut start = self.pool.rr.fetch_add(1, Ordering::Relaxed) % n;
         if let Some(key) = prefer {
-            if let Some(i) = usable
+            let addr_of = |i: usize| all[i].as_ref().map(|c| c.addr);
+            if let Some(k) = order
                 .iter()
-                .position(|&i| affinity_key(all[i].addr) == key)
+                .position(|&i| addr_of(i).is_some_and(|a| affinity_key(a) == key))
             {
-                start = i;
+                start = k;
             }
         }
-        let mut slots: Vec<Option<Candidate>> = all.into_iter().map(Some).collect();
-        let mut order: Vec<usize> = usable;
         order.rotate_left(start);
         if let PoolSource::App { limits, .. } = &self.pool.source {
             if limits.max_concurrent_requests > 0 && prefer.is_none() {
                 // With a per-instance limit, the least busy instance goes first.
                 let load = |i: &usize| {
-                    slots[*i]
+                    all[*i]
                         .as_ref()
                         .and_then(|c| c.health.as_ref())
                         .map(|h| h.in_flight.load(Ordering::Relaxed))
@@ -335,7 +345,7 @@ impl Backend {
                 order.sort_by_key(load);
             }
         }
-        Ok(order.into_iter().filter_map(|i| slots[i].take()).collect())
+        Ok(order.into_iter().filter_map(|i| all[i].take()).collect())
     }
 }
 

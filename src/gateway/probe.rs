@@ -316,7 +316,7 @@ impl Prober {
         for b in &snap.backends {
             pairs.push((b.pool.name.to_string(), b.settings.name.to_string()));
             b.health.unresolved.store(Arc::new(b.pool.unresolved()));
-            for s in b.pool.servers() {
+            for s in b.pool.servers().iter() {
                 let addr = s.socket(&b.settings);
                 wanted.insert(
                     (b.pool.name.to_string(), b.settings.name.to_string(), addr),
@@ -459,7 +459,7 @@ impl Prober {
 /// Runs the probe of `backend` now against every server, without changing state.
 pub async fn probe_now(backend: &Backend) -> Vec<ProbeOutcome> {
     let mut out = Vec::new();
-    for s in backend.pool.servers() {
+    for s in backend.pool.servers().iter() {
         let addr = match backend.probe.port {
             Some(p) if !backend.pool.is_app() => SocketAddr::new(s.ip, p),
             _ => s.socket(&backend.settings),

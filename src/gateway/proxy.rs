@@ -23,7 +23,7 @@ use super::routing::{backend_path, match_listener, ListenerInfo};
 use super::upstream::{Conn, ConnKey, ConnectError, ReqBody, Upstream};
 use super::Snapshot;
 use crate::accesslog::{secs_string, AccessLog, AccessRecord, Attempt, Properties, Text};
-use crate::txid::new_transaction_id;
+use crate::txid::TransactionId;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use compact_str::ToCompactString;
@@ -164,8 +164,9 @@ pub fn base_record(
         rule_name: Text::const_new(""),
         backend_pool_name: Text::const_new(""),
         backend_setting_name: Text::const_new(""),
-        operation_name: "ApplicationGatewayAccess".into(),
-        category: "ApplicationGatewayAccessLog".into(),
+        // Static text: `category` (27 bytes) would not fit inline.
+        operation_name: Text::const_new("ApplicationGatewayAccess"),
+        category: Text::const_new("ApplicationGatewayAccessLog"),
         properties: Properties {
             instance_id: instance_id.into(),
             client_ip: client_ip.into(),
@@ -227,7 +228,7 @@ fn pending_record(conn: &ConnInfo, snapshot: &Snapshot, txid: &str) -> PendingRe
 /// The answer to a request head the guard refused (4xx, `Connection: close`),
 /// with its record.
 pub fn refused(conn: &ConnInfo, rej: Rejection) -> Response<ResponseBody> {
-    let txid = new_transaction_id();
+    let txid = TransactionId::new();
     let snapshot = conn.gateway.snapshot.load();
     let mut pending = pending_record(conn, &snapshot, &txid);
     fill_from_rejection(&mut pending.record.properties, &rej);
@@ -240,7 +241,7 @@ async fn handle_request(
     req: Request<ClientBody>,
     head_bytes: Option<u64>,
 ) -> Response<ResponseBody> {
-    let txid = new_transaction_id();
+    let txid = TransactionId::new();
     let snapshot = conn.gateway.snapshot.load_full();
     let mut pending = pending_record(&conn, &snapshot, &txid);
     // The guard stops checking a connection once a request asks for an upgrade
@@ -280,7 +281,7 @@ fn fill_from_rejection(p: &mut Properties, rej: &Rejection) {
 pub fn error_response(
     mut pending: PendingRecord,
     info: ErrorInfo,
-    txid: &str,
+    txid: &TransactionId,
     listener: Option<&ListenerInfo>,
 ) -> Response<ResponseBody> {
     let status = info.status();
@@ -336,21 +337,21 @@ fn check_request(
     req: &Request<ClientBody>,
     head_bytes: Option<u64>,
     pending: &mut PendingRecord,
-) -> Result<String, ErrorInfo> {
+) -> Result<HeaderValue, ErrorInfo> {
     let version = req.version();
     let method = req.method();
     // RFC 9112 §3.2.2: the authority of an absolute-form target (and HTTP/2's
     // :authority) wins over the Host header.
-    let client_host: Option<String> = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        });
+    // As a field value: the Host field itself when the host comes from it (a
+    // shared slice of the request head, no copy).
+    let client_host: Option<HeaderValue> = match req.uri().authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .filter(|v| v.to_str().is_ok())
+            .cloned(),
+    };
     {
         let p = &mut pending.record.properties;
         p.http_method = method.as_str().into();
@@ -364,7 +365,11 @@ fn check_request(
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .into();
-        p.original_host = client_host.as_deref().unwrap_or("").into();
+        p.original_host = client_host
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .into();
         p.host = p.original_host.clone();
     }
     pending.received_head = head_bytes.unwrap_or_else(|| {
@@ -382,7 +387,7 @@ fn check_request(
     match client_host.filter(|h| !h.is_empty()) {
         Some(host) => Ok(host),
         // HTTP/1.0 may omit Host: only a basic listener can serve it.
-        None if version == Version::HTTP_10 => Ok(String::new()),
+        None if version == Version::HTTP_10 => Ok(HeaderValue::from_static("")),
         None => Err(ErrorInfo::HttpNoHostHeader),
     }
 }
@@ -411,13 +416,14 @@ async fn route_and_forward(
     snapshot: &Snapshot,
     mut req: Request<ClientBody>,
     mut pending: PendingRecord,
-    txid: &str,
-    client_host: String,
+    txid: &TransactionId,
+    client_host: HeaderValue,
 ) -> Response<ResponseBody> {
     let Some(port) = snapshot.ports.get(&conn.bound) else {
         return error_response(pending, ErrorInfo::InvalidHost, txid, None);
     };
-    let host_name = host_without_port(&client_host);
+    // check_request let only text through.
+    let host_name = host_without_port(client_host.to_str().unwrap_or(""));
     let Some(lr) = match_listener(&port.routes, &host_name) else {
         return error_response(pending, ErrorInfo::InvalidHost, txid, None);
     };
@@ -470,8 +476,8 @@ async fn route_and_forward(
     // changed nothing in its path (it was parsed as a URI already).
     let unchanged =
         settings.path_override.is_none() && matches!(clean_path, std::borrow::Cow::Borrowed(_));
-    let target = if unchanged {
-        path_and_query(req.uri()).to_string()
+    let rewritten: Option<String> = if unchanged {
+        None
     } else {
         let path = backend_path(
             &clean_path,
@@ -488,7 +494,7 @@ async fn route_and_forward(
         if Uri::try_from(target.as_str()).is_err() {
             return error_response(pending, ErrorInfo::RequestUriInvalid, txid, Some(listener));
         }
-        target
+        Some(target)
     };
     let wants_upgrade =
         req.version() == Version::HTTP_11 && req.headers().contains_key(header::UPGRADE);
@@ -497,13 +503,10 @@ async fn route_and_forward(
         .remove::<OnUpgrade>()
         .filter(|_| wants_upgrade);
     let (parts, body) = req.into_parts();
+    let target: &str = rewritten
+        .as_deref()
+        .unwrap_or_else(|| path_and_query(&parts.uri));
     let mut out_headers = parts.headers;
-    // The client's host as a field value: the Host field itself when it is
-    // where the host came from (no copy), else made from the target's authority.
-    let client_host_value = match out_headers.get(header::HOST) {
-        Some(v) if v.as_bytes() == client_host.as_bytes() => Some(v.clone()),
-        _ => HeaderValue::from_str(&client_host).ok(),
-    };
     let upgrade_value = out_headers.get(header::UPGRADE).cloned();
     headers::strip_hop_by_hop(&mut out_headers);
     out_headers.remove(header::EXPECT);
@@ -517,17 +520,13 @@ async fn route_and_forward(
         headers::X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(if listener.https { "https" } else { "http" }),
     );
-    if let Some(v) = &client_host_value {
-        out_headers.insert(headers::X_FORWARDED_HOST.clone(), v.clone());
-        out_headers.insert(headers::X_ORIGINAL_HOST.clone(), v.clone());
-    }
+    out_headers.insert(headers::X_FORWARDED_HOST.clone(), client_host.clone());
+    out_headers.insert(headers::X_ORIGINAL_HOST.clone(), client_host.clone());
     out_headers.insert(
         headers::X_FORWARDED_PORT.clone(),
         listener.port_value.clone(),
     );
-    if let Ok(v) = HeaderValue::from_str(txid) {
-        out_headers.insert(X_TRANSACTION_ID.clone(), v);
-    }
+    out_headers.insert(X_TRANSACTION_ID.clone(), txid.header_value());
 
     let has_body = !http_body::Body::is_end_stream(&body);
     let body = if has_body {
@@ -553,7 +552,7 @@ async fn route_and_forward(
         };
         let mut in_flight = cand.health.as_ref().map(|h| InFlight::new(h.clone()));
         let host_value = match &settings.host {
-            HostRewrite::Client => client_host_value.clone(),
+            HostRewrite::Client => Some(client_host.clone()),
             HostRewrite::Fixed(v) => Some(v.clone()),
             HostRewrite::FromBackend => HeaderValue::from_str(&host_for_backend(server, addr)).ok(),
         };
@@ -567,7 +566,7 @@ async fn route_and_forward(
         }
         let request_head = h1client::RequestHead {
             method: &parts.method,
-            target: &target,
+            target,
             headers: &out_headers,
             host: host_value.as_ref(),
         };
@@ -840,7 +839,7 @@ async fn route_and_forward(
 fn fail(
     pending: PendingRecord,
     info: ErrorInfo,
-    txid: &str,
+    txid: &TransactionId,
     listener: &ListenerInfo,
 ) -> Response<ResponseBody> {
     error_response(pending, info, txid, Some(listener))
@@ -866,11 +865,10 @@ fn add_attempt(p: &mut Properties, a: Attempt) {
 /// so HTTP/2's HPACK is told not to index it (RFC 7541 §6.2.3, via `sensitive`):
 /// indexed, each one would take a place in the connection's dynamic table and
 /// push out entries that do repeat (`content-type`, `server`, `date`).
-fn add_txid(h: &mut HeaderMap, txid: &str) {
-    if let Ok(mut v) = HeaderValue::from_str(txid) {
-        v.set_sensitive(true);
-        h.insert(X_TRANSACTION_ID.clone(), v);
-    }
+fn add_txid(h: &mut HeaderMap, txid: &TransactionId) {
+    let mut v = txid.header_value();
+    v.set_sensitive(true);
+    h.insert(X_TRANSACTION_ID.clone(), v);
 }
 
 fn set_affinity_cookie(h: &mut HeaderMap, name: &str, key: &str, https: bool) {
