@@ -1049,7 +1049,9 @@ mod tests {
             want.extend_from_slice(format!("{:x}\r\n", 300 + round as usize).as_bytes());
             // Written after each round, and once with a round still queued.
             if round != 1 {
-                poll_fn(|cx| out.poll_write(&mut w, cx)).await.expect("write");
+                poll_fn(|cx| out.poll_write(&mut w, cx))
+                    .await
+                    .expect("write");
                 assert!(out.is_empty());
             }
         }
@@ -1059,7 +1061,9 @@ mod tests {
             out.push_small(&small);
             want.extend_from_slice(&small);
         }
-        poll_fn(|cx| out.poll_write(&mut w, cx)).await.expect("write");
+        poll_fn(|cx| out.poll_write(&mut w, cx))
+            .await
+            .expect("write");
         assert!(out.is_empty());
         drop(w);
         assert_eq!(reader.await.expect("reader"), want);
