@@ -43,16 +43,17 @@ impl Default for TransactionId {
     }
 }
 
+impl std::fmt::Display for TransactionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl std::ops::Deref for TransactionId {
     type Target = str;
     fn deref(&self) -> &str {
         self.as_str()
     }
-}
-
-/// A fresh random transaction id as text.
-pub fn new_transaction_id() -> String {
-    TransactionId::new().as_str().to_string()
 }
 
 /// True for 32 lowercase hex characters.
@@ -68,7 +69,7 @@ mod tests {
     #[test]
     fn shape() {
         for _ in 0..100 {
-            assert!(is_transaction_id(&new_transaction_id()));
+            assert!(is_transaction_id(&TransactionId::new()));
         }
         assert!(!is_transaction_id("ABCDEF"));
     }

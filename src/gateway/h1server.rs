@@ -183,7 +183,7 @@ pub async fn serve<I>(
     io: I,
     info: Arc<ConnInfo>,
     timeouts: Timeouts,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Outcome<I>
 where
     I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -198,7 +198,7 @@ where
     };
     let mut first = true;
     loop {
-        let next = conn.next_head(&mut first, timeouts, &mut shutdown).await;
+        let next = conn.next_head(&mut first, timeouts, &shutdown).await;
         let exchange = match next {
             Next::Close => {
                 let _ = conn.io.shutdown().await;
@@ -304,7 +304,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
         &mut self,
         first: &mut bool,
         timeouts: Timeouts,
-        shutdown: &mut watch::Receiver<bool>,
+        shutdown: &watch::Receiver<bool>,
     ) -> Next {
         let idle_until = Instant::now() + timeouts.idle;
         let mut head_until: Option<Instant> = None;

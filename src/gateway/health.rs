@@ -379,29 +379,27 @@ impl HealthRegistry {
     }
 }
 
-/// Picks the servers a request may use from `servers` (in pool order, each with
-/// its health): the Healthy ones; when there are none, the Unknown ones (not
+/// Picks the servers a request may use from `states` (each server's health, in
+/// pool order): the Healthy ones; when there are none, the Unknown ones (not
 /// probed yet); and Unhealthy ones in pool order to reach `min_servers`.
-/// Draining servers never take new requests. Returns indices into `servers`.
-pub fn usable(states: &[Health], min_servers: usize) -> Vec<usize> {
-    let mut out: Vec<usize> = (0..states.len())
-        .filter(|&i| states[i] == Health::Healthy)
-        .collect();
+/// Draining servers never take new requests. Returns indices into the pool.
+/// `states` is walked up to three times, so it must give the same states each
+/// time (an iterator over values read beforehand).
+pub fn usable(states: impl Iterator<Item = Health> + Clone, min_servers: usize) -> Vec<usize> {
+    let with = |wanted: Health| {
+        states
+            .clone()
+            .enumerate()
+            .filter(move |(_, s)| *s == wanted)
+            .map(|(i, _)| i)
+    };
+    let mut out: Vec<usize> = with(Health::Healthy).collect();
     if out.is_empty() {
-        out = (0..states.len())
-            .filter(|&i| states[i] == Health::Unknown)
-            .collect();
+        out = with(Health::Unknown).collect();
     }
     if out.len() < min_servers {
         let missing = min_servers - out.len();
-        out.extend(
-            states
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| **s == Health::Unhealthy)
-                .map(|(i, _)| i)
-                .take(missing),
-        );
+        out.extend(with(Health::Unhealthy).take(missing));
     }
     out
 }
@@ -454,13 +452,22 @@ mod tests {
 
     #[test]
     fn selection_prefers_healthy_then_unknown_then_min_servers() {
-        assert_eq!(usable(&[Healthy, Unhealthy, Healthy], 0), vec![0, 2]);
-        assert_eq!(usable(&[Unknown, Unhealthy, Unknown], 0), vec![0, 2]);
-        assert_eq!(usable(&[Healthy, Unknown], 0), vec![0]);
-        assert!(usable(&[Unhealthy, Unhealthy], 0).is_empty());
-        assert_eq!(usable(&[Unhealthy, Unhealthy, Unhealthy], 2), vec![0, 1]);
-        assert_eq!(usable(&[Unhealthy, Healthy], 2), vec![1, 0]);
-        assert!(usable(&[Draining], 1).is_empty());
+        assert_eq!(
+            usable([Healthy, Unhealthy, Healthy].into_iter(), 0),
+            vec![0, 2]
+        );
+        assert_eq!(
+            usable([Unknown, Unhealthy, Unknown].into_iter(), 0),
+            vec![0, 2]
+        );
+        assert_eq!(usable([Healthy, Unknown].into_iter(), 0), vec![0]);
+        assert!(usable([Unhealthy, Unhealthy].into_iter(), 0).is_empty());
+        assert_eq!(
+            usable([Unhealthy, Unhealthy, Unhealthy].into_iter(), 2),
+            vec![0, 1]
+        );
+        assert_eq!(usable([Unhealthy, Healthy].into_iter(), 2), vec![1, 0]);
+        assert!(usable([Draining].into_iter(), 1).is_empty());
     }
 
     #[test]

@@ -345,7 +345,7 @@ impl Listeners {
             .unwrap_or(0);
         let head = &buf[..n];
         let snapshot = self.gateway.snapshot.load();
-        let txid = crate::txid::new_transaction_id();
+        let txid = crate::txid::TransactionId::new();
         let mut rec = base_record(
             &snapshot.instance_id,
             peer,

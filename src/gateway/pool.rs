@@ -287,43 +287,36 @@ impl Backend {
     /// unavailable; else `UPSTREAM_NO_LIVE`: empty pool or every server Unhealthy).
     pub fn candidates(&self, prefer: Option<&str>) -> Result<Vec<Candidate>, ErrorInfo> {
         let servers = self.pool.servers();
-        let mut all: Vec<Option<Candidate>> = servers
+        // Each server with its health state, read once (the passes of
+        // `usable` see one consistent picture), and the candidate it makes.
+        let mut all: Vec<(Health, Option<Candidate>)> = servers
             .iter()
             .map(|server| {
                 let addr = server.socket(&self.settings);
-                Some(Candidate {
-                    health: self.health.get(&addr),
+                let health = self.health.get(&addr);
+                let state = health
+                    .as_ref()
+                    .map(|h| h.health())
+                    .unwrap_or(Health::Unknown);
+                let candidate = Candidate {
+                    health,
                     server: server.clone(),
                     addr,
-                })
+                };
+                (state, Some(candidate))
             })
             .collect();
-        let state = |c: &Option<Candidate>| {
-            c.as_ref()
-                .and_then(|c| c.health.as_ref())
-                .map(|h| h.health())
-                .unwrap_or(Health::Unknown)
-        };
-        // The states on the stack for the usual pool (a heap copy beyond that).
-        let mut on_stack = [Health::Unknown; 16];
-        let on_heap: Vec<Health>;
-        let states: &[Health] = if all.len() <= on_stack.len() {
-            for (slot, c) in on_stack.iter_mut().zip(&all) {
-                *slot = state(c);
-            }
-            &on_stack[..all.len()]
-        } else {
-            on_heap = all.iter().map(state).collect();
-            &on_heap
-        };
-        let mut order = health::usable(states, self.probe.min_servers as usize);
+        let mut order = health::usable(
+            all.iter().map(|(state, _)| *state),
+            self.probe.min_servers as usize,
+        );
         if order.is_empty() {
             return Err(self.pool.none_reason(!all.is_empty()));
         }
         let n = order.len();
         let mut start = self.pool.rr.fetch_add(1, Ordering::Relaxed) % n;
         if let Some(key) = prefer {
-            let addr_of = |i: usize| all[i].as_ref().map(|c| c.addr);
+            let addr_of = |i: usize| all[i].1.as_ref().map(|c| c.addr);
             if let Some(k) = order
                 .iter()
                 .position(|&i| addr_of(i).is_some_and(|a| affinity_key(a) == key))
@@ -337,6 +330,7 @@ impl Backend {
                 // With a per-instance limit, the least busy instance goes first.
                 let load = |i: &usize| {
                     all[*i]
+                        .1
                         .as_ref()
                         .and_then(|c| c.health.as_ref())
                         .map(|h| h.in_flight.load(Ordering::Relaxed))
@@ -345,7 +339,7 @@ impl Backend {
                 order.sort_by_key(load);
             }
         }
-        Ok(order.into_iter().filter_map(|i| all[i].take()).collect())
+        Ok(order.into_iter().filter_map(|i| all[i].1.take()).collect())
     }
 }
 
