@@ -432,6 +432,8 @@ async fn wait_for_first_instances(cfg: &Config, registry: &AppRegistry) {
 
 /// Runs the gateway until SIGTERM/SIGINT. Errors are printed to stderr.
 pub async fn run(source: Source) -> Exit {
+    // On one core (the single-threaded runtime), small writes go out together.
+    crate::gateway::batch::start();
     let v = match config::load(&source) {
         Ok(v) => v,
         Err(errors) => {

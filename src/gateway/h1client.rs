@@ -17,6 +17,7 @@
 //! without `Connection: close`, framed by length or chunks, read to its end, with
 //! the whole request body sent.
 
+use super::batch::Outcome;
 use super::chunked::{scan_chunked, Chunk};
 use super::upstream::{Conn, ReqBody, Upstream};
 use bytes::{Buf, Bytes, BytesMut};
@@ -29,6 +30,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
+use tokio_util::either::Either;
 
 /// Most bytes of a response head (status line and fields) accepted.
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -204,6 +206,18 @@ pub async fn send(
     let has_body = !Body::is_end_stream(&body);
     let mut head = BytesMut::with_capacity(512);
     let framing = write_head(&mut head, &req, has_body);
+    // A request without a body goes out with the other connections' writes
+    // (batch.rs); its answer, when it comes, tells that it went out.
+    let mut lent = match (&conn.io, has_body) {
+        (Either::Left(socket), false) => match socket.lend(head.split().freeze()) {
+            Ok(lent) => Some(lent),
+            Err(back) => {
+                head.extend_from_slice(&back);
+                None
+            }
+        },
+        _ => None,
+    };
     let mut upload = Some(Upload {
         out: head,
         body,
@@ -218,6 +232,24 @@ pub async fn send(
     let (raw, head_len) = poll_fn(|cx| {
         if conn.poll_cut(cx) {
             return Poll::Ready(Err(SendError::Cut));
+        }
+        if let Some(l) = lent.as_ref() {
+            match l.poll_settled(cx, false) {
+                Poll::Pending => return poll_head(&mut conn, cx),
+                Poll::Ready(Outcome::Sent) => {}
+                // The socket's buffer was full: the rest is written below.
+                Poll::Ready(Outcome::Left(rest)) => {
+                    if let Some(u) = upload.as_mut() {
+                        u.out.extend_from_slice(&rest);
+                    }
+                }
+                Poll::Ready(Outcome::Failed(e)) => {
+                    tracing::debug!(error = %e, "request could not be written whole");
+                    upload = None;
+                    write_failed = true;
+                }
+            }
+            lent = None;
         }
         if let Some(u) = upload.as_mut() {
             match u.poll(cx, &mut conn.io) {

@@ -35,6 +35,7 @@
 //! Memory: a connection waiting for its next request holds no buffer. Reads go
 //! through a per-thread scratch buffer and only what is left over is kept.
 
+use super::batch;
 use super::failure::ErrorInfo;
 use super::guard::{self, BodyFraming, Head, Rejection, Step};
 use super::h1client::{decode_body, Framing};
@@ -149,6 +150,23 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Rewound<I> {
     }
 }
 
+/// A client stream whose small answers can be lent to the batch writer
+/// (`batch.rs`): plain TCP can, TLS cannot (its bytes go through the TLS layer).
+pub trait Lend {
+    /// The socket to lend writes to, if any.
+    fn batch_socket(&self) -> Option<&batch::Socket> {
+        None
+    }
+}
+
+impl Lend for batch::Socket {
+    fn batch_socket(&self) -> Option<&batch::Socket> {
+        Some(self)
+    }
+}
+
+impl<T> Lend for tokio_rustls::server::TlsStream<T> {}
+
 /// Any client connection, boxed for an upgrade.
 pub trait ClientIo: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> ClientIo for T {}
@@ -186,7 +204,7 @@ pub async fn serve<I>(
     shutdown: watch::Receiver<bool>,
 ) -> Outcome<I>
 where
-    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    I: AsyncRead + AsyncWrite + Lend + Send + Unpin + 'static,
 {
     let mut conn = Conn {
         io,
@@ -201,6 +219,7 @@ where
         let next = conn.next_head(&mut first, timeouts, &shutdown).await;
         let exchange = match next {
             Next::Close => {
+                let _ = poll_fn(|cx| conn.out.poll_settled(cx)).await;
                 let _ = conn.io.shutdown().await;
                 return Outcome::Closed;
             }
@@ -224,6 +243,9 @@ where
             }
             Err(e) => {
                 tracing::debug!(client = %info.peer, "client connection ended: {e}");
+                // An earlier answer still lent to the batch writer goes out
+                // (dropping it would cancel it).
+                let _ = poll_fn(|cx| conn.out.poll_settled(cx)).await;
                 return Outcome::Closed;
             }
         }
@@ -277,7 +299,7 @@ struct Conn<I> {
     stop: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
-impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
+impl<I: AsyncRead + AsyncWrite + Lend + Unpin> Conn<I> {
     /// Reads once (through the scratch buffer) and appends to `input`.
     /// Returns the bytes read; 0 at the end of the stream.
     fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
@@ -395,6 +417,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
     /// unread body) read and discard for a while so that the kernel does not
     /// reset the connection before the client has read the answer.
     async fn close(&mut self, linger: bool) {
+        let _ = poll_fn(|cx| self.out.poll_settled(cx)).await;
         let _ = self.io.shutdown().await;
         if !linger || self.read_eof {
             return;
@@ -422,6 +445,9 @@ struct Out {
     ready: VecDeque<Bytes>,
     /// Total bytes queued.
     len: usize,
+    /// A small answer lent to the batch writer and not yet settled: written
+    /// before anything queued here.
+    lent: Option<batch::Lent>,
 }
 
 impl Out {
@@ -460,12 +486,49 @@ impl Out {
         self.len == 0
     }
 
+    /// Ready once the lent answer, if any, was written; what the batch
+    /// writer could not write goes to the front of the queue.
+    /// Errors: the batch writer's write failed.
+    fn poll_settled(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(lent) = &self.lent else {
+            return Poll::Ready(Ok(()));
+        };
+        let outcome = ready!(lent.poll_settled(cx, true));
+        self.lent = None;
+        match outcome {
+            batch::Outcome::Sent => {}
+            batch::Outcome::Left(rest) => {
+                self.seal();
+                self.len += rest.len();
+                self.ready.push_front(rest);
+            }
+            batch::Outcome::Failed(e) => return Poll::Ready(Err(e)),
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Lends a whole small answer (gathered bytes only) to the batch writer of
+    /// `socket`; keeps it when there is none.
+    fn lend(&mut self, socket: &batch::Socket) {
+        if self.lent.is_some() || !self.ready.is_empty() || self.gather.is_empty() {
+            return;
+        }
+        match socket.lend(Bytes::from(std::mem::take(&mut self.gather))) {
+            Ok(lent) => {
+                self.lent = Some(lent);
+                self.len = 0;
+            }
+            Err(back) => self.gather = back.into(),
+        }
+    }
+
     /// Writes as much as the socket takes. Ready(Ok) when all is written.
     fn poll_write<W: AsyncWrite + Unpin>(
         &mut self,
         w: &mut W,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
+        ready!(self.poll_settled(cx))?;
         while self.len > 0 {
             if self.ready.is_empty() {
                 // Only gathered bytes (a small answer): written from the
@@ -631,7 +694,7 @@ impl Exchange {
         }
     }
 
-    fn poll<I: AsyncRead + AsyncWrite + Unpin>(
+    fn poll<I: AsyncRead + AsyncWrite + Lend + Unpin>(
         &mut self,
         conn: &mut Conn<I>,
         shutdown: &watch::Receiver<bool>,
@@ -700,6 +763,13 @@ impl Exchange {
                 continue;
             }
             let mut progress = produced || fed;
+            if matches!(self.stage, Stage::Done) && self.keep_alive && !self.upgrading {
+                // A whole small answer on a connection that stays open goes
+                // out with the other connections' writes (batch.rs).
+                if let Some(socket) = conn.io.batch_socket() {
+                    conn.out.lend(socket);
+                }
+            }
             if !conn.out.is_empty() {
                 let before = conn.out.len;
                 match conn.out.poll_write(&mut conn.io, cx) {
@@ -794,7 +864,7 @@ impl Exchange {
 
     /// Decodes request body bytes for the handler while it wants them. Returns
     /// true when something changed.
-    fn feed_body<I: AsyncRead + AsyncWrite + Unpin>(
+    fn feed_body<I: AsyncRead + AsyncWrite + Lend + Unpin>(
         &mut self,
         conn: &mut Conn<I>,
         cx: &mut Context<'_>,
@@ -1067,5 +1137,44 @@ mod tests {
         assert!(out.is_empty());
         drop(w);
         assert_eq!(reader.await.expect("reader"), want);
+    }
+
+    /// A lent answer that meets a full socket: what the batch writer could not
+    /// write comes back to the front of the queue, before what was queued
+    /// after it (`batch.rs`).
+    #[tokio::test]
+    async fn a_lent_answer_meeting_a_full_socket_still_goes_first() {
+        super::batch::start();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let (a, b) = tokio::join!(tokio::net::TcpStream::connect(addr), l.accept());
+        let mut sock = super::batch::Socket::new(a.expect("connect"));
+        let mut peer = b.expect("accept").0;
+        let mut out = Out::default();
+        // 16 MiB cannot fit an unread socket.
+        let first = vec![b'1'; 16 * 1024 * 1024];
+        out.push_small(&first);
+        out.lend(&sock);
+        assert!(out.is_empty() && out.lent.is_some(), "lent");
+        // Wait for the batch writer, which writes part of it.
+        tokio::task::yield_now().await;
+        out.push_small(b"second");
+        let reader = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let mut got = Vec::new();
+            peer.read_to_end(&mut got).await.expect("read");
+            got
+        });
+        poll_fn(|cx| out.poll_write(&mut sock, cx))
+            .await
+            .expect("write");
+        assert!(out.is_empty() && out.lent.is_none());
+        sock.shutdown().await.expect("shutdown");
+        let got = reader.await.expect("reader");
+        assert_eq!(got.len(), first.len() + 6);
+        assert!(got[..first.len()].iter().all(|&x| x == b'1'));
+        assert_eq!(&got[first.len()..], b"second");
     }
 }

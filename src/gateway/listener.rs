@@ -6,6 +6,7 @@
 //! each new config: new addresses are bound *before* the new tables go live,
 //! removed ones stop accepting after; open connections are never cut by a reload.
 
+use super::batch;
 use super::failure::{builtin_page, ErrorInfo};
 use super::h1server::{self, Outcome, Timeouts};
 use super::proxy::{self, base_record, ConnInfo, Gateway, TlsInfo};
@@ -210,7 +211,10 @@ impl Listeners {
             .get(&key)
             .and_then(|p| p.tls.clone());
         match tls {
-            None => self.serve_http1(stream, key, peer, None).await,
+            None => {
+                self.serve_http1(batch::Socket::new(stream), key, peer, None)
+                    .await
+            }
             // Boxed: the handshake and the TLS stream are large, and a plain
             // connection's task must not carry room for them.
             Some(tls) => Box::pin(self.serve_tls(tls, key, stream, peer)).await,
@@ -279,7 +283,7 @@ impl Listeners {
     /// the HTTP/2 preface.
     async fn serve_http1<I>(&self, io: I, bound: SocketAddr, peer: SocketAddr, tls: Option<TlsInfo>)
     where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + h1server::Lend + Unpin + Send + 'static,
     {
         let snapshot = self.gateway.snapshot.load();
         let timeouts = Timeouts {

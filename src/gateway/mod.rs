@@ -6,6 +6,7 @@
 //! [`crate::registry`]. Tables are an immutable [`Snapshot`] swapped whole on
 //! reload, so a request reads one consistent view and takes no lock.
 
+pub mod batch;
 pub mod body;
 pub mod chunked;
 pub mod failure;

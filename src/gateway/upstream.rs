@@ -14,6 +14,7 @@
 //! instant after is the keep-alive race, retried on a fresh connection (see
 //! `proxy.rs`).
 
+use super::batch;
 use super::reqbody::{ClientBody, ClientBodyError};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
@@ -99,10 +100,11 @@ pub struct ConnKey {
     pub tls_name: Option<Arc<str>>,
 }
 
-/// The byte stream of a backend connection: TCP (`Left`), or TLS over TCP
-/// (`Right`, boxed: the TLS state is large). tokio-util's `Either` passes reads
-/// and writes (vectored ones too) to the side in use.
-pub type BackendIo = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
+/// The byte stream of a backend connection: TCP (`Left`, whose request heads
+/// can go out in a batch: [`batch::Socket`]), or TLS over TCP (`Right`, boxed:
+/// the TLS state is large). tokio-util's `Either` passes reads and writes
+/// (vectored ones too) to the side in use.
+pub type BackendIo = Either<batch::Socket, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
 
 /// A connection ready to carry one request.
 pub struct Conn {
@@ -241,7 +243,7 @@ impl Upstream {
                         .map_err(|e| ConnectError::Tls(e.to_string()))?;
                     Either::Right(Box::new(tls))
                 }
-                _ => Either::Left(tcp),
+                _ => Either::Left(batch::Socket::new(tcp)),
             };
             tracing::debug!(server = %key.addr, local_port, "backend connection opened");
             Ok(Conn {

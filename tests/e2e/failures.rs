@@ -21,7 +21,7 @@ fn props(r: &serde_json::Value) -> &serde_json::Value {
 async fn success_is_logged_with_the_backend_that_answered() {
     let app = DemoApp::start();
     let port = free_port();
-    let gw = Gateway::start("success", &basic_config(port, &[app.addr.to_string()], ""));
+    let gw = Gateway::start_one_core("success", &basic_config(port, &[app.addr.to_string()], ""));
     let r = get(local(port), "/status/201").await;
     assert_eq!(r.status, 201);
     let txid = r.txid();
@@ -54,7 +54,7 @@ async fn success_is_logged_with_the_backend_that_answered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_pool_is_502_upstream_no_live() {
     let port = free_port();
-    let gw = Gateway::start("empty", &basic_config(port, &[], ""));
+    let gw = Gateway::start_one_core("empty", &basic_config(port, &[], ""));
     let r = get(local(port), "/").await;
     assert_eq!(r.status, 502);
     assert!(
@@ -73,7 +73,7 @@ async fn refused_on_every_server_is_502_no_live_with_every_attempt() {
     let port = free_port();
     // min_servers = 2 keeps both (Unhealthy) servers in rotation, so the request
     // really tries each one instead of being refused up front.
-    let gw = Gateway::start(
+    let gw = Gateway::start_one_core(
         "refused",
         &keep_two(port, &[format!("127.0.0.1:{a}"), format!("127.0.0.1:{b}")]),
     );
@@ -96,7 +96,7 @@ async fn refused_server_fails_over_to_a_live_one() {
     let app = DemoApp::start();
     let dead = free_port();
     let port = free_port();
-    let gw = Gateway::start(
+    let gw = Gateway::start_one_core(
         "failover",
         &keep_two(port, &[format!("127.0.0.1:{dead}"), app.addr.to_string()]),
     );
@@ -139,7 +139,7 @@ async fn backend_reset_close_and_garbage_are_502_closed_connection() {
     // The probe would soon eject these misbehaving servers (502 NO_LIVE); keep
     // them in rotation to see how each failure itself is reported.
     let config = format!("{config}\n[[probes]]\nname = \"keep\"\nmin_servers = 1\n");
-    let gw = Gateway::start("closed", &config);
+    let gw = Gateway::start_one_core("closed", &config);
     for (port, path) in [(p1, "/reset"), (p1, "/garbage"), (p2, "/"), (p3, "/")] {
         let r = get(local(port), path).await;
         assert_eq!(r.status, 502, "{port}{path}");
@@ -163,7 +163,7 @@ async fn backend_reset_close_and_garbage_are_502_closed_connection() {
 async fn no_headers_within_request_timeout_is_502_timed_out() {
     let app = DemoApp::start();
     let port = free_port();
-    let gw = Gateway::start(
+    let gw = Gateway::start_one_core(
         "timeout",
         &basic_config(port, &[app.addr.to_string()], "request_timeout = 1"),
     );
@@ -193,7 +193,7 @@ async fn no_headers_within_request_timeout_is_502_timed_out() {
 async fn client_that_leaves_early_is_logged_499() {
     let app = DemoApp::start();
     let port = free_port();
-    let gw = Gateway::start("499", &basic_config(port, &[app.addr.to_string()], ""));
+    let gw = Gateway::start_one_core("499", &basic_config(port, &[app.addr.to_string()], ""));
     let mut s = tokio::net::TcpStream::connect(local(port))
         .await
         .expect("connect");
@@ -221,7 +221,7 @@ async fn client_that_leaves_early_is_logged_499() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosted_app_without_ready_instance_is_503_with_retry_after() {
     let port = free_port();
-    let gw = Gateway::start(
+    let gw = Gateway::start_one_core(
         "app503",
         &format!(
             r#"
@@ -269,7 +269,7 @@ async fn custom_error_page_replaces_the_builtin_one() {
             page.display()
         ),
     );
-    let _gw = Gateway::start("pages", &config);
+    let _gw = Gateway::start_one_core("pages", &config);
     let r = get(local(port), "/").await;
     assert_eq!(r.status, 502);
     assert!(r.text().contains("We are fixing it"));
@@ -281,7 +281,7 @@ async fn a_timeout_is_retried_elsewhere_only_for_idempotent_requests_when_config
     let frozen = DemoApp::start();
     let live = DemoApp::start();
     let port = free_port();
-    let gw = Gateway::start(
+    let gw = Gateway::start_one_core(
         "timeout-retry",
         &basic_config(
             port,

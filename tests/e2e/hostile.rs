@@ -29,7 +29,7 @@ const CASES: &[(&str, &[u8], u16, &str)] = &[
 async fn every_malformed_request_is_refused_and_never_forwarded() {
     let backend = RawServer::start(Raw::Hang);
     let port = free_port();
-    let gw = Gateway::start(
+    let gw = Gateway::start_one_core(
         "hostile",
         &basic_config(port, &[backend.addr.to_string()], ""),
     );
@@ -61,7 +61,7 @@ async fn every_malformed_request_is_refused_and_never_forwarded() {
 async fn oversized_head_is_431_and_overlong_uri_is_414() {
     let backend = RawServer::start(Raw::Hang);
     let port = free_port();
-    let gw = Gateway::start(
+    let gw = Gateway::start_one_core(
         "oversize",
         &basic_config(port, &[backend.addr.to_string()], ""),
     );
@@ -89,7 +89,7 @@ async fn a_smuggled_second_request_never_reaches_the_backend() {
     // forward the tail as a second request. We refuse the whole thing.
     let app = DemoApp::start();
     let port = free_port();
-    let gw = Gateway::start("smuggle", &basic_config(port, &[app.addr.to_string()], ""));
+    let gw = Gateway::start_one_core("smuggle", &basic_config(port, &[app.addr.to_string()], ""));
     let attack = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 44\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /status/418 HTTP/1.1\r\nHost: a\r\n\r\n";
     let (text, closed) = raw_exchange(local(port), attack);
     assert_eq!(raw_status(&text), 400);
@@ -125,7 +125,7 @@ async fn no_request_rides_unchecked_after_a_refused_upgrade_or_connect() {
             .replace("\"rule\"", "\"rule2\"")
             .replace("priority = 10", "priority = 20"),
     );
-    let _gw = Gateway::start("upgrade-bypass", &config);
+    let _gw = Gateway::start_one_core("upgrade-bypass", &config);
     let smuggle = "POST /status/201 HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
     for (port, first) in [
         (port, "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n".to_string()),

@@ -9,7 +9,7 @@ use std::time::Duration;
 async fn large_bodies_stream_both_ways() {
     let app = DemoApp::start();
     let port = free_port();
-    let gw = Gateway::start("bodies", &basic_config(port, &[app.addr.to_string()], ""));
+    let gw = Gateway::start_one_core("bodies", &basic_config(port, &[app.addr.to_string()], ""));
     // 8 MiB up and echoed back.
     let payload: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     let r = request(
@@ -36,7 +36,7 @@ async fn large_bodies_stream_both_ways() {
 async fn chunked_upload_is_forwarded() {
     let app = DemoApp::start();
     let port = free_port();
-    let _gw = Gateway::start("chunked", &basic_config(port, &[app.addr.to_string()], ""));
+    let _gw = Gateway::start_one_core("chunked", &basic_config(port, &[app.addr.to_string()], ""));
     let req = b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n";
     let (text, _) = raw_exchange(local(port), req);
     assert_eq!(raw_status(&text), 200, "{text}");
@@ -47,7 +47,7 @@ async fn chunked_upload_is_forwarded() {
 async fn websocket_upgrade_passes_through() {
     let app = DemoApp::start();
     let port = free_port();
-    let gw = Gateway::start("ws", &basic_config(port, &[app.addr.to_string()], ""));
+    let gw = Gateway::start_one_core("ws", &basic_config(port, &[app.addr.to_string()], ""));
     let mut s = std::net::TcpStream::connect(local(port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
@@ -136,7 +136,7 @@ async fn backend_answers_are_framed_as_rfc_9112_says() {
         "{}\n[[probes]]\nname = \"keep\"\nmin_servers = 1\n",
         configs_per_port(&pairs, "probe = \"keep\"")
     );
-    let gw = Gateway::start("framing", &config);
+    let gw = Gateway::start_one_core("framing", &config);
     for (i, (answer, status, body, info)) in cases.iter().enumerate() {
         let what = String::from_utf8_lossy(answer);
         let req = b"GET /f HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
@@ -226,7 +226,7 @@ fn read_response(s: &mut std::net::TcpStream, rest: &mut Vec<u8>) -> (String, Ve
 async fn keep_alive_pipelining_head_and_expect_continue() {
     let app = DemoApp::start();
     let port = free_port();
-    let gw = Gateway::start("h1", &basic_config(port, &[app.addr.to_string()], ""));
+    let gw = Gateway::start_one_core("h1", &basic_config(port, &[app.addr.to_string()], ""));
     let open = || {
         let s = std::net::TcpStream::connect(local(port)).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(5)))
@@ -302,5 +302,71 @@ async fn keep_alive_pipelining_head_and_expect_continue() {
     for head in [&h1, &h2, &h3, &h] {
         let rec = gw.record(&raw_txid(head));
         assert_eq!(rec["properties"]["httpStatus"], 200, "{rec}");
+    }
+}
+
+/// Small answers lent to the batch writer (`gateway/batch.rs`, on one core)
+/// arrive whole and in order: several connections each pipeline 3,000
+/// requests (a third without a body, whose heads to the backend are lent too)
+/// in one go and read their answers only after a pause, so the gateway's
+/// writes meet full socket buffers. (Whether a lent write is the one that
+/// meets a full buffer is up to timing; the unit tests in `batch.rs` and
+/// `h1server.rs` make that case happen.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_answers_arrive_whole_and_in_order_to_slow_readers() {
+    let app = DemoApp::start();
+    let port = free_port();
+    let _gw = Gateway::start_one_core("batch", &basic_config(port, &[app.addr.to_string()], ""));
+    const N: usize = 3000;
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut s = std::net::TcpStream::connect(local(port)).expect("connect");
+                s.set_read_timeout(Some(Duration::from_secs(30)))
+                    .expect("timeout");
+                let mut all = Vec::new();
+                for i in 0..N {
+                    if i % 3 == 0 {
+                        // No body: the request head to the backend is lent too.
+                        all.extend_from_slice(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+                        continue;
+                    }
+                    let body = format!("c{c}-r{i:05}");
+                    all.extend_from_slice(
+                        format!(
+                            "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    );
+                }
+                let mut w = s.try_clone().expect("clone");
+                let writer = std::thread::spawn(move || w.write_all(&all).expect("write"));
+                std::thread::sleep(Duration::from_millis(500));
+                let mut rest = Vec::new();
+                for i in 0..N {
+                    let (h, b) = read_response(&mut s, &mut rest);
+                    assert!(h.starts_with("http/1.1 200"), "client {c} answer {i}: {h}");
+                    if i % 3 == 0 {
+                        assert!(
+                            b.starts_with(b"Hello from portcullis demo-app"),
+                            "client {c} answer {i}: {}",
+                            String::from_utf8_lossy(&b)
+                        );
+                        continue;
+                    }
+                    assert_eq!(
+                        String::from_utf8_lossy(&b),
+                        format!("c{c}-r{i:05}"),
+                        "client {c} answer {i}"
+                    );
+                }
+                writer.join().expect("writer");
+                assert!(rest.is_empty(), "bytes after the last answer");
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("client");
     }
 }

@@ -60,6 +60,24 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// The first CPU this process may run on (`Cpus_allowed_list` in
+/// /proc/self/status), for `taskset`.
+fn first_allowed_cpu() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .and_then(|v| {
+                    v.trim()
+                        .split(|c: char| !c.is_ascii_digit())
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                })
+        })
+        .unwrap_or(0)
+}
+
 /// A running `portcullis run`.
 pub struct Gateway {
     pub child: Child,
@@ -78,6 +96,23 @@ impl Gateway {
 
     /// Like [`Gateway::start`] with extra `[gateway]` lines.
     pub fn start_with(name: &str, gateway_lines: &str, config: &str) -> Gateway {
+        Self::start_on(name, gateway_lines, config, false)
+    }
+
+    /// Like [`Gateway::start`], confined to one core (`taskset`): the gateway
+    /// then runs its single-threaded runtime, where small writes are batched
+    /// (`gateway/batch.rs`). Asserts that it did.
+    pub fn start_one_core(name: &str, config: &str) -> Gateway {
+        let gw = Self::start_on(name, "", config, true);
+        assert!(
+            gw.stderr_text().contains("batched writes on"),
+            "the gateway did not run single-threaded:\n{}",
+            gw.stderr_text()
+        );
+        gw
+    }
+
+    fn start_on(name: &str, gateway_lines: &str, config: &str, one_core: bool) -> Gateway {
         let dir = temp_dir(name);
         let console = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let text = format!(
@@ -86,11 +121,23 @@ impl Gateway {
         );
         let path = dir.join("portcullis.toml");
         std::fs::write(&path, text).expect("write config");
-        Self::spawn(dir, path, console, &["run", "-c"])
+        Self::spawn(dir, path, console, &["run", "-c"], one_core)
     }
 
-    fn spawn(dir: PathBuf, path: PathBuf, console: SocketAddr, args: &[&str]) -> Gateway {
-        let mut cmd = Command::new(bin());
+    fn spawn(
+        dir: PathBuf,
+        path: PathBuf,
+        console: SocketAddr,
+        args: &[&str],
+        one_core: bool,
+    ) -> Gateway {
+        let mut cmd = if one_core {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &first_allowed_cpu().to_string()]).arg(bin());
+            c
+        } else {
+            Command::new(bin())
+        };
         cmd.args(args);
         if args.last() == Some(&"-c") {
             cmd.arg(&path);
@@ -140,6 +187,7 @@ impl Gateway {
             path,
             SocketAddr::from(([127, 0, 0, 1], 9090)),
             &["run"],
+            false,
         )
     }
 
