@@ -16,12 +16,15 @@
 //! Scope: only on the single-threaded runtime (the gateway confined to one
 //! core, [`start`]), where every task runs on the thread that owns the queue;
 //! elsewhere [`Socket::lend`] gives the bytes back and the caller writes them
-//! itself. Only plain TCP: TLS writes go through the TLS layer.
+//! itself. The socket is plain TCP; a TLS layer above it has its records
+//! gathered ([`Socket::defer`]) and lent as one hand-over.
 //!
-//! Contract for callers: bytes lent are written before anything written
-//! later, so a connection settles ([`Lent::poll_settled`]) before it writes
-//! again or shuts down. What the writer could not write (the socket's buffer
-//! was full) comes back in [`Outcome::Left`], to be written by the caller.
+//! A [`Socket`] holds at most one hand-over. Its own later writes and its
+//! shutdown wait for that hand-over first ([`Socket::poll_settled`]) and
+//! write what the writer could not (the socket's buffer was full), so bytes
+//! leave in the order they were written; its flush does not wait
+//! (write-behind). Dropping the socket with a hand-over still queued cancels
+//! that write.
 
 use bytes::{Buf, BufMut, Bytes};
 use std::cell::RefCell;
@@ -35,7 +38,7 @@ use tokio::net::TcpStream;
 
 /// What became of lent bytes.
 #[derive(Debug)]
-pub enum Outcome {
+enum Outcome {
     /// All written.
     Sent,
     /// Not all written (the socket would block): the rest, to be written by
@@ -62,7 +65,7 @@ struct State {
 
 /// Bytes lent to the writer task, until they are settled. Dropping it before
 /// then cancels the write.
-pub struct Lent(Arc<Mutex<State>>);
+struct Lent(Arc<Mutex<State>>);
 
 impl Drop for Lent {
     fn drop(&mut self) {
@@ -79,7 +82,7 @@ impl Lent {
     /// while it is queued. `wake_on_sent`: whether the task wants to be woken
     /// when all was written (a task that waits for an answer on the same
     /// socket is woken by the answer and asks only to hear of a rest).
-    pub fn poll_settled(&self, cx: &mut Context<'_>, wake_on_sent: bool) -> Poll<Outcome> {
+    fn poll_settled(&self, cx: &mut Context<'_>, wake_on_sent: bool) -> Poll<Outcome> {
         let Ok(mut st) = self.0.lock() else {
             return Poll::Ready(Outcome::Failed(io::Error::other(
                 "write hand-over poisoned",
@@ -212,27 +215,47 @@ fn write_all_now(socket: &TcpStream, mut bytes: Bytes) -> Outcome {
     Outcome::Sent
 }
 
-/// A plain TCP stream whose writes can be lent to the writer task. Reads and
-/// writes of its own go straight to the socket, as with a `TcpStream`.
-#[derive(Debug)]
-pub struct Socket(Arc<TcpStream>);
+/// A plain TCP stream whose writes can be lent to the writer task (directly,
+/// [`Socket::lend`], or by gathering the writes of a layer above, TLS:
+/// [`Socket::defer`]). Reads and other writes go straight to the socket, as
+/// with a `TcpStream`, after anything lent ([`Socket::poll_settled`]).
+/// Dropping it with a hand-over still queued cancels that write.
+pub struct Socket {
+    stream: Arc<TcpStream>,
+    /// A hand-over not yet settled.
+    lent: Option<Lent>,
+    /// What a full socket did not take of a hand-over: written first.
+    left: Bytes,
+    /// While set, writes are gathered here instead of made.
+    deferred: Option<Vec<u8>>,
+}
 
 impl Socket {
     /// Wraps a connected stream.
     pub fn new(stream: TcpStream) -> Socket {
-        Socket(Arc::new(stream))
+        Socket {
+            stream: Arc::new(stream),
+            lent: None,
+            left: Bytes::new(),
+            deferred: None,
+        }
     }
 
     /// The stream.
     pub fn stream(&self) -> &TcpStream {
-        &self.0
+        &self.stream
     }
 
-    /// Hands `bytes` to the writer task of this thread; gives them back when
-    /// there is none (batching is off, or another thread). The caller must
-    /// settle the hand-over before it writes to or shuts down the socket.
-    pub fn lend(&self, bytes: Bytes) -> Result<Lent, Bytes> {
-        QUEUE.with(|q| {
+    /// Hands `bytes` to the writer task of this thread, which writes them
+    /// after the connections already ready had their turn. Gives them back
+    /// when there is no writer (batching is off, or another thread) or a
+    /// hand-over is still outstanding.
+    pub fn lend(&mut self, bytes: Bytes) -> Result<(), Bytes> {
+        if !self.settle_now() {
+            return Err(bytes);
+        }
+        let stream = self.stream.clone();
+        let lent = QUEUE.with(|q| {
             let Ok(mut q) = q.try_borrow_mut() else {
                 return Err(bytes);
             };
@@ -246,7 +269,7 @@ impl Socket {
                 cancelled: false,
             }));
             q.items.push(Item {
-                socket: self.0.clone(),
+                socket: stream,
                 bytes,
                 pending: Pending(state.clone()),
             });
@@ -254,7 +277,85 @@ impl Socket {
                 w.wake();
             }
             Ok(Lent(state))
-        })
+        })?;
+        self.lent = Some(lent);
+        Ok(())
+    }
+
+    /// From now until [`Socket::lend_deferred`], writes are gathered instead
+    /// of made. False (and nothing changes) when a hand-over could not be made:
+    /// batching is off or one is outstanding.
+    pub fn defer(&mut self) -> bool {
+        let on = QUEUE.with(|q| q.try_borrow().is_ok_and(|q| q.is_some()));
+        if !on || !self.settle_now() {
+            return false;
+        }
+        self.deferred = Some(Vec::new());
+        true
+    }
+
+    /// Lends what was gathered since [`Socket::defer`], and makes writes
+    /// again.
+    pub fn lend_deferred(&mut self) {
+        let Some(gathered) = self.deferred.take() else {
+            return;
+        };
+        if gathered.is_empty() {
+            return;
+        }
+        if let Err(back) = self.lend(Bytes::from(gathered)) {
+            // Cannot happen after a successful `defer` on this thread; if it
+            // does, the bytes are written before anything else.
+            self.left = back;
+        }
+    }
+
+    /// Whether nothing lent is outstanding, taking note of a hand-over that
+    /// was written whole; one still queued, or one that left bytes or failed,
+    /// is left for [`Socket::poll_settled`].
+    fn settle_now(&mut self) -> bool {
+        if let Some(lent) = &self.lent {
+            let Ok(st) = lent.0.lock() else {
+                return false;
+            };
+            if !matches!(st.outcome, Some(Outcome::Sent)) {
+                return false;
+            }
+            drop(st);
+            self.lent = None;
+        }
+        self.left.is_empty()
+    }
+
+    /// Ready when nothing lent is outstanding: the hand-over was written, and
+    /// what it left, if anything, has been written here. `wake_on_sent`: be
+    /// woken when the writer wrote all of it too (a backend request waits for
+    /// its answer instead, which tells the same).
+    /// Errors: the writer's write failed, or writing the rest did.
+    pub fn poll_settled(
+        &mut self,
+        cx: &mut Context<'_>,
+        wake_on_sent: bool,
+    ) -> Poll<io::Result<()>> {
+        if let Some(lent) = &self.lent {
+            let outcome = std::task::ready!(lent.poll_settled(cx, wake_on_sent));
+            self.lent = None;
+            match outcome {
+                Outcome::Sent => {}
+                Outcome::Left(rest) => self.left = rest,
+                Outcome::Failed(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        while !self.left.is_empty() {
+            std::task::ready!(self.stream.poll_write_ready(cx))?;
+            match self.stream.try_write(&self.left) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => self.left.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -265,11 +366,11 @@ impl AsyncRead for Socket {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         loop {
-            std::task::ready!(self.0.poll_read_ready(cx))?;
+            std::task::ready!(self.stream.poll_read_ready(cx))?;
             if !buf.has_remaining_mut() {
                 return Poll::Ready(Ok(()));
             }
-            match self.0.try_read_buf(buf) {
+            match self.stream.try_read_buf(buf) {
                 Ok(_) => return Poll::Ready(Ok(())),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Poll::Ready(Err(e)),
@@ -284,23 +385,31 @@ impl AsyncWrite for Socket {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        loop {
-            std::task::ready!(self.0.poll_write_ready(cx))?;
-            match self.0.try_write(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                r => return Poll::Ready(r),
-            }
-        }
+        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        std::task::ready!(this.poll_settled(cx, true))?;
+        if let Some(gathered) = this.deferred.as_mut() {
+            let mut n = 0;
+            for b in bufs {
+                gathered.extend_from_slice(b);
+                n += b.len();
+            }
+            return Poll::Ready(Ok(n));
+        }
         loop {
-            std::task::ready!(self.0.poll_write_ready(cx))?;
-            match self.0.try_write_vectored(bufs) {
+            std::task::ready!(this.stream.poll_write_ready(cx))?;
+            let r = match bufs {
+                [one] => this.stream.try_write(one),
+                _ => this.stream.try_write_vectored(bufs),
+            };
+            match r {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 r => return Poll::Ready(r),
             }
@@ -311,15 +420,20 @@ impl AsyncWrite for Socket {
         true
     }
 
+    /// Write-behind: does not wait for a hand-over, which the writer task
+    /// makes within the same turn of the scheduler; a later write or the
+    /// shutdown waits for it.
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
 
-    /// Shuts the write side. The stream is shared only while a hand-over is
-    /// queued, and callers settle before they shut down; if it is still
-    /// shared, the write side closes when the last holder drops it.
+    /// Settles, then shuts the write side. (The stream is shared only while
+    /// a hand-over is queued; if it still were, the write side would close
+    /// when the last holder drops it.)
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match Arc::get_mut(&mut self.0) {
+        let this = &mut *self;
+        std::task::ready!(this.poll_settled(cx, true))?;
+        match Arc::get_mut(&mut this.stream) {
             Some(stream) => Pin::new(stream).poll_shutdown(cx),
             None => Poll::Ready(Ok(())),
         }
@@ -340,80 +454,80 @@ mod tests {
         (Socket::new(a.expect("connect")), b.expect("accept").0)
     }
 
-    async fn settled(lent: &Lent) -> Outcome {
-        poll_fn(|cx| lent.poll_settled(cx, true)).await
+    async fn settled(s: &mut Socket) -> io::Result<()> {
+        poll_fn(|cx| s.poll_settled(cx, true)).await
     }
 
     #[tokio::test]
-    async fn lent_writes_arrive_in_order_and_a_full_socket_gives_back_the_rest() {
+    async fn lent_and_deferred_writes_arrive_in_order_before_later_writes() {
         start();
         let (mut a, mut b) = pair().await;
-        // Two hand-overs from one connection are written in order.
-        let one = a
-            .lend(Bytes::from_static(b"first "))
+        a.lend(Bytes::from_static(b"first "))
             .expect("batching is on");
-        let two = a
-            .lend(Bytes::from_static(b"second"))
-            .expect("batching is on");
-        assert!(matches!(settled(&one).await, Outcome::Sent));
-        assert!(matches!(settled(&two).await, Outcome::Sent));
-        let mut got = [0u8; 12];
+        // One hand-over at a time: a second is refused while one is out.
+        assert!(a.lend(Bytes::from_static(b"x")).is_err());
+        assert!(!a.defer());
+        // A write of its own waits for the hand-over, then follows it.
+        a.write_all(b"second ").await.expect("write");
+        // Deferred writes (what a TLS layer would write) are lent together.
+        assert!(a.defer());
+        a.write_all(b"third ").await.expect("write");
+        a.write_all(b"fourth").await.expect("write");
+        a.lend_deferred();
+        settled(&mut a).await.expect("settled");
+        let mut got = [0u8; 25];
         b.read_exact(&mut got).await.expect("read");
-        assert_eq!(&got, b"first second");
+        assert_eq!(&got, b"first second third fourth");
+    }
 
-        // A peer that does not read: the socket fills, the writer gives back
-        // what it could not write, and the caller's own write finishes it.
+    #[tokio::test]
+    async fn a_hand_over_that_meets_a_full_socket_is_finished_by_its_connection() {
+        start();
+        let (mut a, mut b) = pair().await;
+        // 16 MiB cannot fit an unread socket: the writer writes part and
+        // gives back the rest, which the connection writes when it settles.
         let big = Bytes::from(vec![7u8; 16 * 1024 * 1024]);
-        let lent = a.lend(big.clone()).expect("batching is on");
-        let Outcome::Left(rest) = settled(&lent).await else {
-            panic!("16 MiB fit into an unread socket");
-        };
-        assert!(!rest.is_empty() && rest.len() < big.len());
-        let sent = big.len() - rest.len();
+        a.lend(big.clone()).expect("batching is on");
         let reader = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             let mut all = Vec::new();
             b.read_to_end(&mut all).await.expect("read");
             all
         });
-        a.write_all(&rest).await.expect("write the rest");
+        settled(&mut a).await.expect("settled");
+        a.write_all(b"end").await.expect("write");
         a.shutdown().await.expect("shutdown");
         let all = reader.await.expect("reader");
-        assert_eq!(all.len(), big.len());
-        assert!(all.iter().all(|&x| x == 7));
-        assert!(sent > 0);
+        assert_eq!(all.len(), big.len() + 3);
+        assert!(all[..big.len()].iter().all(|&x| x == 7));
+        assert_eq!(&all[big.len()..], b"end");
     }
 
     #[tokio::test]
-    async fn a_hand_over_let_go_before_the_writer_ran_is_not_written() {
+    async fn a_hand_over_dropped_before_the_writer_ran_is_not_written() {
         start();
-        let (a, mut b) = pair().await;
-        drop(
-            a.lend(Bytes::from_static(b"abandoned "))
-                .expect("batching is on"),
-        );
-        let kept = a.lend(Bytes::from_static(b"kept")).expect("batching is on");
-        assert!(matches!(settled(&kept).await, Outcome::Sent));
-        drop(kept);
+        let (mut a, mut b) = pair().await;
+        a.lend(Bytes::from_static(b"abandoned"))
+            .expect("batching is on");
         drop(a);
         let mut got = Vec::new();
         b.read_to_end(&mut got).await.expect("read");
-        assert_eq!(got, b"kept");
+        assert!(got.is_empty(), "{got:?}");
     }
 
     #[tokio::test]
     async fn a_write_to_a_reset_connection_fails() {
         start();
-        let (a, b) = pair().await;
+        let (mut a, b) = pair().await;
         b.set_zero_linger().expect("linger");
         drop(b);
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         let mut failed = false;
         // The first write may still be accepted; the one after the reset fails.
         for _ in 0..3 {
-            let lent = a
-                .lend(Bytes::from_static(b"hello"))
+            a.lend(Bytes::from_static(b"hello"))
                 .expect("batching is on");
-            if let Outcome::Failed(_) = settled(&lent).await {
+            if settled(&mut a).await.is_err() {
                 failed = true;
                 break;
             }
@@ -431,8 +545,9 @@ mod tests {
             .expect("runtime");
         rt.block_on(async {
             start(); // multi-threaded: does nothing
-            let (a, _b) = pair().await;
+            let (mut a, _b) = pair().await;
             assert!(a.lend(Bytes::from_static(b"x")).is_err());
+            assert!(!a.defer());
         });
     }
 }

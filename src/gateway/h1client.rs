@@ -17,7 +17,6 @@
 //! without `Connection: close`, framed by length or chunks, read to its end, with
 //! the whole request body sent.
 
-use super::batch::Outcome;
 use super::chunked::{scan_chunked, Chunk};
 use super::upstream::{Conn, ReqBody, Upstream};
 use bytes::{Buf, Bytes, BytesMut};
@@ -208,15 +207,15 @@ pub async fn send(
     let framing = write_head(&mut head, &req, has_body);
     // A request without a body goes out with the other connections' writes
     // (batch.rs); its answer, when it comes, tells that it went out.
-    let mut lent = match (&conn.io, has_body) {
+    let mut lent = match (&mut conn.io, has_body) {
         (Either::Left(socket), false) => match socket.lend(head.split().freeze()) {
-            Ok(lent) => Some(lent),
+            Ok(()) => true,
             Err(back) => {
                 head.extend_from_slice(&back);
-                None
+                false
             }
         },
-        _ => None,
+        _ => false,
     };
     let mut upload = Some(Upload {
         out: head,
@@ -233,23 +232,20 @@ pub async fn send(
         if conn.poll_cut(cx) {
             return Poll::Ready(Err(SendError::Cut));
         }
-        if let Some(l) = lent.as_ref() {
-            match l.poll_settled(cx, false) {
-                Poll::Pending => return poll_head(&mut conn, cx),
-                Poll::Ready(Outcome::Sent) => {}
-                // The socket's buffer was full: the rest is written below.
-                Poll::Ready(Outcome::Left(rest)) => {
-                    if let Some(u) = upload.as_mut() {
-                        u.out.extend_from_slice(&rest);
+        if lent {
+            if let Either::Left(socket) = &mut conn.io {
+                // Not woken when it went out whole: the answer tells that.
+                match socket.poll_settled(cx, false) {
+                    Poll::Pending => return poll_head(&mut conn, cx),
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => {
+                        tracing::debug!(error = %e, "request could not be written whole");
+                        upload = None;
+                        write_failed = true;
                     }
                 }
-                Poll::Ready(Outcome::Failed(e)) => {
-                    tracing::debug!(error = %e, "request could not be written whole");
-                    upload = None;
-                    write_failed = true;
-                }
             }
-            lent = None;
+            lent = false;
         }
         if let Some(u) = upload.as_mut() {
             match u.poll(cx, &mut conn.io) {

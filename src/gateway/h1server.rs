@@ -151,21 +151,30 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Rewound<I> {
 }
 
 /// A client stream whose small answers can be lent to the batch writer
-/// (`batch.rs`): plain TCP can, TLS cannot (its bytes go through the TLS layer).
+/// (`batch.rs`): plain TCP directly, TLS by lending the records it writes.
 pub trait Lend {
+    /// Whether the bytes written go through a layer that encrypts them.
+    const ENCRYPTS: bool = false;
+
     /// The socket to lend writes to, if any.
-    fn batch_socket(&self) -> Option<&batch::Socket> {
+    fn batch_socket(&mut self) -> Option<&mut batch::Socket> {
         None
     }
 }
 
 impl Lend for batch::Socket {
-    fn batch_socket(&self) -> Option<&batch::Socket> {
+    fn batch_socket(&mut self) -> Option<&mut batch::Socket> {
         Some(self)
     }
 }
 
-impl<T> Lend for tokio_rustls::server::TlsStream<T> {}
+impl Lend for tokio_rustls::server::TlsStream<batch::Socket> {
+    const ENCRYPTS: bool = true;
+
+    fn batch_socket(&mut self) -> Option<&mut batch::Socket> {
+        Some(self.get_mut().0)
+    }
+}
 
 /// Any client connection, boxed for an upgrade.
 pub trait ClientIo: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -219,7 +228,6 @@ where
         let next = conn.next_head(&mut first, timeouts, &shutdown).await;
         let exchange = match next {
             Next::Close => {
-                let _ = poll_fn(|cx| conn.out.poll_settled(cx)).await;
                 let _ = conn.io.shutdown().await;
                 return Outcome::Closed;
             }
@@ -245,7 +253,7 @@ where
                 tracing::debug!(client = %info.peer, "client connection ended: {e}");
                 // An earlier answer still lent to the batch writer goes out
                 // (dropping it would cancel it).
-                let _ = poll_fn(|cx| conn.out.poll_settled(cx)).await;
+                let _ = poll_fn(|cx| conn.poll_settled(cx)).await;
                 return Outcome::Closed;
             }
         }
@@ -300,6 +308,39 @@ struct Conn<I> {
 }
 
 impl<I: AsyncRead + AsyncWrite + Lend + Unpin> Conn<I> {
+    /// Lends the queued answer (gathered bytes only) to the batch writer: as
+    /// it is on a plain connection, as TLS records on an encrypted one.
+    /// Errors: the TLS layer's.
+    fn lend_answer(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let Some(socket) = self.io.batch_socket() else {
+            return Ok(());
+        };
+        if !I::ENCRYPTS {
+            self.out.lend_to(socket);
+            return Ok(());
+        }
+        if !socket.defer() {
+            return Ok(());
+        }
+        // The TLS layer writes its records into the socket's gathering.
+        let written = self.out.poll_write(&mut self.io, cx);
+        if let Some(socket) = self.io.batch_socket() {
+            socket.lend_deferred();
+        }
+        match written {
+            Poll::Ready(Err(e)) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Ready when nothing lent to the batch writer is outstanding.
+    fn poll_settled(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.io.batch_socket() {
+            Some(socket) => socket.poll_settled(cx, true),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
     /// Reads once (through the scratch buffer) and appends to `input`.
     /// Returns the bytes read; 0 at the end of the stream.
     fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
@@ -417,7 +458,6 @@ impl<I: AsyncRead + AsyncWrite + Lend + Unpin> Conn<I> {
     /// unread body) read and discard for a while so that the kernel does not
     /// reset the connection before the client has read the answer.
     async fn close(&mut self, linger: bool) {
-        let _ = poll_fn(|cx| self.out.poll_settled(cx)).await;
         let _ = self.io.shutdown().await;
         if !linger || self.read_eof {
             return;
@@ -445,9 +485,6 @@ struct Out {
     ready: VecDeque<Bytes>,
     /// Total bytes queued.
     len: usize,
-    /// A small answer lent to the batch writer and not yet settled: written
-    /// before anything queued here.
-    lent: Option<batch::Lent>,
 }
 
 impl Out {
@@ -486,38 +523,14 @@ impl Out {
         self.len == 0
     }
 
-    /// Ready once the lent answer, if any, was written; what the batch
-    /// writer could not write goes to the front of the queue.
-    /// Errors: the batch writer's write failed.
-    fn poll_settled(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let Some(lent) = &self.lent else {
-            return Poll::Ready(Ok(()));
-        };
-        let outcome = ready!(lent.poll_settled(cx, true));
-        self.lent = None;
-        match outcome {
-            batch::Outcome::Sent => {}
-            batch::Outcome::Left(rest) => {
-                self.seal();
-                self.len += rest.len();
-                self.ready.push_front(rest);
-            }
-            batch::Outcome::Failed(e) => return Poll::Ready(Err(e)),
-        }
-        Poll::Ready(Ok(()))
-    }
-
-    /// Lends a whole small answer (gathered bytes only) to the batch writer of
-    /// `socket`; keeps it when there is none.
-    fn lend(&mut self, socket: &batch::Socket) {
-        if self.lent.is_some() || !self.ready.is_empty() || self.gather.is_empty() {
+    /// Lends a whole small answer (gathered bytes only) to the batch writer
+    /// of `socket`; keeps it when that cannot be done.
+    fn lend_to(&mut self, socket: &mut batch::Socket) {
+        if !self.ready.is_empty() || self.gather.is_empty() {
             return;
         }
         match socket.lend(Bytes::from(std::mem::take(&mut self.gather))) {
-            Ok(lent) => {
-                self.lent = Some(lent);
-                self.len = 0;
-            }
+            Ok(()) => self.len = 0,
             Err(back) => self.gather = back.into(),
         }
     }
@@ -528,7 +541,6 @@ impl Out {
         w: &mut W,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
-        ready!(self.poll_settled(cx))?;
         while self.len > 0 {
             if self.ready.is_empty() {
                 // Only gathered bytes (a small answer): written from the
@@ -586,6 +598,9 @@ impl Out {
 
 type Handler = Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>>;
 
+// Sending is the common case, so it is not boxed (a box would be an
+// allocation per response); the enum lives once per exchange, on its task.
+#[allow(clippy::large_enum_variant)]
 enum Stage {
     /// The handler is working on the response.
     Waiting(Handler),
@@ -763,12 +778,15 @@ impl Exchange {
                 continue;
             }
             let mut progress = produced || fed;
-            if matches!(self.stage, Stage::Done) && self.keep_alive && !self.upgrading {
+            if matches!(self.stage, Stage::Done)
+                && self.keep_alive
+                && !self.upgrading
+                && conn.out.ready.is_empty()
+                && !conn.out.is_empty()
+            {
                 // A whole small answer on a connection that stays open goes
                 // out with the other connections' writes (batch.rs).
-                if let Some(socket) = conn.io.batch_socket() {
-                    conn.out.lend(socket);
-                }
+                conn.lend_answer(cx)?;
             }
             if !conn.out.is_empty() {
                 let before = conn.out.len;
@@ -1140,8 +1158,7 @@ mod tests {
     }
 
     /// A lent answer that meets a full socket: what the batch writer could not
-    /// write comes back to the front of the queue, before what was queued
-    /// after it (`batch.rs`).
+    /// write is written before what was queued after it (`batch.rs`).
     #[tokio::test]
     async fn a_lent_answer_meeting_a_full_socket_still_goes_first() {
         super::batch::start();
@@ -1156,10 +1173,8 @@ mod tests {
         // 16 MiB cannot fit an unread socket.
         let first = vec![b'1'; 16 * 1024 * 1024];
         out.push_small(&first);
-        out.lend(&sock);
-        assert!(out.is_empty() && out.lent.is_some(), "lent");
-        // Wait for the batch writer, which writes part of it.
-        tokio::task::yield_now().await;
+        out.lend_to(&mut sock);
+        assert!(out.is_empty(), "lent");
         out.push_small(b"second");
         let reader = tokio::spawn(async move {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -1170,7 +1185,7 @@ mod tests {
         poll_fn(|cx| out.poll_write(&mut sock, cx))
             .await
             .expect("write");
-        assert!(out.is_empty() && out.lent.is_none());
+        assert!(out.is_empty());
         sock.shutdown().await.expect("shutdown");
         let got = reader.await.expect("reader");
         assert_eq!(got.len(), first.len() + 6);

@@ -242,7 +242,7 @@ impl Listeners {
         }
         let accepted = tokio::time::timeout(
             TLS_HANDSHAKE_TIMEOUT,
-            tokio_rustls::TlsAcceptor::from(tls).accept(stream),
+            tokio_rustls::TlsAcceptor::from(tls).accept(batch::Socket::new(stream)),
         )
         .await;
         let Ok(Ok(tls_stream)) = accepted else {

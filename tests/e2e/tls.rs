@@ -26,7 +26,7 @@ async fn https_listener_speaks_h2_and_http11_and_refuses_plain_http() {
             key.display()
         ),
     );
-    let gw = Gateway::start("https", &config);
+    let gw = Gateway::start_one_core("https", &config);
     let url = format!("https://localhost:{port}/headers");
     let (body, err) = curl(&[
         "-s",
@@ -89,6 +89,26 @@ async fn https_listener_speaks_h2_and_http11_and_refuses_plain_http() {
         &url,
     ]);
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    // Three HTTP/1.1 requests on one kept-alive TLS connection (on one core
+    // the answers' TLS records go out through the batch writer, batch.rs).
+    let mut args = vec!["-s", "-i", "--http1.1", "--cacert", ca_path.as_str()];
+    args.extend(urls.iter().map(String::as_str));
+    let (heads, err) = curl(&args);
+    assert_eq!(heads.matches("HTTP/1.1 200").count(), 3, "{heads}\n{err}");
+    assert!(err.is_empty(), "{err}");
+    let h1_ids: Vec<&str> = heads
+        .lines()
+        .filter_map(|l| l.trim_end().strip_prefix("x-transaction-id: "))
+        .collect();
+    assert_eq!(h1_ids.len(), 3, "{heads}");
+    let ports: Vec<String> = h1_ids
+        .iter()
+        .map(|id| gw.record(id)["properties"]["clientPort"].to_string())
+        .collect();
+    assert!(
+        ports[0] != "null" && ports[0] == ports[1] && ports[1] == ports[2],
+        "one connection: {ports:?}"
+    );
     // Plain HTTP to the https port.
     let (text, closed) = raw_exchange(local(port), b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(raw_status(&text), 400, "{text}");
@@ -104,7 +124,7 @@ async fn https_listener_speaks_h2_and_http11_and_refuses_plain_http() {
 async fn h2c_with_prior_knowledge() {
     let app = DemoApp::start();
     let port = free_port();
-    let gw = Gateway::start("h2c", &basic_config(port, &[app.addr.to_string()], ""));
+    let gw = Gateway::start_one_core("h2c", &basic_config(port, &[app.addr.to_string()], ""));
     let (body, err) = curl(&[
         "-s",
         "--http2-prior-knowledge",
@@ -146,7 +166,7 @@ async fn https_to_the_backend_with_a_trusted_root() {
         "protocol = \"https\"\nport = {bport}\nhost_name = \"localhost\"\ntrusted_root_certificates = [\"{}\"]",
         ca.display()
     );
-    let gw = Gateway::start(
+    let gw = Gateway::start_one_core(
         "tlsback",
         &basic_config(port, &["127.0.0.1".to_string()], &settings),
     );
