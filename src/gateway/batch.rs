@@ -228,7 +228,13 @@ pub struct Socket {
     left: Bytes,
     /// While set, writes are gathered here instead of made.
     deferred: Option<Vec<u8>>,
+    /// Every write is gathered and lent at the flush ([`Socket::write_behind`]).
+    write_behind: bool,
 }
+
+/// In write-behind mode, gathered bytes are lent once there are this many,
+/// without waiting for the flush (32 KiB): a large body is not gathered whole.
+const WRITE_BEHIND_MAX: usize = 32 * 1024;
 
 impl Socket {
     /// Wraps a connected stream.
@@ -238,7 +244,35 @@ impl Socket {
             lent: None,
             left: Bytes::new(),
             deferred: None,
+            write_behind: false,
         }
+    }
+
+    /// From now on, every write is gathered, and what gathered is lent at
+    /// each flush (and every [`WRITE_BEHIND_MAX`] bytes): for a connection
+    /// whose protocol layer writes its frames and then flushes, HTTP/2. Does
+    /// nothing when batching is off.
+    pub fn write_behind(&mut self) {
+        if QUEUE.with(|q| q.try_borrow().is_ok_and(|q| q.is_some())) {
+            self.write_behind = true;
+        }
+    }
+
+    /// Lends what gathered in write-behind mode, after the previous hand-over
+    /// settled. Errors: as [`Socket::poll_settled`].
+    fn poll_lend_gathered(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.deferred.as_ref().is_none_or(|g| g.is_empty()) {
+            return Poll::Ready(Ok(()));
+        }
+        std::task::ready!(self.poll_settled(cx, true))?;
+        let gathered = self.deferred.take().unwrap_or_default();
+        if let Err(back) = self.lend(Bytes::from(gathered)) {
+            // No writer (cannot happen on the thread that turned the mode
+            // on): written here instead.
+            self.left = back;
+            return self.poll_settled(cx, true);
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// The stream.
@@ -394,6 +428,22 @@ impl AsyncWrite for Socket {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        if this.write_behind {
+            if this
+                .deferred
+                .as_ref()
+                .is_some_and(|g| g.len() >= WRITE_BEHIND_MAX)
+            {
+                std::task::ready!(this.poll_lend_gathered(cx))?;
+            }
+            let gathered = this.deferred.get_or_insert_with(Vec::new);
+            let mut n = 0;
+            for b in bufs {
+                gathered.extend_from_slice(b);
+                n += b.len();
+            }
+            return Poll::Ready(Ok(n));
+        }
         std::task::ready!(this.poll_settled(cx, true))?;
         if let Some(gathered) = this.deferred.as_mut() {
             let mut n = 0;
@@ -422,8 +472,11 @@ impl AsyncWrite for Socket {
 
     /// Write-behind: does not wait for a hand-over, which the writer task
     /// makes within the same turn of the scheduler; a later write or the
-    /// shutdown waits for it.
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// shutdown waits for it. In write-behind mode, lends what gathered.
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.write_behind {
+            return self.poll_lend_gathered(cx);
+        }
         Poll::Ready(Ok(()))
     }
 
@@ -432,6 +485,7 @@ impl AsyncWrite for Socket {
     /// when the last holder drops it.)
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        std::task::ready!(this.poll_lend_gathered(cx))?;
         std::task::ready!(this.poll_settled(cx, true))?;
         match Arc::get_mut(&mut this.stream) {
             Some(stream) => Pin::new(stream).poll_shutdown(cx),
@@ -478,6 +532,30 @@ mod tests {
         let mut got = [0u8; 25];
         b.read_exact(&mut got).await.expect("read");
         assert_eq!(&got, b"first second third fourth");
+    }
+
+    #[tokio::test]
+    async fn write_behind_lends_at_each_flush_and_keeps_large_writes_bounded() {
+        start();
+        let (mut a, mut b) = pair().await;
+        a.write_behind();
+        a.write_all(b"frame one, ").await.expect("write");
+        a.write_all(b"frame two").await.expect("write");
+        assert!(a.lent.is_none(), "nothing lent before the flush");
+        a.flush().await.expect("flush");
+        assert!(a.lent.is_some(), "lent at the flush");
+        // 1 MiB in one write call sequence: never more than the cap gathered.
+        let chunk = vec![5u8; 16 * 1024];
+        for _ in 0..64 {
+            a.write_all(&chunk).await.expect("write");
+            assert!(a.deferred.as_ref().map_or(0, Vec::len) <= WRITE_BEHIND_MAX + chunk.len());
+        }
+        a.shutdown().await.expect("shutdown");
+        let mut all = Vec::new();
+        b.read_to_end(&mut all).await.expect("read");
+        assert_eq!(&all[..20], b"frame one, frame two");
+        assert_eq!(all.len(), 20 + 64 * chunk.len());
+        assert!(all[20..].iter().all(|&x| x == 5));
     }
 
     #[tokio::test]

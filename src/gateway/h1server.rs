@@ -102,6 +102,11 @@ impl<I> Rewound<I> {
     pub fn new(pre: Bytes, io: I) -> Self {
         Rewound { pre, io }
     }
+
+    /// The stream beneath.
+    pub fn get_mut(&mut self) -> &mut I {
+        &mut self.io
+    }
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Rewound<I> {

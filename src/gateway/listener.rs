@@ -271,6 +271,10 @@ impl Listeners {
                 Some(tls_info),
                 false,
             ));
+            // HTTP/2 writes its frames, then flushes: each flush's frames
+            // go out with the other connections' writes (batch.rs).
+            let mut tls_stream = tls_stream;
+            tls_stream.get_mut().0.write_behind();
             self.serve_h2(tls_stream, info).await;
         } else {
             self.serve_http1(tls_stream, key, peer, Some(tls_info))
@@ -293,7 +297,11 @@ impl Listeners {
         drop(snapshot);
         let info = Arc::new(ConnInfo::new(self.gateway.clone(), bound, peer, tls, true));
         let shutdown = self.shutdown.subscribe();
-        if let Outcome::Http2(io) = h1server::serve(io, info.clone(), timeouts, shutdown).await {
+        if let Outcome::Http2(mut io) = h1server::serve(io, info.clone(), timeouts, shutdown).await
+        {
+            if let Some(socket) = io.get_mut().batch_socket() {
+                socket.write_behind();
+            }
             let info = Arc::new(ConnInfo::new(
                 self.gateway.clone(),
                 bound,
