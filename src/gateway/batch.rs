@@ -19,6 +19,12 @@
 //! itself. The socket is plain TCP; a TLS layer above it has its records
 //! gathered ([`Socket::defer`]) and lent as one hand-over.
 //!
+//! When it pays: only when many connections are busy at once. With a few, it
+//! puts them in step (all read, then all written, then all waiting) where
+//! they would otherwise overlap with their peers' work, so the writer
+//! watches its batches and, while they hold fewer than [`MIN_AVERAGE`]
+//! writes on average, refuses hand-overs for a spell ([`WINDOW`]).
+//!
 //! A [`Socket`] holds at most one hand-over. Its own later writes and its
 //! shutdown wait for that hand-over first ([`Socket::poll_settled`]) and
 //! write what the writer could not (the socket's buffer was full), so bytes
@@ -138,6 +144,54 @@ struct Queue {
     items: Vec<Item>,
     /// The writer task, while it waits for work.
     writer: Option<Waker>,
+    /// Writes and batches since the last look ([`Queue::took`]).
+    recent_writes: u32,
+    recent_batches: u32,
+    /// While above zero, hand-overs are refused (the caller writes itself),
+    /// one fewer at each refusal.
+    direct_left: u32,
+}
+
+/// Every [`WINDOW`] batches the writer looks at how many writes they held.
+/// Fewer than [`MIN_AVERAGE`] per batch on average means few connections are
+/// busy at once: making their writes together then puts them in step (all
+/// read, then all written, then all waiting for their peers) where they
+/// would otherwise overlap with the peers' work, and that costs more than
+/// the wake-ups it saves (on the benchmark VM: 40 % fewer requests per
+/// second with 4 connections, 6 % with 8, and 5 % more with 16, 12 % more
+/// with 64; docs/benchmarks.md §2). Hand-overs are then refused for the next
+/// [`DIRECT_SPELL`] writes, and tried again after.
+const WINDOW: u32 = 16;
+/// See [`WINDOW`].
+const MIN_AVERAGE: u32 = 12;
+/// See [`WINDOW`]: about a tenth of a second at the rates where it applies.
+const DIRECT_SPELL: u32 = 8192;
+
+impl Queue {
+    /// Whether a hand-over is taken now; counts a refusal.
+    fn takes(&mut self) -> bool {
+        if self.direct_left > 0 {
+            self.direct_left -= 1;
+            return false;
+        }
+        true
+    }
+
+    /// Notes the size of a batch the writer took.
+    fn took(&mut self, writes: usize) {
+        self.recent_writes = self
+            .recent_writes
+            .saturating_add(u32::try_from(writes).unwrap_or(u32::MAX));
+        self.recent_batches += 1;
+        if self.recent_batches < WINDOW {
+            return;
+        }
+        if self.recent_writes < MIN_AVERAGE * WINDOW {
+            self.direct_left = DIRECT_SPELL;
+        }
+        self.recent_writes = 0;
+        self.recent_batches = 0;
+    }
 }
 
 thread_local! {
@@ -180,6 +234,7 @@ async fn writer() {
                     Poll::Pending
                 } else {
                     std::mem::swap(&mut q.items, &mut batch);
+                    q.took(batch.len());
                     Poll::Ready(())
                 }
             })
@@ -296,6 +351,9 @@ impl Socket {
             let Some(q) = q.as_mut() else {
                 return Err(bytes);
             };
+            if !q.takes() {
+                return Err(bytes);
+            }
             let state = Arc::new(Mutex::new(State {
                 outcome: None,
                 waker: None,
@@ -320,7 +378,10 @@ impl Socket {
     /// of made. False (and nothing changes) when a hand-over could not be made:
     /// batching is off or one is outstanding.
     pub fn defer(&mut self) -> bool {
-        let on = QUEUE.with(|q| q.try_borrow().is_ok_and(|q| q.is_some()));
+        let on = QUEUE.with(|q| {
+            q.try_borrow()
+                .is_ok_and(|q| q.as_ref().is_some_and(|q| q.direct_left == 0))
+        });
         if !on || !self.settle_now() {
             return false;
         }
@@ -338,8 +399,8 @@ impl Socket {
             return;
         }
         if let Err(back) = self.lend(Bytes::from(gathered)) {
-            // Cannot happen after a successful `defer` on this thread; if it
-            // does, the bytes are written before anything else.
+            // Not expected after a successful `defer` in the same turn; if it
+            // happens, the bytes are written first, at the latest at the flush.
             self.left = back;
         }
     }
@@ -472,10 +533,14 @@ impl AsyncWrite for Socket {
 
     /// Write-behind: does not wait for a hand-over, which the writer task
     /// makes within the same turn of the scheduler; a later write or the
-    /// shutdown waits for it. In write-behind mode, lends what gathered.
+    /// shutdown waits for it. In write-behind mode, lends what gathered;
+    /// bytes a refused hand-over left here are written.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.write_behind {
             return self.poll_lend_gathered(cx);
+        }
+        if self.lent.is_none() && !self.left.is_empty() {
+            return self.poll_settled(cx, true);
         }
         Poll::Ready(Ok(()))
     }
@@ -612,6 +677,28 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         assert!(failed, "writes to a reset connection kept succeeding");
+    }
+
+    #[tokio::test]
+    async fn a_lone_writer_writes_itself_for_a_while() {
+        start();
+        let (mut a, mut b) = pair().await;
+        // One connection, each write alone in its batch.
+        for _ in 0..WINDOW {
+            a.lend(Bytes::from_static(b"x")).expect("taken");
+            settled(&mut a).await.expect("settled");
+        }
+        // Nothing to make together: refused for a spell, then taken again.
+        assert!(!a.defer(), "no gathering while refused");
+        for _ in 0..DIRECT_SPELL {
+            assert!(a.lend(Bytes::from_static(b"y")).is_err());
+        }
+        a.lend(Bytes::from_static(b"z")).expect("taken again");
+        settled(&mut a).await.expect("settled");
+        drop(a);
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).await.expect("read");
+        assert_eq!(got.len(), WINDOW as usize + 1);
     }
 
     #[test]
