@@ -245,6 +245,7 @@ SCENARIOS = {
     "browser": ("as ka64, with a browser's request fields (11 more, ~600 bytes of head)",
                 lambda base, s: wrk(base["http"] + "/", 64, s, BROWSER_FIELDS)),
     "ka1": ("keep-alive, 6-byte body, 1 connection (latency)", lambda base, s: wrk(base["http"] + "/", 1, s)),
+    "ka4": ("keep-alive, 6-byte body, 4 connections (light load)", lambda base, s: wrk(base["http"] + "/", 4, s)),
     "1mib": ("1 MiB response, 16 connections", lambda base, s: wrk(base["http"] + "/1m", 16, s)),
     "close": ("new connection per request, 16 connections",
               lambda base, s: wrk(base["http"] + "/", 16, s, ("-H", "Connection: close"))),
@@ -278,7 +279,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--duration", type=int, default=5)
-    ap.add_argument("--scenarios", default="ka64,browser,ka1,1mib,close,tls,h2")
+    ap.add_argument("--scenarios", default="ka64,browser,ka1,ka4,1mib,close,tls,h2")
     ap.add_argument("--out", default=str(ROOT / "bench/results.json"))
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pc-bench-"))

@@ -280,9 +280,12 @@ pub struct Socket {
     /// A hand-over not yet settled.
     lent: Option<Lent>,
     /// What a full socket did not take of a hand-over: written first.
-    left: Bytes,
+    /// (Boxed, as the gathering below: rare, and the socket is part of every
+    /// connection's task, idle ones too.)
+    left: Option<Box<Bytes>>,
     /// While set, writes are gathered here instead of made.
-    deferred: Option<Vec<u8>>,
+    #[allow(clippy::box_collection)] // 8 bytes in the socket instead of 24
+    deferred: Option<Box<Vec<u8>>>,
     /// Every write is gathered and lent at the flush ([`Socket::write_behind`]).
     write_behind: bool,
 }
@@ -297,7 +300,7 @@ impl Socket {
         Socket {
             stream: Arc::new(stream),
             lent: None,
-            left: Bytes::new(),
+            left: None,
             deferred: None,
             write_behind: false,
         }
@@ -321,10 +324,10 @@ impl Socket {
         }
         std::task::ready!(self.poll_settled(cx, true))?;
         let gathered = self.deferred.take().unwrap_or_default();
-        if let Err(back) = self.lend(Bytes::from(gathered)) {
+        if let Err(back) = self.lend(Bytes::from(*gathered)) {
             // No writer (cannot happen on the thread that turned the mode
             // on): written here instead.
-            self.left = back;
+            self.left = Some(Box::new(back));
             return self.poll_settled(cx, true);
         }
         Poll::Ready(Ok(()))
@@ -385,7 +388,7 @@ impl Socket {
         if !on || !self.settle_now() {
             return false;
         }
-        self.deferred = Some(Vec::new());
+        self.deferred = Some(Box::default());
         true
     }
 
@@ -398,17 +401,18 @@ impl Socket {
         if gathered.is_empty() {
             return;
         }
-        if let Err(back) = self.lend(Bytes::from(gathered)) {
+        if let Err(back) = self.lend(Bytes::from(*gathered)) {
             // Not expected after a successful `defer` in the same turn; if it
             // happens, the bytes are written first, at the latest at the flush.
-            self.left = back;
+            self.left = Some(Box::new(back));
         }
     }
 
     /// Whether nothing lent is outstanding, taking note of a hand-over that
-    /// was written whole; one still queued, or one that left bytes or failed,
-    /// is left for [`Socket::poll_settled`].
-    fn settle_now(&mut self) -> bool {
+    /// was written whole (and letting go of its state: a connection calls it
+    /// when it goes idle); one still queued, or one that left bytes or
+    /// failed, is left for [`Socket::poll_settled`].
+    pub fn settle_now(&mut self) -> bool {
         if let Some(lent) = &self.lent {
             let Ok(st) = lent.0.lock() else {
                 return false;
@@ -419,7 +423,7 @@ impl Socket {
             drop(st);
             self.lent = None;
         }
-        self.left.is_empty()
+        self.left.is_none()
     }
 
     /// Ready when nothing lent is outstanding: the hand-over was written, and
@@ -437,15 +441,19 @@ impl Socket {
             self.lent = None;
             match outcome {
                 Outcome::Sent => {}
-                Outcome::Left(rest) => self.left = rest,
+                Outcome::Left(rest) => self.left = Some(Box::new(rest)),
                 Outcome::Failed(e) => return Poll::Ready(Err(e)),
             }
         }
-        while !self.left.is_empty() {
+        while let Some(left) = self.left.as_mut() {
+            if left.is_empty() {
+                self.left = None;
+                break;
+            }
             std::task::ready!(self.stream.poll_write_ready(cx))?;
-            match self.stream.try_write(&self.left) {
+            match self.stream.try_write(left) {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Ok(n) => self.left.advance(n),
+                Ok(n) => left.advance(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Poll::Ready(Err(e)),
             }
@@ -497,7 +505,7 @@ impl AsyncWrite for Socket {
             {
                 std::task::ready!(this.poll_lend_gathered(cx))?;
             }
-            let gathered = this.deferred.get_or_insert_with(Vec::new);
+            let gathered = this.deferred.get_or_insert_with(Box::default);
             let mut n = 0;
             for b in bufs {
                 gathered.extend_from_slice(b);
@@ -539,7 +547,7 @@ impl AsyncWrite for Socket {
         if self.write_behind {
             return self.poll_lend_gathered(cx);
         }
-        if self.lent.is_none() && !self.left.is_empty() {
+        if self.lent.is_none() && self.left.is_some() {
             return self.poll_settled(cx, true);
         }
         Poll::Ready(Ok(()))
@@ -613,7 +621,7 @@ mod tests {
         let chunk = vec![5u8; 16 * 1024];
         for _ in 0..64 {
             a.write_all(&chunk).await.expect("write");
-            assert!(a.deferred.as_ref().map_or(0, Vec::len) <= WRITE_BEHIND_MAX + chunk.len());
+            assert!(a.deferred.as_ref().map_or(0, |g| g.len()) <= WRITE_BEHIND_MAX + chunk.len());
         }
         a.shutdown().await.expect("shutdown");
         let mut all = Vec::new();

@@ -392,8 +392,12 @@ impl<I: AsyncRead + AsyncWrite + Lend + Unpin> Conn<I> {
                 if *shutdown.borrow() {
                     return Next::Close;
                 }
-                // Hold no buffer while idle.
+                // Hold no buffer while idle, nor the state of an answer
+                // the batch writer has sent.
                 self.input = BytesMut::new();
+                if let Some(socket) = self.io.batch_socket() {
+                    socket.settle_now();
+                }
                 if self.out.is_empty() {
                     self.out.gather = Vec::new();
                 }
