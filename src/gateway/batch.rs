@@ -105,6 +105,33 @@ impl Lent {
     }
 }
 
+impl Lent {
+    /// Like [`Lent::poll_settled`], for a task that does not wait for the
+    /// hand-over (it reads, or flushes): Ready(None) when it was written
+    /// whole, Ready(Some(rest)) when the socket was full. Pending while it is
+    /// queued, with the task registered to be woken if bytes are left or the
+    /// write fails, and Pending after a failure too, which stays for
+    /// [`Lent::poll_settled`] (a read may still find the peer's last words).
+    fn poll_written(&self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let Ok(mut st) = self.0.lock() else {
+            return Poll::Pending;
+        };
+        match st.outcome.take() {
+            Some(Outcome::Sent) => return Poll::Ready(None),
+            Some(Outcome::Left(rest)) => return Poll::Ready(Some(rest)),
+            Some(failed) => {
+                st.outcome = Some(failed);
+                return Poll::Pending;
+            }
+            None => {}
+        }
+        if !st.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            st.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
 /// What the writer holds of a hand-over.
 struct Pending(Arc<Mutex<State>>);
 
@@ -381,11 +408,16 @@ impl Socket {
     /// of made. False (and nothing changes) when a hand-over could not be made:
     /// batching is off or one is outstanding.
     pub fn defer(&mut self) -> bool {
+        if !self.settle_now() {
+            return false;
+        }
+        // A refusal counts here as at `lend`: a connection that only ever
+        // defers (TLS) must see the refusals run out too.
         let on = QUEUE.with(|q| {
-            q.try_borrow()
-                .is_ok_and(|q| q.as_ref().is_some_and(|q| q.direct_left == 0))
+            q.try_borrow_mut()
+                .is_ok_and(|mut q| q.as_mut().is_some_and(Queue::takes))
         });
-        if !on || !self.settle_now() {
+        if !on {
             return false;
         }
         self.deferred = Some(Box::default());
@@ -426,6 +458,40 @@ impl Socket {
         self.left.is_none()
     }
 
+    /// Moves a hand-over on without waiting for it: notes one written whole,
+    /// writes what one left as far as the socket takes it now (registering
+    /// for write readiness otherwise), and registers the task to be woken if
+    /// the writer leaves bytes or fails. Write errors are left for
+    /// [`Socket::poll_settled`]. Reads and flushes call it, so a connection
+    /// that only reads after its last write (an HTTP/1 connection waiting
+    /// for its next request, HTTP/2 waiting for frames) still finishes a
+    /// hand-over that met a full socket.
+    fn progress(&mut self, cx: &mut Context<'_>) {
+        if let Some(lent) = &self.lent {
+            let Poll::Ready(rest) = lent.poll_written(cx) else {
+                return;
+            };
+            self.lent = None;
+            if let Some(rest) = rest {
+                self.left = Some(Box::new(rest));
+            }
+        }
+        while let Some(left) = self.left.as_mut() {
+            if left.is_empty() {
+                self.left = None;
+                return;
+            }
+            if !matches!(self.stream.poll_write_ready(cx), Poll::Ready(Ok(()))) {
+                return;
+            }
+            match self.stream.try_write(left) {
+                Ok(n) if n > 0 => left.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                _ => return,
+            }
+        }
+    }
+
     /// Ready when nothing lent is outstanding: the hand-over was written, and
     /// what it left, if anything, has been written here. `wake_on_sent`: be
     /// woken when the writer wrote all of it too (a backend request waits for
@@ -463,11 +529,16 @@ impl Socket {
 }
 
 impl AsyncRead for Socket {
+    /// Reads as a `TcpStream` does, after moving a hand-over on
+    /// ([`Socket::progress`]).
     fn poll_read(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.lent.is_some() || self.left.is_some() {
+            self.progress(cx);
+        }
         loop {
             std::task::ready!(self.stream.poll_read_ready(cx))?;
             if !buf.has_remaining_mut() {
@@ -545,9 +616,12 @@ impl AsyncWrite for Socket {
     /// bytes a refused hand-over left here are written.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.write_behind {
-            return self.poll_lend_gathered(cx);
+            std::task::ready!(self.poll_lend_gathered(cx))?;
         }
-        if self.lent.is_none() && self.left.is_some() {
+        if self.lent.is_some() || self.left.is_some() {
+            self.progress(cx);
+        }
+        if !self.write_behind && self.lent.is_none() && self.left.is_some() {
             return self.poll_settled(cx, true);
         }
         Poll::Ready(Ok(()))
@@ -696,9 +770,10 @@ mod tests {
             a.lend(Bytes::from_static(b"x")).expect("taken");
             settled(&mut a).await.expect("settled");
         }
-        // Nothing to make together: refused for a spell, then taken again.
+        // Nothing to make together: refused for a spell (a refused `defer`
+        // counts as one), then taken again.
         assert!(!a.defer(), "no gathering while refused");
-        for _ in 0..DIRECT_SPELL {
+        for _ in 1..DIRECT_SPELL {
             assert!(a.lend(Bytes::from_static(b"y")).is_err());
         }
         a.lend(Bytes::from_static(b"z")).expect("taken again");
@@ -707,6 +782,69 @@ mod tests {
         let mut got = Vec::new();
         b.read_to_end(&mut got).await.expect("read");
         assert_eq!(got.len(), WINDOW as usize + 1);
+    }
+
+    /// A connection that only reads after its last hand-over (HTTP/1 waiting
+    /// for the next request, HTTP/2 waiting for frames) still writes what the
+    /// writer left when the socket was full: its reads move the hand-over on.
+    async fn rest_goes_out_while_the_connection_reads(mut a: Socket, mut b: TcpStream, len: usize) {
+        let reader = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let mut all = vec![0u8; len];
+            let got =
+                tokio::time::timeout(std::time::Duration::from_secs(10), b.read_exact(&mut all))
+                    .await;
+            assert!(got.is_ok(), "the rest of the hand-over never came");
+            got.expect("in time").expect("read");
+            b.write_all(b"next").await.expect("write");
+            all
+        });
+        // Only reads from here on, as a connection waiting for its peer.
+        let mut next = [0u8; 4];
+        a.read_exact(&mut next).await.expect("read");
+        assert_eq!(&next, b"next");
+        let all = reader.await.expect("reader");
+        assert!(all.iter().all(|&x| x == 7));
+    }
+
+    /// A connected pair whose buffers hold a few KiB only: a hand-over of
+    /// 24 KiB meets a full socket.
+    async fn small_pair() -> (Socket, TcpStream) {
+        let ls = tokio::net::TcpSocket::new_v4().expect("socket");
+        ls.set_recv_buffer_size(4096).expect("rcvbuf");
+        ls.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let l = ls.listen(1).expect("listen");
+        let addr = l.local_addr().expect("addr");
+        let cs = tokio::net::TcpSocket::new_v4().expect("socket");
+        cs.set_send_buffer_size(4096).expect("sndbuf");
+        let (a, b) = tokio::join!(cs.connect(addr), l.accept());
+        (Socket::new(a.expect("connect")), b.expect("accept").0)
+    }
+
+    const SMALL_PAIR_OVERFLOW: usize = 24 * 1024;
+
+    #[tokio::test]
+    async fn a_lent_answer_meeting_a_full_socket_is_finished_while_reading() {
+        start();
+        let (mut a, b) = small_pair().await;
+        a.lend(Bytes::from(vec![7u8; SMALL_PAIR_OVERFLOW]))
+            .expect("batching is on");
+        a.flush().await.expect("flush");
+        rest_goes_out_while_the_connection_reads(a, b, SMALL_PAIR_OVERFLOW).await;
+    }
+
+    #[tokio::test]
+    async fn write_behind_frames_meeting_a_full_socket_are_finished_while_reading() {
+        start();
+        let (mut a, b) = small_pair().await;
+        a.write_behind();
+        // Frames under the gathering cap: all lent at the flush, at once.
+        for _ in 0..SMALL_PAIR_OVERFLOW / 1024 {
+            a.write_all(&[7u8; 1024]).await.expect("write");
+        }
+        a.flush().await.expect("flush");
+        assert!(a.lent.is_some() || a.left.is_some(), "lent at the flush");
+        rest_goes_out_while_the_connection_reads(a, b, SMALL_PAIR_OVERFLOW).await;
     }
 
     #[test]

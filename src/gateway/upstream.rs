@@ -203,6 +203,14 @@ impl Upstream {
             // The backend sent more than its response: not reusable.
             return;
         }
+        if let Either::Left(socket) = &mut conn.io {
+            if !socket.settle_now() {
+                // Its request head is still with the batch writer (the answer
+                // came before it went out: a backend that spoke unasked), or
+                // part of it is: the connection is dropped, which cancels it.
+                return;
+            }
+        }
         conn.buf = BytesMut::new();
         if let Ok(mut map) = self.idle.lock() {
             let list = map.entry(conn.key.clone()).or_default();
@@ -334,6 +342,34 @@ impl Upstream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection whose request head is still with the batch writer (its
+    /// answer came first) is not pooled: the head would go out after the
+    /// answer and meet the next request's.
+    #[tokio::test]
+    async fn a_connection_with_a_head_still_lent_is_not_pooled() {
+        batch::start();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let up = Upstream::default();
+        let key = ConnKey {
+            addr,
+            tls_name: None,
+        };
+        let mut conn = up
+            .connect(&key, None, Duration::from_secs(5))
+            .await
+            .expect("connect");
+        let (_server_side, _) = listener.accept().expect("accept");
+        let Either::Left(socket) = &mut conn.io else {
+            panic!("plain TCP");
+        };
+        socket
+            .lend(Bytes::from_static(b"GET / HTTP/1.1\r\n\r\n"))
+            .expect("batching is on");
+        up.checkin(conn);
+        assert_eq!(up.idle_count(), 0);
+    }
 
     #[tokio::test]
     async fn pool_reuses_open_connections_cuts_a_removed_server_and_forgets_it() {
