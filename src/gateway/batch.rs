@@ -32,7 +32,7 @@
 //! (write-behind). Dropping the socket with a hand-over still queued cancels
 //! that write.
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::{Buf, Bytes};
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
@@ -530,7 +530,13 @@ impl Socket {
 
 impl AsyncRead for Socket {
     /// Reads as a `TcpStream` does, after moving a hand-over on
-    /// ([`Socket::progress`]).
+    /// ([`Socket::progress`]), with one difference: a read that got fewer
+    /// bytes than it had room for found the socket's receive queue empty, so
+    /// the socket is marked not readable, and the next read waits for the
+    /// next readiness event instead of trying a `recvfrom` that would return
+    /// EAGAIN (nginx's rule: `ngx_unix_recv` clears `rev->ready` after a short
+    /// read). Data arriving after the read raises a new edge-triggered epoll
+    /// event, which the runtime sees at its next poll: nothing is missed.
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -541,12 +547,28 @@ impl AsyncRead for Socket {
         }
         loop {
             std::task::ready!(self.stream.poll_read_ready(cx))?;
-            if !buf.has_remaining_mut() {
+            let room = buf.remaining();
+            if room == 0 {
                 return Poll::Ready(Ok(()));
             }
-            match self.stream.try_read_buf(buf) {
-                Ok(_) => return Poll::Ready(Ok(())),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            let mut got = 0;
+            // `try_io` clears the readiness when its closure says WouldBlock:
+            // it says so after a short read, with the bytes already in `buf`.
+            let read = self.stream.try_io(tokio::io::Interest::READABLE, || {
+                got = self.stream.try_read_buf(buf)?;
+                if got > 0 && got < room {
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(())
+                }
+            });
+            match read {
+                Ok(()) => return Poll::Ready(Ok(())),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if got > 0 {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
@@ -845,6 +867,56 @@ mod tests {
         a.flush().await.expect("flush");
         assert!(a.lent.is_some() || a.left.is_some(), "lent at the flush");
         rest_goes_out_while_the_connection_reads(a, b, SMALL_PAIR_OVERFLOW).await;
+    }
+
+    /// Reads after a short read wait for the next readiness event, and miss
+    /// nothing: bytes that come later are read, and a read that filled its
+    /// buffer leaves the rest readable at once (no new event will come for
+    /// bytes already queued).
+    #[tokio::test]
+    async fn reads_miss_nothing_after_short_and_full_reads() {
+        let (mut a, mut b) = pair().await;
+        fn in_time<F: std::future::Future>(f: F) -> tokio::time::Timeout<F> {
+            tokio::time::timeout(std::time::Duration::from_secs(10), f)
+        }
+        b.write_all(b"abc").await.expect("write");
+        let mut buf = [0u8; 64];
+        let n = in_time(a.read(&mut buf))
+            .await
+            .expect("in time")
+            .expect("read");
+        assert_eq!(&buf[..n], b"abc");
+        // Short read: the socket is marked not readable; new bytes wake it.
+        b.write_all(b"def").await.expect("write");
+        let n = in_time(a.read(&mut buf))
+            .await
+            .expect("in time")
+            .expect("read");
+        assert_eq!(&buf[..n], b"def");
+        // A full read keeps it readable: the second half comes without a
+        // new event.
+        b.write_all(b"12345678").await.expect("write");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let mut half = [0u8; 4];
+        in_time(a.read_exact(&mut half))
+            .await
+            .expect("in time")
+            .expect("read");
+        assert_eq!(&half, b"1234");
+        in_time(a.read_exact(&mut half))
+            .await
+            .expect("in time")
+            .expect("read");
+        assert_eq!(&half, b"5678");
+        // The end of the stream is seen after a short read too.
+        b.write_all(b"x").await.expect("write");
+        drop(b);
+        let mut rest = Vec::new();
+        in_time(a.read_to_end(&mut rest))
+            .await
+            .expect("in time")
+            .expect("read");
+        assert_eq!(rest, b"x");
     }
 
     #[test]
