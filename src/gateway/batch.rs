@@ -69,6 +69,16 @@ struct State {
     cancelled: bool,
 }
 
+impl State {
+    /// Keeps `waker` to be woken at the outcome (a clone only when it is not
+    /// the one kept already).
+    fn register(&mut self, waker: &Waker) {
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            self.waker = Some(waker.clone());
+        }
+    }
+}
+
 /// Bytes lent to the writer task, until they are settled. Dropping it before
 /// then cancels the write.
 struct Lent(Arc<Mutex<State>>);
@@ -98,14 +108,10 @@ impl Lent {
             return Poll::Ready(done);
         }
         st.wake_on_sent = wake_on_sent;
-        if !st.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            st.waker = Some(cx.waker().clone());
-        }
+        st.register(cx.waker());
         Poll::Pending
     }
-}
 
-impl Lent {
     /// Like [`Lent::poll_settled`], for a task that does not wait for the
     /// hand-over (it reads, or flushes): Ready(None) when it was written
     /// whole, Ready(Some(rest)) when the socket was full. Pending while it is
@@ -125,9 +131,7 @@ impl Lent {
             }
             None => {}
         }
-        if !st.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            st.waker = Some(cx.waker().clone());
-        }
+        st.register(cx.waker());
         Poll::Pending
     }
 }
@@ -476,20 +480,27 @@ impl Socket {
                 self.left = Some(Box::new(rest));
             }
         }
+        // Pending leaves the task registered for write readiness; an error
+        // leaves the bytes, and the next settle meets it again.
+        let _ = self.poll_write_left(cx);
+    }
+
+    /// Writes what a hand-over left: Ready(Ok) when none is left.
+    fn poll_write_left(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while let Some(left) = self.left.as_mut() {
             if left.is_empty() {
                 self.left = None;
-                return;
+                break;
             }
-            if !matches!(self.stream.poll_write_ready(cx), Poll::Ready(Ok(()))) {
-                return;
-            }
+            std::task::ready!(self.stream.poll_write_ready(cx))?;
             match self.stream.try_write(left) {
-                Ok(n) if n > 0 => left.advance(n),
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => left.advance(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                _ => return,
+                Err(e) => return Poll::Ready(Err(e)),
             }
         }
+        Poll::Ready(Ok(()))
     }
 
     /// Ready when nothing lent is outstanding: the hand-over was written, and
@@ -511,20 +522,7 @@ impl Socket {
                 Outcome::Failed(e) => return Poll::Ready(Err(e)),
             }
         }
-        while let Some(left) = self.left.as_mut() {
-            if left.is_empty() {
-                self.left = None;
-                break;
-            }
-            std::task::ready!(self.stream.poll_write_ready(cx))?;
-            match self.stream.try_write(left) {
-                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Ok(n) => left.advance(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-        Poll::Ready(Ok(()))
+        self.poll_write_left(cx)
     }
 }
 
