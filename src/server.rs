@@ -96,12 +96,23 @@ impl Process {
         let m = &self.telemetry.metrics;
         let snapshot = self.gateway.snapshot.load();
         // Servers that left every pool leave the server-level families too.
-        let live: std::collections::HashSet<String> = snapshot
+        // A pool's servers count from the moment routing can pick them, before
+        // the prober's next reconcile puts them in the health table (a new app
+        // instance is served at once).
+        let mut live: std::collections::HashSet<String> = snapshot
             .backends
             .iter()
             .flat_map(|b| b.health.all())
             .map(|s| s.addr.to_string())
             .collect();
+        for b in snapshot.backends.iter() {
+            live.extend(
+                b.pool
+                    .servers()
+                    .iter()
+                    .map(|s| s.socket(&b.settings).to_string()),
+            );
+        }
         self.telemetry.handles.prune_servers(&live, m);
         let mut instances_now = std::collections::HashSet::new();
         for b in snapshot.backends.iter() {

@@ -29,8 +29,11 @@
 //! shutdown wait for that hand-over first ([`Socket::poll_settled`]) and
 //! write what the writer could not (the socket's buffer was full), so bytes
 //! leave in the order they were written; its flush does not wait
-//! (write-behind). Dropping the socket with a hand-over still queued cancels
-//! that write.
+//! (write-behind). A backend socket dropped with a hand-over still queued
+//! cancels that write (a request given up before its head went out is not
+//! sent); a client socket's is written all the same ([`Socket::for_client`]:
+//! an answer flushed is an answer sent, as with a plain socket, whatever
+//! path drops the connection after it).
 
 use bytes::{Buf, Bytes};
 use std::cell::RefCell;
@@ -67,6 +70,9 @@ struct State {
     /// ended, or the request was abandoned): the writer skips it, as a write
     /// the connection had not made yet would not have been made.
     cancelled: bool,
+    /// Written even if the connection lets go of it first (a client
+    /// socket's hand-over: [`Socket::for_client`]).
+    outlives_socket: bool,
 }
 
 impl State {
@@ -80,13 +86,13 @@ impl State {
 }
 
 /// Bytes lent to the writer task, until they are settled. Dropping it before
-/// then cancels the write.
+/// then cancels the write, unless it outlives its socket.
 struct Lent(Arc<Mutex<State>>);
 
 impl Drop for Lent {
     fn drop(&mut self) {
         if let Ok(mut st) = self.0.lock() {
-            if st.outcome.is_none() {
+            if st.outcome.is_none() && !st.outlives_socket {
                 st.cancelled = true;
             }
         }
@@ -305,7 +311,8 @@ fn write_all_now(socket: &TcpStream, mut bytes: Bytes) -> Outcome {
 /// [`Socket::lend`], or by gathering the writes of a layer above, TLS:
 /// [`Socket::defer`]). Reads and other writes go straight to the socket, as
 /// with a `TcpStream`, after anything lent ([`Socket::poll_settled`]).
-/// Dropping it with a hand-over still queued cancels that write.
+/// Dropping it with a hand-over still queued cancels that write, except for
+/// a client socket ([`Socket::for_client`]).
 pub struct Socket {
     stream: Arc<TcpStream>,
     /// A hand-over not yet settled.
@@ -319,6 +326,8 @@ pub struct Socket {
     deferred: Option<Box<Vec<u8>>>,
     /// Every write is gathered and lent at the flush ([`Socket::write_behind`]).
     write_behind: bool,
+    /// Hand-overs are written even if the socket is dropped first.
+    for_client: bool,
 }
 
 /// In write-behind mode, gathered bytes are lent once there are this many,
@@ -326,7 +335,8 @@ pub struct Socket {
 const WRITE_BEHIND_MAX: usize = 32 * 1024;
 
 impl Socket {
-    /// Wraps a connected stream.
+    /// Wraps a connected stream (a backend connection: a hand-over still
+    /// queued when the socket is dropped is not written).
     pub fn new(stream: TcpStream) -> Socket {
         Socket {
             stream: Arc::new(stream),
@@ -334,6 +344,19 @@ impl Socket {
             left: None,
             deferred: None,
             write_behind: false,
+            for_client: false,
+        }
+    }
+
+    /// Wraps a client connection: what it lent is written even if it is
+    /// dropped before the writer ran (the writer holds the stream until
+    /// then), as bytes a plain socket had taken would still go out. Bytes
+    /// the kernel does not take at once are lost with the socket, as a
+    /// dropped connection's unflushed buffer is.
+    pub fn for_client(stream: TcpStream) -> Socket {
+        Socket {
+            for_client: true,
+            ..Socket::new(stream)
         }
     }
 
@@ -378,6 +401,7 @@ impl Socket {
             return Err(bytes);
         }
         let stream = self.stream.clone();
+        let outlives_socket = self.for_client;
         let lent = QUEUE.with(|q| {
             let Ok(mut q) = q.try_borrow_mut() else {
                 return Err(bytes);
@@ -393,6 +417,7 @@ impl Socket {
                 waker: None,
                 wake_on_sent: false,
                 cancelled: false,
+                outlives_socket,
             }));
             q.items.push(Item {
                 socket: stream,
@@ -758,6 +783,24 @@ mod tests {
         let mut got = Vec::new();
         b.read_to_end(&mut got).await.expect("read");
         assert!(got.is_empty(), "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn a_client_socket_dropped_with_a_queued_answer_still_sends_it() {
+        start();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let (a, b) = tokio::join!(TcpStream::connect(addr), l.accept());
+        let mut a = Socket::for_client(a.expect("connect"));
+        let mut b = b.expect("accept").0;
+        a.lend(Bytes::from_static(b"the last answer"))
+            .expect("batching is on");
+        drop(a);
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).await.expect("read");
+        assert_eq!(got, b"the last answer");
     }
 
     #[tokio::test]

@@ -212,7 +212,7 @@ impl Listeners {
             .and_then(|p| p.tls.clone());
         match tls {
             None => {
-                self.serve_http1(batch::Socket::new(stream), key, peer, None)
+                self.serve_http1(batch::Socket::for_client(stream), key, peer, None)
                     .await
             }
             // Boxed: the handshake and the TLS stream are large, and a plain
@@ -242,7 +242,7 @@ impl Listeners {
         }
         let accepted = tokio::time::timeout(
             TLS_HANDSHAKE_TIMEOUT,
-            tokio_rustls::TlsAcceptor::from(tls).accept(batch::Socket::new(stream)),
+            tokio_rustls::TlsAcceptor::from(tls).accept(batch::Socket::for_client(stream)),
         )
         .await;
         let Ok(Ok(tls_stream)) = accepted else {

@@ -248,7 +248,7 @@ async fn app_metrics_count_requests_and_instance_figures() {
         .find(|l| l.starts_with("portcullis_backend_responses_total"))
         .and_then(|l| l.split("server=\"").nth(1))
         .and_then(|rest| rest.split('"').next())
-        .expect("a server label")
+        .unwrap_or_else(|| panic!("a server label:\n{before}"))
         .to_string();
     let restarted = request(
         gw.console,
