@@ -90,6 +90,29 @@ impl Instance {
         inst
     }
 
+    /// An instance with no process or supervisor (unit tests of the app's
+    /// view): its state is set with [`Instance::set_state`].
+    #[cfg(test)]
+    pub(crate) fn detached(id: &str, port: u16) -> Arc<Instance> {
+        Arc::new(Instance {
+            status: Mutex::new(InstanceStatus {
+                id: id.into(),
+                port: Some(port),
+                ..Default::default()
+            }),
+            id: id.into(),
+            rotation: AtomicBool::new(true),
+            stop_tx: watch::channel(false).0,
+            ready_tx: watch::channel(false).0,
+            task: Mutex::new(None),
+        })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_state(&self, state: InstanceState) {
+        self.update(|s| s.state = state);
+    }
+
     /// A copy of the status.
     pub fn status(&self) -> InstanceStatus {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()

@@ -76,6 +76,10 @@ pub struct App {
     /// Recent output lines of every instance, and the live stream.
     pub logs: Arc<LogRing>,
     op: tokio::sync::Mutex<()>,
+    /// Held from reading the instances' states to storing the view they make
+    /// ([`App::publish`]), so that of two instances getting ready at once the
+    /// later store cannot carry the view made before the other's change.
+    publishing: Mutex<()>,
 }
 
 impl App {
@@ -85,7 +89,14 @@ impl App {
     }
 
     /// Recomputes and publishes the app view: ready instances in rotation, and state.
+    /// Calls are serialized: each reads the states after the change that caused
+    /// it and stores the view before the next call reads, so the view stored
+    /// last reflects every change made before it.
     pub(crate) fn publish(&self) {
+        let _serial = match self.publishing.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
         let name = self.name();
         if self.stopped.load(Ordering::Relaxed) {
             self.registry.publish(
@@ -249,6 +260,7 @@ impl AppHost {
                         next_id: AtomicU64::new(0),
                         logs: Arc::new(LogRing::new(1000)),
                         op: tokio::sync::Mutex::new(()),
+                        publishing: Mutex::new(()),
                     });
                     if let Ok(mut a) = self.apps.lock() {
                         a.insert(cfg.name.clone(), app.clone());
@@ -454,6 +466,75 @@ impl AppHost {
         }
         for t in tasks {
             let _ = t.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app_with(instances: &[Arc<Instance>]) -> Arc<App> {
+        let cfg = crate::config::load_str(
+            "[[apps]]\nname = \"web\"\ncommand = [\"true\"]\ninstances = 2\n",
+        )
+        .expect("config")
+        .apps
+        .remove(0);
+        Arc::new(App {
+            config: ArcSwap::from_pointee(cfg),
+            base_dir: PathBuf::from("."),
+            registry: Arc::new(AppRegistry::default()),
+            events: Arc::new(EventLog::new(None)),
+            log_dir: PathBuf::from("."),
+            wanted: AtomicUsize::new(instances.len()),
+            stopped: AtomicBool::new(false),
+            instances: Mutex::new(
+                instances
+                    .iter()
+                    .enumerate()
+                    .map(|(n, i)| (n as u64, i.clone()))
+                    .collect(),
+            ),
+            next_id: AtomicU64::new(instances.len() as u64),
+            logs: Arc::new(LogRing::new(10)),
+            op: tokio::sync::Mutex::new(()),
+            publishing: Mutex::new(()),
+        })
+    }
+
+    /// Two instances getting ready at the same moment on two threads, each
+    /// publishing after its change: the view stored last must hold both (it
+    /// once kept the view made before the other's change, and the app stayed
+    /// Starting with one instance out of rotation until the next change).
+    #[test]
+    fn instances_ready_at_once_are_both_published() {
+        let a = Instance::detached("web-0", 40001);
+        let b = Instance::detached("web-1", 40002);
+        let app = app_with(&[a.clone(), b.clone()]);
+        let slot = app.registry.slot("web");
+        for _ in 0..2000 {
+            a.set_state(InstanceState::Starting);
+            b.set_state(InstanceState::Starting);
+            app.publish();
+            let start = Arc::new(std::sync::Barrier::new(2));
+            let threads: Vec<_> = [a.clone(), b.clone()]
+                .into_iter()
+                .map(|inst| {
+                    let (app, start) = (app.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        inst.set_state(InstanceState::Ready);
+                        app.publish();
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().expect("thread");
+            }
+            let view = slot.load();
+            assert_eq!(view.ready.len(), 2, "{view:?}");
+            assert_eq!(view.state, AppState::Running);
         }
     }
 }
