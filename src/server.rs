@@ -99,13 +99,9 @@ impl Process {
         // A pool's servers count from the moment routing can pick them, before
         // the prober's next reconcile puts them in the health table (a new app
         // instance is served at once).
-        let mut live: std::collections::HashSet<String> = snapshot
-            .backends
-            .iter()
-            .flat_map(|b| b.health.all())
-            .map(|s| s.addr.to_string())
-            .collect();
+        let mut live = std::collections::HashSet::new();
         for b in snapshot.backends.iter() {
+            live.extend(b.health.all().iter().map(|s| s.addr.to_string()));
             live.extend(
                 b.pool
                     .servers()

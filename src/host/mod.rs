@@ -83,6 +83,31 @@ pub struct App {
 }
 
 impl App {
+    /// A stopped app with no instance yet; `wanted` is the config's `instances`.
+    /// `log_dir` holds its instances' output files.
+    fn new(
+        cfg: AppConfig,
+        base_dir: PathBuf,
+        registry: Arc<AppRegistry>,
+        events: Arc<EventLog>,
+        log_dir: PathBuf,
+    ) -> App {
+        App {
+            wanted: AtomicUsize::new(cfg.instances as usize),
+            config: ArcSwap::from_pointee(cfg),
+            base_dir,
+            registry,
+            events,
+            log_dir,
+            stopped: AtomicBool::new(true),
+            instances: Mutex::new(BTreeMap::new()),
+            next_id: AtomicU64::new(0),
+            logs: Arc::new(LogRing::new(1000)),
+            op: tokio::sync::Mutex::new(()),
+            publishing: Mutex::new(()),
+        }
+    }
+
     /// Its name.
     pub fn name(&self) -> String {
         self.config.load().name.clone()
@@ -248,20 +273,13 @@ impl AppHost {
                     }
                 }
                 None => {
-                    let app = Arc::new(App {
-                        config: ArcSwap::from_pointee(cfg.clone()),
-                        base_dir: base_dir.to_path_buf(),
-                        registry: self.registry.clone(),
-                        events: self.events.clone(),
-                        log_dir: self.state_dir.join("logs").join("apps").join(&cfg.name),
-                        wanted: AtomicUsize::new(cfg.instances as usize),
-                        stopped: AtomicBool::new(true),
-                        instances: Mutex::new(BTreeMap::new()),
-                        next_id: AtomicU64::new(0),
-                        logs: Arc::new(LogRing::new(1000)),
-                        op: tokio::sync::Mutex::new(()),
-                        publishing: Mutex::new(()),
-                    });
+                    let app = Arc::new(App::new(
+                        cfg.clone(),
+                        base_dir.to_path_buf(),
+                        self.registry.clone(),
+                        self.events.clone(),
+                        self.state_dir.join("logs").join("apps").join(&cfg.name),
+                    ));
                     if let Ok(mut a) = self.apps.lock() {
                         a.insert(cfg.name.clone(), app.clone());
                     }
@@ -481,26 +499,24 @@ mod tests {
         .expect("config")
         .apps
         .remove(0);
-        Arc::new(App {
-            config: ArcSwap::from_pointee(cfg),
-            base_dir: PathBuf::from("."),
-            registry: Arc::new(AppRegistry::default()),
-            events: Arc::new(EventLog::new(None)),
-            log_dir: PathBuf::from("."),
-            wanted: AtomicUsize::new(instances.len()),
-            stopped: AtomicBool::new(false),
-            instances: Mutex::new(
+        let app = App::new(
+            cfg,
+            PathBuf::from("."),
+            Arc::new(AppRegistry::default()),
+            Arc::new(EventLog::new(None)),
+            PathBuf::from("."),
+        );
+        app.wanted.store(instances.len(), Ordering::Relaxed);
+        app.stopped.store(false, Ordering::Relaxed);
+        if let Ok(mut m) = app.instances.lock() {
+            m.extend(
                 instances
                     .iter()
                     .enumerate()
-                    .map(|(n, i)| (n as u64, i.clone()))
-                    .collect(),
-            ),
-            next_id: AtomicU64::new(instances.len() as u64),
-            logs: Arc::new(LogRing::new(10)),
-            op: tokio::sync::Mutex::new(()),
-            publishing: Mutex::new(()),
-        })
+                    .map(|(n, i)| (n as u64, i.clone())),
+            );
+        }
+        Arc::new(app)
     }
 
     /// Two instances getting ready at the same moment on two threads, each
