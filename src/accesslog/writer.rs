@@ -139,9 +139,7 @@ impl AccessLog {
                 return;
             };
             line.clear();
-            if serde_json::to_writer(&mut *line, record).is_err() {
-                return;
-            }
+            super::json::write_record(&mut line, record);
             line.push(b'\n');
             let Ok(mut buf) = s.buf.lock() else { return };
             if buf.len() + line.len() > MAX_BUFFERED {

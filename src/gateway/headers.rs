@@ -21,6 +21,25 @@ static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::PROXY_AUTHENTICATE,
 ];
 
+/// `name`'s entry in [`HOP_BY_HOP`], if it has one: one `match` on the name's
+/// text (names are lower case), where comparing `HeaderName`s against each of
+/// the nine would compare the bytes of every custom name nine times.
+fn hop_by_hop(name: &HeaderName) -> Option<&'static HeaderName> {
+    let i = match name.as_str() {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-connection" => 2,
+        "te" => 3,
+        "trailer" => 4,
+        "transfer-encoding" => 5,
+        "upgrade" => 6,
+        "proxy-authorization" => 7,
+        "proxy-authenticate" => 8,
+        _ => return None,
+    };
+    HOP_BY_HOP.get(i)
+}
+
 /// Whether a comma-separated field value (`Connection`, RFC 9110 §7.6.1) lists
 /// `token`, compared case-insensitively with surrounding whitespace ignored.
 pub fn has_token(value: &[u8], token: &str) -> bool {
@@ -38,7 +57,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let mut found: [Option<&'static HeaderName>; HOP_BY_HOP_COUNT] = Default::default();
     let mut n = 0;
     for name in headers.keys() {
-        if let Some(h) = HOP_BY_HOP.iter().find(|h| *h == name) {
+        if let Some(h) = hop_by_hop(name) {
             found[n] = Some(h);
             n += 1;
         }
@@ -142,6 +161,26 @@ pub fn wire_size(headers: &HeaderMap) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_hop_by_hop_name_is_found_by_its_text_and_no_other_name_is() {
+        for h in &HOP_BY_HOP {
+            assert_eq!(hop_by_hop(h), Some(h));
+            let parsed = HeaderName::from_bytes(h.as_str().to_ascii_uppercase().as_bytes())
+                .expect("a valid name");
+            assert_eq!(hop_by_hop(&parsed), Some(h));
+        }
+        for other in [
+            "host",
+            "content-length",
+            "x-te",
+            "connection2",
+            "keep-alive-x",
+        ] {
+            let n = HeaderName::from_bytes(other.as_bytes()).expect("a valid name");
+            assert_eq!(hop_by_hop(&n), None, "{other}");
+        }
+    }
+
     use super::*;
 
     #[test]
