@@ -4,15 +4,17 @@
 #   bench/run.sh [--rounds N] [--duration S] [--scenarios ka64,ka1,...] [--out FILE]
 # Reliability half (docs/benchmarks.md): the first word picks the script instead of run.py.
 #   bench/run.sh failover [--duration S]   bench/run.sh idle [--conns N]   bench/run.sh soak [--minutes M]
+# Instructions per request under callgrind, for A/B comparisons of builds on a noisy machine:
+#   bench/run.sh instructions [--bin OLD --bin NEW] [--scenario ka64|browser] [--top K]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
-for b in nginx haproxy wrk h2load taskset openssl; do command -v "$b" >/dev/null || need+=("$b"); done
+for b in nginx haproxy wrk h2load taskset openssl valgrind; do command -v "$b" >/dev/null || need+=("$b"); done
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
-  apt-get install -y -qq nginx haproxy wrk nghttp2-client util-linux openssl
+  apt-get install -y -qq nginx haproxy wrk nghttp2-client util-linux openssl valgrind
 fi
 cargo build --release --quiet
 script=run.py
-case "${1:-}" in failover|idle|soak) script="$1.py"; shift ;; esac
+case "${1:-}" in failover|idle|soak|instructions) script="$1.py"; shift ;; esac
 exec python3 "bench/$script" "$@"

@@ -1,0 +1,94 @@
+"""User-space instructions per proxied request, counted by callgrind (see docs/benchmarks.md §2).
+
+Wall-clock CPU time on a shared VM moves by ±15 % from run to run; an instruction
+count does not (the same binary and input give the same count to within a few
+tenths of a percent, whatever else the machine is doing). So this is how two builds
+are compared: each runs under `valgrind --tool=callgrind`, with counting off while
+it starts and takes a warm-up of 2,000 requests, then on for exactly N keep-alive
+requests over 64 connections (h2load --h1), then off again. Kernel time is not
+counted: this measures only the proxy's own work (portcullis, its libraries, libc).
+
+    bash bench/run.sh instructions                      # target/release/portcullis
+    bash bench/run.sh instructions --bin OLD --bin NEW  # A/B, each line with its ratio to the first
+    bash bench/run.sh instructions --scenario browser --top 25
+
+Prints one line per binary and, with --top K, the K functions with the most
+instructions of its own (callgrind_annotate, exclusive counts).
+"""
+import argparse, re, subprocess, sys, tempfile, time
+from pathlib import Path
+
+import run
+
+PORT, CONSOLE, TLS = 18181, 18191, 18541
+
+
+def count(bin_path, w, label, scenario, requests, top):
+    cfg = (w / "portcullis.toml").read_text()
+    cfg = cfg.replace(f"127.0.0.1:{run.PORTS['portcullis']}\"", f"127.0.0.1:{PORT}\"")
+    cfg = cfg.replace(f"127.0.0.1:{run.PORTS['console']}\"", f"127.0.0.1:{CONSOLE}\"")
+    cfg = cfg.replace(f"127.0.0.1:{run.PORTS['portcullis_tls']}\"", f"127.0.0.1:{TLS}\"")
+    cfg = cfg.replace(f'state_dir = "{w}/state"', f'state_dir = "{w}/state-{label}"')
+    (w / f"cg-{label}.toml").write_text(cfg)
+    out = w / f"callgrind-{label}.out"
+    s = run.Setup(w)
+    # Pinned to one core like the throughput harness: the single-threaded runtime.
+    s.start(label, ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+                    str(bin_path), "run", "-c", str(w / f"cg-{label}.toml")], pin=1, port=PORT)
+    try:
+        pid = s.procs[label].pid
+        extra = list(run.BROWSER_FIELDS) if scenario == "browser" else []
+        url = f"http://127.0.0.1:{PORT}/"
+        load = ["taskset", "-c", "0", "h2load", "--h1", "-c", "64", *extra, url]
+        subprocess.run(load[:4] + ["-n", "2000"] + load[4:], check=True, capture_output=True)
+        ctl = lambda *a: subprocess.run(["callgrind_control", *a, str(pid)], check=True, capture_output=True)
+        # valgrind's own pid is the process (taskset execs it).
+        ctl("-i", "on")
+        done = subprocess.run(load[:4] + ["-n", str(requests)] + load[4:], check=True, capture_output=True,
+                              text=True).stdout
+        ctl("-i", "off")
+        ctl("-d")
+        ok = re.search(r"(\d+) succeeded", done)
+        if not ok or int(ok.group(1)) != requests:
+            raise SystemExit(f"{label}: not every request succeeded:\n{done}")
+    finally:
+        s.stop()
+    dumps = sorted(w.glob(f"callgrind-{label}.out*"), key=lambda p: p.stat().st_size)
+    text = subprocess.run(["callgrind_annotate", str(dumps[-1])], capture_output=True, text=True).stdout
+    total = int(re.search(r"([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS", text).group(1).replace(",", ""))
+    lines = []
+    if top:
+        body = text.split("file:function", 1)[1].splitlines()[2:]
+        lines = [l for l in body if l.strip()][:top]
+    return total / requests, lines
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", action="append", help="portcullis binaries (default: target/release/portcullis)")
+    ap.add_argument("--requests", type=int, default=20000)
+    ap.add_argument("--scenario", choices=("ka64", "browser"), default="ka64")
+    ap.add_argument("--top", type=int, default=0)
+    a = ap.parse_args()
+    bins = [Path(b).resolve() for b in (a.bin or [run.BIN])]
+    w = Path(tempfile.mkdtemp(prefix="pc-instr-"))
+    w.chmod(0o755)
+    run.write_configs(w)
+    backend = run.Setup(w)
+    backend.start("backend", ["nginx", "-c", str(w / "backend.conf")], pin=0, port=run.PORTS["backend"])
+    try:
+        first = None
+        for i, b in enumerate(bins):
+            per, lines = count(b, w, f"b{i}", a.scenario, a.requests, a.top)
+            first = first or per
+            print(f"{b}: {per:,.0f} instructions per request ({a.scenario}, {a.requests} requests)"
+                  + (f", {per / first:.3f} x the first" if i else ""), flush=True)
+            for l in lines:
+                print("   ", l[:200])
+            time.sleep(0.5)
+    finally:
+        backend.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
