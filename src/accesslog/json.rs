@@ -4,10 +4,11 @@
 //! byte on every record: 41 keys, about 610 of a record's 1,000 bytes, which
 //! made the record's JSON the largest user-space item of a proxied request
 //! (docs/benchmarks.md section 2). Here the keys and the punctuation between
-//! them are constants, and every value still goes through serde_json's own
-//! `Serializer` (string escaping, integer and float formatting), so the output
-//! is byte for byte what `serde_json::to_writer(record)` writes; a unit test
-//! holds the two together, field order, `null`s and escapes included.
+//! them are constants; numbers and every string value that needs escaping go
+//! through serde_json's own `Serializer`, and a string with nothing to escape
+//! is copied between quotes ([`text`]). The output is byte for byte what
+//! `serde_json::to_writer(record)` writes; unit tests hold the two together,
+//! field order, `null`s, escapes and every ASCII byte included.
 
 use super::record::{AccessRecord, Attempt};
 use serde::Serializer as _;

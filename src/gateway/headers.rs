@@ -161,6 +161,8 @@ pub fn wire_size(headers: &HeaderMap) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn every_hop_by_hop_name_is_found_by_its_text_and_no_other_name_is() {
         for h in &HOP_BY_HOP {
@@ -180,8 +182,6 @@ mod tests {
             assert_eq!(hop_by_hop(&n), None, "{other}");
         }
     }
-
-    use super::*;
 
     #[test]
     fn strips_connection_named_fields() {
