@@ -11,8 +11,12 @@ counted: this measures only the proxy's own work (portcullis, its libraries, lib
     bash bench/run.sh instructions                      # target/release/portcullis
     bash bench/run.sh instructions --bin OLD --bin NEW  # A/B, each line with its ratio to the first
     bash bench/run.sh instructions --scenario browser --top 25
+    bash bench/run.sh instructions --peers              # portcullis-nolog, nginx, nginx-azurelog, HAProxy too
 
-Prints one line per binary and, with --top K, the K functions with the most
+--peers counts the throughput harness's peers (run.py's configs) the same way, each as
+one process: where CPU seconds per request on a noisy VM put two proxies within 10 %
+of each other one run and 30 % the next, this says how much work each does in user
+space. Prints one line per binary and, with --top K, the K functions with the most
 instructions of its own (callgrind_annotate, exclusive counts).
 """
 import argparse, re, subprocess, sys, tempfile, time
@@ -23,22 +27,43 @@ import run
 PORT, CONSOLE, TLS = 18181, 18191, 18541
 
 
-def count(bin_path, w, label, scenario, requests, top):
+def portcullis_cmd(bin_path, w, label):
+    """portcullis on its own ports, so it never meets a harness run's."""
     cfg = (w / "portcullis.toml").read_text()
     cfg = cfg.replace(f"127.0.0.1:{run.PORTS['portcullis']}\"", f"127.0.0.1:{PORT}\"")
     cfg = cfg.replace(f"127.0.0.1:{run.PORTS['console']}\"", f"127.0.0.1:{CONSOLE}\"")
     cfg = cfg.replace(f"127.0.0.1:{run.PORTS['portcullis_tls']}\"", f"127.0.0.1:{TLS}\"")
     cfg = cfg.replace(f'state_dir = "{w}/state"', f'state_dir = "{w}/state-{label}"')
     (w / f"cg-{label}.toml").write_text(cfg)
+    return [str(bin_path), "run", "-c", str(w / f"cg-{label}.toml")], PORT
+
+
+def peer_cmd(name, w, bin_path):
+    """A peer with the throughput harness's config (run.py), in one process:
+    nginx without its master (`master_process off`), so its one worker is the
+    process callgrind counts; HAProxy in the foreground, as run.py starts it;
+    portcullis-nolog is the first binary with `access_log = "off"`."""
+    if name == "portcullis-nolog":
+        run.write_variant_config(w, "nolog", 'access_log = "off"')
+        return [str(bin_path), "run", "-c", str(w / "portcullis-nolog.toml")], run.PORTS["portcullis_nolog"]
+    if name == "haproxy":
+        return ["haproxy", "-f", str(w / "haproxy.cfg")], run.PORTS["haproxy"]
+    conf = w / f"cg-{name}.conf"
+    conf.write_text("master_process off;\n" + (w / f"{name}.conf").read_text())
+    return ["nginx", "-c", str(conf)], run.PORTS[name.replace("-", "_")]
+
+
+def count(cmd, w, label, scenario, requests, top):
+    argv, port = cmd
     out = w / f"callgrind-{label}.out"
     s = run.Setup(w)
     # Pinned to one core like the throughput harness: the single-threaded runtime.
     s.start(label, ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
-                    str(bin_path), "run", "-c", str(w / f"cg-{label}.toml")], pin=1, port=PORT)
+                    *argv], pin=1, port=port)
     try:
         pid = s.procs[label].pid
         extra = list(run.BROWSER_FIELDS) if scenario == "browser" else []
-        url = f"http://127.0.0.1:{PORT}/"
+        url = f"http://127.0.0.1:{port}/"
         load = ["taskset", "-c", "0", "h2load", "--h1", "-c", "64", *extra, url]
         subprocess.run(load[:4] + ["-n", "2000"] + load[4:], check=True, capture_output=True)
         ctl = lambda *a: subprocess.run(["callgrind_control", *a, str(pid)], check=True, capture_output=True)
@@ -69,6 +94,8 @@ def main():
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--scenario", choices=("ka64", "browser"), default="ka64")
     ap.add_argument("--top", type=int, default=0)
+    ap.add_argument("--peers", action="store_true",
+                    help="count portcullis-nolog, nginx, nginx-azurelog and HAProxy too, under the same load")
     a = ap.parse_args()
     bins = [Path(b).resolve() for b in (a.bin or [run.BIN])]
     w = Path(tempfile.mkdtemp(prefix="pc-instr-"))
@@ -77,11 +104,15 @@ def main():
     backend = run.Setup(w)
     backend.start("backend", ["nginx", "-c", str(w / "backend.conf")], pin=0, port=run.PORTS["backend"])
     try:
+        runs = [(str(b), portcullis_cmd(b, w, f"b{i}")) for i, b in enumerate(bins)]
+        if a.peers:
+            runs += [(name, peer_cmd(name, w, bins[0]))
+                     for name in ("portcullis-nolog", "nginx", "nginx-azurelog", "haproxy")]
         first = None
-        for i, b in enumerate(bins):
-            per, lines = count(b, w, f"b{i}", a.scenario, a.requests, a.top)
+        for i, (name, cmd) in enumerate(runs):
+            per, lines = count(cmd, w, f"b{i}", a.scenario, a.requests, a.top)
             first = first or per
-            print(f"{b}: {per:,.0f} instructions per request ({a.scenario}, {a.requests} requests)"
+            print(f"{name}: {per:,.0f} instructions per request ({a.scenario}, {a.requests} requests)"
                   + (f", {per / first:.3f} x the first" if i else ""), flush=True)
             for l in lines:
                 print("   ", l[:200])
