@@ -5,7 +5,8 @@ count does not (the same binary and input give the same count to within a few
 tenths of a percent, whatever else the machine is doing). So this is how two builds
 are compared: each runs under `valgrind --tool=callgrind`, with counting off while
 it starts and takes a warm-up of 2,000 requests, then on for exactly N keep-alive
-requests over 64 connections (h2load --h1), then off again. Kernel time is not
+requests over 64 connections (h2load --h1; --scenario h2: HTTP/2 with prior knowledge,
+16 connections x 10 streams), then off again. Kernel time is not
 counted: this measures only the proxy's own work (portcullis, its libraries, libc).
 
     bash bench/run.sh instructions                      # target/release/portcullis
@@ -63,8 +64,13 @@ def count(cmd, w, label, scenario, requests, top):
     try:
         pid = s.procs[label].pid
         extra = list(run.BROWSER_FIELDS) if scenario == "browser" else []
-        url = f"http://127.0.0.1:{port}/"
-        load = ["taskset", "-c", "0", "h2load", "--h1", "-c", "64", *extra, url]
+        if scenario == "h2":
+            # As run.py's h2 scenario: cleartext HTTP/2 with prior knowledge,
+            # 16 connections x 10 streams; nginx and HAProxy take it 100 ports up.
+            h2_port = port if argv[0] != "nginx" and argv[0] != "haproxy" else port + 100
+            load = ["taskset", "-c", "0", "h2load", "-c", "16", "-m", "10", f"http://127.0.0.1:{h2_port}/"]
+        else:
+            load = ["taskset", "-c", "0", "h2load", "--h1", "-c", "64", *extra, f"http://127.0.0.1:{port}/"]
         subprocess.run(load[:4] + ["-n", "2000"] + load[4:], check=True, capture_output=True)
         ctl = lambda *a: subprocess.run(["callgrind_control", *a, str(pid)], check=True, capture_output=True)
         # valgrind's own pid is the process (taskset execs it).
@@ -92,7 +98,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", action="append", help="portcullis binaries (default: target/release/portcullis)")
     ap.add_argument("--requests", type=int, default=20000)
-    ap.add_argument("--scenario", choices=("ka64", "browser"), default="ka64")
+    ap.add_argument("--scenario", choices=("ka64", "browser", "h2"), default="ka64")
     ap.add_argument("--top", type=int, default=0)
     ap.add_argument("--peers", action="store_true",
                     help="count portcullis-nolog, nginx, nginx-azurelog and HAProxy too, under the same load")
@@ -106,8 +112,10 @@ def main():
     try:
         runs = [(str(b), portcullis_cmd(b, w, f"b{i}")) for i, b in enumerate(bins)]
         if a.peers:
+            # nginx-azurelog has no HTTP/2 listener.
             runs += [(name, peer_cmd(name, w, bins[0]))
-                     for name in ("portcullis-nolog", "nginx", "nginx-azurelog", "haproxy")]
+                     for name in ("portcullis-nolog", "nginx", "nginx-azurelog", "haproxy")
+                     if not (a.scenario == "h2" and name == "nginx-azurelog")]
         first = None
         for i, (name, cmd) in enumerate(runs):
             per, lines = count(cmd, w, f"b{i}", a.scenario, a.requests, a.top)
