@@ -36,26 +36,32 @@ def portcullis_cmd(bin_path, w, label):
     cfg = cfg.replace(f"127.0.0.1:{run.PORTS['portcullis_tls']}\"", f"127.0.0.1:{TLS}\"")
     cfg = cfg.replace(f'state_dir = "{w}/state"', f'state_dir = "{w}/state-{label}"')
     (w / f"cg-{label}.toml").write_text(cfg)
-    return [str(bin_path), "run", "-c", str(w / f"cg-{label}.toml")], PORT
+    # Its listener takes HTTP/2 with prior knowledge on the same port.
+    url = f"http://127.0.0.1:{PORT}"
+    return [str(bin_path), "run", "-c", str(w / f"cg-{label}.toml")], PORT, {"http": url, "h2": url}
 
 
 def peer_cmd(name, w, bin_path):
     """A peer with the throughput harness's config (run.py), in one process:
     nginx without its master (`master_process off`), so its one worker is the
     process callgrind counts; HAProxy in the foreground, as run.py starts it;
-    portcullis-nolog is the first binary with `access_log = "off"`."""
+    portcullis-nolog is the first binary with `access_log = "off"`. Its URLs
+    are run.py's (`TARGETS`)."""
+    urls = dict(run.TARGETS[name])
+    port = run.PORTS[name.replace("-", "_")]
     if name == "portcullis-nolog":
         run.write_variant_config(w, "nolog", 'access_log = "off"')
-        return [str(bin_path), "run", "-c", str(w / "portcullis-nolog.toml")], run.PORTS["portcullis_nolog"]
+        urls["h2"] = urls["http"]  # the same listener, HTTP/2 with prior knowledge
+        return [str(bin_path), "run", "-c", str(w / "portcullis-nolog.toml")], port, urls
     if name == "haproxy":
-        return ["haproxy", "-f", str(w / "haproxy.cfg")], run.PORTS["haproxy"]
+        return ["haproxy", "-f", str(w / "haproxy.cfg")], port, urls
     conf = w / f"cg-{name}.conf"
     conf.write_text("master_process off;\n" + (w / f"{name}.conf").read_text())
-    return ["nginx", "-c", str(conf)], run.PORTS[name.replace("-", "_")]
+    return ["nginx", "-c", str(conf)], port, urls
 
 
 def count(cmd, w, label, scenario, requests, top):
-    argv, port = cmd
+    argv, port, urls = cmd
     out = w / f"callgrind-{label}.out"
     s = run.Setup(w)
     # Pinned to one core like the throughput harness: the single-threaded runtime.
@@ -66,11 +72,10 @@ def count(cmd, w, label, scenario, requests, top):
         extra = list(run.BROWSER_FIELDS) if scenario == "browser" else []
         if scenario == "h2":
             # As run.py's h2 scenario: cleartext HTTP/2 with prior knowledge,
-            # 16 connections x 10 streams; nginx and HAProxy take it 100 ports up.
-            h2_port = port if argv[0] != "nginx" and argv[0] != "haproxy" else port + 100
-            load = ["taskset", "-c", "0", "h2load", "-c", "16", "-m", "10", f"http://127.0.0.1:{h2_port}/"]
+            # 16 connections x 10 streams.
+            load = ["taskset", "-c", "0", "h2load", "-c", "16", "-m", "10", urls["h2"] + "/"]
         else:
-            load = ["taskset", "-c", "0", "h2load", "--h1", "-c", "64", *extra, f"http://127.0.0.1:{port}/"]
+            load = ["taskset", "-c", "0", "h2load", "--h1", "-c", "64", *extra, urls["http"] + "/"]
         subprocess.run(load[:4] + ["-n", "2000"] + load[4:], check=True, capture_output=True)
         ctl = lambda *a: subprocess.run(["callgrind_control", *a, str(pid)], check=True, capture_output=True)
         # valgrind's own pid is the process (taskset execs it).
@@ -112,10 +117,10 @@ def main():
     try:
         runs = [(str(b), portcullis_cmd(b, w, f"b{i}")) for i, b in enumerate(bins)]
         if a.peers:
+            peers = [(name, peer_cmd(name, w, bins[0]))
+                     for name in ("portcullis-nolog", "nginx", "nginx-azurelog", "haproxy")]
             # nginx-azurelog has no HTTP/2 listener.
-            runs += [(name, peer_cmd(name, w, bins[0]))
-                     for name in ("portcullis-nolog", "nginx", "nginx-azurelog", "haproxy")
-                     if not (a.scenario == "h2" and name == "nginx-azurelog")]
+            runs += [(name, cmd) for name, cmd in peers if a.scenario != "h2" or cmd[2]["h2"]]
         first = None
         for i, (name, cmd) in enumerate(runs):
             per, lines = count(cmd, w, f"b{i}", a.scenario, a.requests, a.top)
