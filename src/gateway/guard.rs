@@ -28,10 +28,6 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 pub const MAX_URI_BYTES: usize = 16 * 1024;
 /// Most header fields in one request (hyper's default). Past it: 431.
 pub const MAX_HEADERS: usize = 100;
-/// Fields the gateway adds to a forwarded request (`X-Forwarded-For`, `-Proto`,
-/// `-Host`, `-Port`, `X-Original-Host`, `x-transaction-id`, and one spare), room
-/// for which is made when the request's field map is built.
-pub const FORWARDING_FIELDS: usize = 7;
 /// Time allowed from the first byte of a request head to its end (Azure: 60 s, then 408).
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -329,9 +325,11 @@ pub fn check_head(whole: &Bytes) -> Result<Box<Head>, Box<Rejection>> {
     let mut upgrade = method == Method::CONNECT;
     let mut keep_alive = version == 1;
     let mut expect_continue = false;
-    // Room for the fields the proxy adds (`X-Forwarded-*`, `X-Original-Host`,
-    // `x-transaction-id`): a map that grows allocates twice.
-    let mut fields = HeaderMap::with_capacity(req.headers.len() + FORWARDING_FIELDS);
+    // Just the client's fields: the gateway's own (`X-Forwarded-*`,
+    // `X-Original-Host`, `x-transaction-id`) are written after the map's
+    // (`headers.rs` `forwarding_fields`), and an upgrade's `Upgrade` and
+    // `Connection` go back where the client's were.
+    let mut fields = HeaderMap::with_capacity(req.headers.len());
     for h in req.headers.iter() {
         let name = h.name;
         let value = h.value;

@@ -109,6 +109,7 @@ fn write_head(out: &mut BytesMut, req: &RequestHead<'_>, has_body: bool) -> ReqF
         target,
         headers,
         host,
+        added,
     } = *req;
     out.extend_from_slice(method.as_str().as_bytes());
     out.extend_from_slice(b" ");
@@ -123,6 +124,12 @@ fn write_head(out: &mut BytesMut, req: &RequestHead<'_>, has_body: bool) -> ReqF
         if host.is_some() && name == http::header::HOST {
             continue;
         }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in added {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
@@ -158,6 +165,9 @@ pub struct RequestHead<'a> {
     pub headers: &'a HeaderMap,
     /// The `Host` to send in place of any in `headers` (the settings' host rule).
     pub host: Option<&'a HeaderValue>,
+    /// Fields written after `headers`: the gateway's own (`headers.rs`
+    /// `forwarding_fields`), whose names `headers` no longer holds.
+    pub added: &'a [(&'static HeaderName, HeaderValue)],
 }
 
 /// A response head and the connection its body is to be read from.
@@ -946,6 +956,7 @@ mod tests {
             target: "/x?y",
             headers,
             host: None,
+            added: &[],
         };
         let mut out = BytesMut::new();
         assert_eq!(

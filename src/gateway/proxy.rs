@@ -414,7 +414,7 @@ fn host_without_port(host: &str) -> std::borrow::Cow<'_, str> {
 async fn route_and_forward(
     conn: &ConnInfo,
     snapshot: &Snapshot,
-    mut req: Request<ClientBody>,
+    req: Request<ClientBody>,
     mut pending: PendingRecord,
     txid: &TransactionId,
     client_host: HeaderValue,
@@ -496,37 +496,28 @@ async fn route_and_forward(
         }
         Some(target)
     };
-    let wants_upgrade =
-        req.version() == Version::HTTP_11 && req.headers().contains_key(header::UPGRADE);
-    let client_upgrade = req
-        .extensions_mut()
-        .remove::<OnUpgrade>()
-        .filter(|_| wants_upgrade);
     let (parts, body) = req.into_parts();
+    let mut out_headers = parts.headers;
+    let fields = headers::strip_request_fields(&mut out_headers);
+    let wants_upgrade = parts.version == Version::HTTP_11 && fields.upgrade.is_some();
+    let mut extensions = parts.extensions;
+    let client_upgrade = extensions.remove::<OnUpgrade>().filter(|_| wants_upgrade);
     let target: &str = rewritten
         .as_deref()
         .unwrap_or_else(|| path_and_query(&parts.uri));
-    let mut out_headers = parts.headers;
-    let upgrade_value = out_headers.get(header::UPGRADE).cloned();
-    headers::strip_hop_by_hop(&mut out_headers);
-    out_headers.remove(header::EXPECT);
-    headers::join_cookies(&mut out_headers);
-    if let (true, Some(u)) = (wants_upgrade, upgrade_value) {
+    if let (true, Some(u)) = (wants_upgrade, fields.upgrade) {
         out_headers.insert(header::UPGRADE, u);
         out_headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    headers::append_forwarded_for(&mut out_headers, &conn.peer_ip, conn.peer_ip_value.as_ref());
-    out_headers.insert(
-        headers::X_FORWARDED_PROTO.clone(),
-        HeaderValue::from_static(if listener.https { "https" } else { "http" }),
+    let added = headers::forwarding_fields(
+        fields.forwarded_for,
+        &conn.peer_ip,
+        conn.peer_ip_value.as_ref(),
+        listener.https,
+        &client_host,
+        &listener.port_value,
+        txid.header_value(),
     );
-    out_headers.insert(headers::X_FORWARDED_HOST.clone(), client_host.clone());
-    out_headers.insert(headers::X_ORIGINAL_HOST.clone(), client_host.clone());
-    out_headers.insert(
-        headers::X_FORWARDED_PORT.clone(),
-        listener.port_value.clone(),
-    );
-    out_headers.insert(X_TRANSACTION_ID.clone(), txid.header_value());
 
     let has_body = !http_body::Body::is_end_stream(&body);
     let body = if has_body {
@@ -569,6 +560,7 @@ async fn route_and_forward(
             target,
             headers: &out_headers,
             host: host_value.as_ref(),
+            added: &added,
         };
         let mut fresh_only = false;
         let mut replayed = false;

@@ -190,6 +190,11 @@ async fn backend_receives_forwarding_headers_and_no_hop_by_hop_fields() {
         &[
             ("host", "shop.example.com"),
             ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-for", "198.51.100.4"),
+            // The gateway's own fields replace what a client sends.
+            ("x-forwarded-proto", "ftp"),
+            ("x-original-host", "forged.example"),
+            ("x-transaction-id", "forged"),
             ("connection", "keep-alive, x-private"),
             ("x-private", "secret"),
             ("keep-alive", "timeout=5"),
@@ -202,8 +207,21 @@ async fn backend_receives_forwarding_headers_and_no_hop_by_hop_fields() {
     let seen: Value = serde_json::from_slice(&r.body).expect("json");
     let h = &seen["headers"];
     assert_eq!(h["host"][0], "shop.example.com");
-    assert_eq!(h["x-forwarded-for"][0], "203.0.113.9, 127.0.0.1");
+    assert_eq!(
+        h["x-forwarded-for"][0],
+        "203.0.113.9, 198.51.100.4, 127.0.0.1"
+    );
     assert_eq!(h["x-forwarded-proto"][0], "http");
+    for one in [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-original-host",
+        "x-transaction-id",
+    ] {
+        assert_eq!(h[one].as_array().map(Vec::len), Some(1), "{one}: {h}");
+    }
     assert_eq!(h["x-forwarded-host"][0], "shop.example.com");
     assert_eq!(h["x-forwarded-port"][0], port.to_string());
     assert_eq!(h["x-original-host"][0], "shop.example.com");
