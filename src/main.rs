@@ -5,11 +5,15 @@ use portcullis::{client, config, demo_app, server};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// mimalloc instead of glibc's malloc: the request path makes many small,
-/// short-lived allocations (header maps, record strings), and glibc's
-/// malloc/free were about a tenth of the CPU time under load.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// mimalloc instead of glibc's malloc: the request path makes many small,
+// short-lived allocations (header maps, record strings), and glibc's
+// malloc/free were about a tenth of the CPU time under load. Linked with its
+// `override` feature, it is `malloc` and `free` themselves, and Rust's default
+// allocator (`System`) calls them; `mimalloc::MiMalloc` as the global
+// allocator would send every allocation through `mi_malloc_aligned`, whose
+// over-allocating path takes any block over 1 KiB whose size is not a power
+// of two (docs/benchmarks.md §2).
+extern crate mimalloc;
 
 #[derive(Parser)]
 #[command(
