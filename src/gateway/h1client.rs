@@ -172,8 +172,11 @@ pub struct RequestHead<'a> {
 
 /// A response head and the connection its body is to be read from.
 pub struct Answer {
-    /// Status, version and fields as the backend sent them.
+    /// Status, version and the end-to-end fields as the backend sent them
+    /// (no hop-by-hop field, none that `Connection` named).
     pub head: http::response::Parts,
+    /// The answer's `Upgrade` field, if it had one (for a 101).
+    pub upgrade: Option<HeaderValue>,
     /// The connection; `conn.buf` holds body bytes already read.
     pub conn: Conn,
     framing: Framing,
@@ -275,12 +278,13 @@ pub async fn send(
     })
     .await?;
     let head_bytes = conn.buf.split_to(head_len).freeze();
-    let (parts, framing, keep_alive) = build_head(&raw, &head_bytes, req.method == Method::HEAD)?;
+    let built = build_head(&raw, &head_bytes, req.method == Method::HEAD)?;
     Ok(Answer {
-        head: parts,
+        head: built.parts,
+        upgrade: built.upgrade,
         conn,
-        framing,
-        reusable: keep_alive && !write_failed,
+        framing: built.framing,
+        reusable: built.reusable && !write_failed,
         upload: upload.map(Box::new),
     })
 }
@@ -443,13 +447,24 @@ fn parse_head(buf: &[u8]) -> Result<Option<(RawHead, usize)>, SendError> {
     }
 }
 
+/// A backend's response head as the gateway passes it on.
+struct BuiltHead {
+    /// Status, version and the end-to-end fields: hop-by-hop fields
+    /// (`headers.rs` `hop_by_hop`) and the fields `Connection` names are not
+    /// in them (RFC 9110 §7.6.1).
+    parts: http::response::Parts,
+    framing: Framing,
+    reusable: bool,
+    /// The `Upgrade` field of the answer (the first), for a 101.
+    upgrade: Option<HeaderValue>,
+}
+
 /// Builds the response parts (field values share `bytes`, no copies) and decides
-/// the body's framing and whether the connection may be reused.
-fn build_head(
-    h: &RawHead,
-    bytes: &Bytes,
-    head_request: bool,
-) -> Result<(http::response::Parts, Framing, bool), SendError> {
+/// the body's framing and whether the connection may be reused. Hop-by-hop
+/// fields are read here (framing, `close`) and left out of the map: inserted
+/// and then removed by name they cost about 1,000 instructions an answer
+/// (nginx sends `Connection: keep-alive` with every one).
+fn build_head(h: &RawHead, bytes: &Bytes, head_request: bool) -> Result<BuiltHead, SendError> {
     let status = StatusCode::from_u16(h.code)
         .map_err(|_| SendError::Malformed(format!("invalid status code {}", h.code)))?;
     // Room for `x-transaction-id`, `Date` and an affinity cookie: a map that
@@ -461,6 +476,9 @@ fn build_head(
     // `close` anywhere wins; HTTP/1.0 needs `keep-alive` to stay open.
     let mut saw_close = false;
     let mut saw_keep_alive = false;
+    let mut upgrade = None;
+    // `Connection` values that name fields to remove (rare).
+    let mut naming: Vec<HeaderValue> = Vec::new();
     for (name, range) in &h.fields {
         let raw = bytes.slice(range.clone());
         if *name == http::header::CONTENT_LENGTH {
@@ -490,7 +508,22 @@ fn build_head(
         }
         let value = HeaderValue::from_maybe_shared(raw)
             .map_err(|_| SendError::Malformed(format!("invalid value of {name}")))?;
-        headers.append(name.clone(), value);
+        match super::headers::hop_by_hop(name) {
+            None => headers.append(name.clone(), value),
+            Some(hop) => {
+                if *hop == http::header::UPGRADE {
+                    upgrade.get_or_insert(value);
+                } else if *hop == http::header::CONNECTION
+                    && super::headers::names_fields(value.as_bytes())
+                {
+                    naming.push(value);
+                }
+                continue;
+            }
+        };
+    }
+    if !naming.is_empty() {
+        super::headers::remove_named(&mut headers, &naming);
     }
     let close = saw_close || (h.minor == 0 && !saw_keep_alive);
     let no_body = head_request
@@ -530,7 +563,12 @@ fn build_head(
     };
     *resp.headers_mut() = headers;
     let (parts, ()) = resp.into_parts();
-    Ok((parts, framing, reusable))
+    Ok(BuiltHead {
+        parts,
+        framing,
+        reusable,
+        upgrade,
+    })
 }
 
 /// Where a message body ends: a backend's response, or (in `h1server.rs`) a
@@ -736,8 +774,8 @@ pub fn decode_answer(bytes: &[u8], head_request: bool) -> Result<DecodedAnswer, 
         return Err("incomplete head".into());
     };
     let head_bytes = buf.split_to(len).freeze();
-    let (head, mut framing, reusable) =
-        build_head(&raw, &head_bytes, head_request).map_err(|e| e.to_string())?;
+    let built = build_head(&raw, &head_bytes, head_request).map_err(|e| e.to_string())?;
+    let (head, mut framing, reusable) = (built.parts, built.framing, built.reusable);
     let mut body = Vec::new();
     while !framing.is_done() {
         let (next, data) = decode_body(&mut buf, framing).map_err(|e| e.to_string())?;
@@ -870,7 +908,8 @@ mod tests {
     fn framing_of(head: &[u8], head_request: bool) -> Result<(Framing, bool), SendError> {
         let (raw, len) = parse_head(head)?.expect("complete");
         let bytes = Bytes::copy_from_slice(&head[..len]);
-        let (_, f, reuse) = build_head(&raw, &bytes, head_request)?;
+        let built = build_head(&raw, &bytes, head_request)?;
+        let (f, reuse) = (built.framing, built.reusable);
         Ok((f, reuse))
     }
 
@@ -945,6 +984,29 @@ mod tests {
         .expect("valid");
         assert_eq!(a.body, b"1234567");
         assert!(!a.head.headers.contains_key(http::header::CONTENT_LENGTH));
+    }
+
+    #[test]
+    fn answers_lose_hop_by_hop_fields_and_those_connection_names() {
+        let a = decode_answer(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n\
+              Keep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nUpgrade: h2c\r\n\
+              Transfer-Encoding: chunked\r\nX-Keep: 1\r\nContent-Type: text/plain\r\n\r\n\
+              3\r\nabc\r\n0\r\n\r\n",
+            false,
+        )
+        .expect("valid");
+        let mut left: Vec<_> = a.head.headers.keys().map(|n| n.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "x-keep"]);
+        assert_eq!(a.body, b"abc");
+        assert!(a.reusable);
+        let raw = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n";
+        let mut buf = BytesMut::from(&raw[..]);
+        let (head, len) = final_head(&mut buf).expect("valid").expect("whole");
+        let built = build_head(&head, &buf.split_to(len).freeze(), false).expect("valid");
+        assert_eq!(built.upgrade, Some(HeaderValue::from_static("websocket")));
+        assert!(built.parts.headers.is_empty());
     }
 
     #[test]

@@ -24,7 +24,7 @@ static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
 /// `name`'s entry in [`HOP_BY_HOP`], if it has one: one `match` on the name's
 /// text (names are lower case), where comparing `HeaderName`s against each of
 /// the nine would compare the bytes of every custom name nine times.
-fn hop_by_hop(name: &HeaderName) -> Option<&'static HeaderName> {
+pub fn hop_by_hop(name: &HeaderName) -> Option<&'static HeaderName> {
     let i = match name.as_str() {
         "connection" => 0,
         "keep-alive" => 1,
@@ -48,44 +48,43 @@ pub fn has_token(value: &[u8], token: &str) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
-/// Removes hop-by-hop fields and every field named in `Connection`.
-///
-/// One pass over the names finds the fields to remove: most messages carry
-/// none or one (`Connection: keep-alive`), and removing each of the nine by name
-/// would look every one of them up.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let mut found: [Option<&'static HeaderName>; HOP_BY_HOP_COUNT] = Default::default();
-    let mut n = 0;
-    for name in headers.keys() {
-        if let Some(h) = hop_by_hop(name) {
-            found[n] = Some(h);
-            n += 1;
-        }
-    }
-    remove_hop_by_hop(headers, &found[..n]);
-}
-
 /// Removes `found` (hop-by-hop names present in `headers`) and, when
 /// `Connection` is among them, every field it names.
 fn remove_hop_by_hop(headers: &mut HeaderMap, found: &[Option<&'static HeaderName>]) {
-    if found.is_empty() {
-        return;
-    }
-    let named: Vec<HeaderName> = headers
+    let naming: Vec<HeaderValue> = headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        // `close` names no field; `keep-alive` is removed anyway.
-        .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .filter(|v| names_fields(v.as_bytes()))
+        .cloned()
         .collect();
     for h in found.iter().flatten() {
         headers.remove(*h);
     }
-    for h in named {
-        headers.remove(h);
+    remove_named(headers, &naming);
+}
+
+/// Whether a `Connection` value names a field (a token other than `close` and
+/// `keep-alive`), whose field must then be removed too (RFC 9110 §7.6.1).
+pub fn names_fields(connection: &[u8]) -> bool {
+    connection.split(|b| *b == b',').any(|t| {
+        let t = t.trim_ascii();
+        !t.is_empty() && !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive")
+    })
+}
+
+/// Removes the fields that `connection` (the values of the `Connection`
+/// fields a message had) names.
+pub fn remove_named(headers: &mut HeaderMap, connection: &[HeaderValue]) {
+    for v in connection {
+        for t in v.as_bytes().split(|b| *b == b',') {
+            let t = t.trim_ascii();
+            if t.eq_ignore_ascii_case(b"close") || t.eq_ignore_ascii_case(b"keep-alive") {
+                continue;
+            }
+            if let Ok(n) = HeaderName::from_bytes(t) {
+                headers.remove(n);
+            }
+        }
     }
 }
 
@@ -114,7 +113,7 @@ pub const GATEWAY_SET: [&HeaderName; 6] = [
 ];
 
 /// Prepares a request's fields for the backend, in one pass over the names:
-/// removes hop-by-hop fields (as [`strip_hop_by_hop`]), `Expect` (the gateway
+/// removes hop-by-hop fields (and those `Connection` names), `Expect` (the gateway
 /// answers `100-continue` itself) and the client's fields of the names in
 /// [`GATEWAY_SET`], and joins several `Cookie` fields into one
 /// ([`join_cookies`]). A request with none of these (most) costs the pass only:
@@ -123,6 +122,7 @@ pub const GATEWAY_SET: [&HeaderName; 6] = [
 /// gateway's fields are written after the map's by the backend client
 /// (`h1client.rs` `RequestHead::added`).
 pub fn strip_request_fields(headers: &mut HeaderMap) -> RequestFields {
+    // Each name is met once, so at most the nine.
     let mut found: [Option<&'static HeaderName>; HOP_BY_HOP_COUNT] = Default::default();
     let mut n = 0;
     let mut gateway_set = false;
@@ -295,34 +295,6 @@ mod tests {
             let n = HeaderName::from_bytes(other.as_bytes()).expect("a valid name");
             assert_eq!(hop_by_hop(&n), None, "{other}");
         }
-    }
-
-    #[test]
-    fn strips_connection_named_fields() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("close, x-secret"),
-        );
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-        h.insert("x-keep", HeaderValue::from_static("1"));
-        h.insert(
-            header::PROXY_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"gw\""),
-        );
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key("x-keep"));
-        // Nothing to remove: the map is left as it is.
-        let mut plain = HeaderMap::new();
-        plain.insert(header::HOST, HeaderValue::from_static("a"));
-        strip_hop_by_hop(&mut plain);
-        assert_eq!(plain.len(), 1);
     }
 
     #[test]

@@ -654,7 +654,7 @@ async fn route_and_forward(
             }
             let p = &mut pending.record.properties;
             match result {
-                Ok(Ok(answer)) => {
+                Ok(Ok(mut answer)) => {
                     let latency = answered.saturating_duration_since(sent_at);
                     let status = answer.head.status;
                     // A 5xx counts now; any other answer when its body has ended
@@ -683,6 +683,9 @@ async fn route_and_forward(
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("")
                         .into();
+                    // The answer's fields come without hop-by-hop ones
+                    // (`h1client.rs` `build_head`).
+                    let keep_upgrade = answer.upgrade.take();
                     let (mut rparts, mut rbody) = answer.into_parts(upstream.clone());
                     if status == StatusCode::SWITCHING_PROTOCOLS {
                         if let (Some(client_up), Some(backend_conn)) =
@@ -690,8 +693,6 @@ async fn route_and_forward(
                         {
                             tokio::spawn(tunnel(client_up, backend_conn));
                         }
-                        let keep_upgrade = rparts.headers.get(header::UPGRADE).cloned();
-                        headers::strip_hop_by_hop(&mut rparts.headers);
                         if let Some(u) = keep_upgrade {
                             rparts.headers.insert(header::UPGRADE, u);
                             rparts
@@ -705,7 +706,6 @@ async fn route_and_forward(
                             pending.into_body(Inner::Full(None), head),
                         );
                     }
-                    headers::strip_hop_by_hop(&mut rparts.headers);
                     if wants_upgrade {
                         // A refused upgrade: the guard stopped checking this
                         // connection, so it must not carry another request.
