@@ -17,7 +17,7 @@
 use super::failure::ErrorInfo;
 use super::headers::has_token;
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderValue};
 use http::{Method, Uri, Version};
 use std::mem::MaybeUninit;
 use std::time::Duration;
@@ -336,7 +336,7 @@ pub fn check_head(whole: &Bytes) -> Result<Box<Head>, Box<Rejection>> {
         // `HeaderValue` refuses every control byte but HTAB (NUL, CR and LF
         // among them, RFC 9110 §5.5): no scan of our own before it.
         let (Ok(field), Ok(field_value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
+            super::fieldname::field_name(name.as_bytes()),
             HeaderValue::from_maybe_shared(whole.slice_ref(value)),
         ) else {
             return fail(ErrorInfo::InvalidRequest);

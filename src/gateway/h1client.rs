@@ -428,7 +428,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(RawHead, usize)>, SendError> {
             let base = buf.as_ptr() as usize;
             let mut out = Vec::with_capacity(resp.headers.len());
             for f in resp.headers.iter() {
-                let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| {
+                let name = super::fieldname::field_name(f.name.as_bytes()).map_err(|_| {
                     SendError::Malformed(format!("invalid field name {:?}", f.name))
                 })?;
                 let start = f.value.as_ptr() as usize - base;

@@ -10,6 +10,7 @@ pub mod batch;
 pub mod body;
 pub mod chunked;
 pub mod failure;
+pub mod fieldname;
 pub mod guard;
 pub mod h1client;
 pub mod h1server;
