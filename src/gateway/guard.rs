@@ -15,7 +15,7 @@
 //! decoder (`h1client.rs` `decode_body`, strict chunked scanner in `chunked.rs`).
 
 use super::failure::ErrorInfo;
-use super::headers::has_token;
+use super::headers::connection_options;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderValue};
 use http::{Method, Uri, Version};
@@ -370,9 +370,10 @@ pub fn check_head(whole: &Bytes) -> Result<Box<Head>, Box<Rejection>> {
         } else if name.eq_ignore_ascii_case("upgrade") {
             upgrade = true;
         } else if name.eq_ignore_ascii_case("connection") {
-            if has_token(value, "close") {
+            let o = connection_options(value);
+            if o.close {
                 keep_alive = false;
-            } else if version == 0 && has_token(value, "keep-alive") {
+            } else if version == 0 && o.keep_alive {
                 keep_alive = true;
             }
         } else if name.eq_ignore_ascii_case("expect") {

@@ -502,9 +502,6 @@ fn build_head(h: &RawHead, bytes: &Bytes, head_request: bool) -> Result<BuiltHea
                 .split(|b| *b == b',')
                 .rfind(|c| !c.iter().all(u8::is_ascii_whitespace))
                 .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if *name == http::header::CONNECTION {
-            saw_close |= super::headers::has_token(&raw, "close");
-            saw_keep_alive |= super::headers::has_token(&raw, "keep-alive");
         }
         let value = HeaderValue::from_maybe_shared(raw)
             .map_err(|_| SendError::Malformed(format!("invalid value of {name}")))?;
@@ -513,10 +510,13 @@ fn build_head(h: &RawHead, bytes: &Bytes, head_request: bool) -> Result<BuiltHea
             Some(hop) => {
                 if *hop == http::header::UPGRADE {
                     upgrade.get_or_insert(value);
-                } else if *hop == http::header::CONNECTION
-                    && super::headers::names_fields(value.as_bytes())
-                {
-                    naming.push(value);
+                } else if *hop == http::header::CONNECTION {
+                    let o = super::headers::connection_options(value.as_bytes());
+                    saw_close |= o.close;
+                    saw_keep_alive |= o.keep_alive;
+                    if o.names {
+                        naming.push(value);
+                    }
                 }
                 continue;
             }
