@@ -79,13 +79,15 @@ pub struct ConnectionOptions {
 /// or `close` (nearly every one) is recognised whole, where three passes
 /// ([`has_token`] twice and [`names_fields`]) cost about 500 instructions.
 pub fn connection_options(value: &[u8]) -> ConnectionOptions {
-    if value.eq_ignore_ascii_case(b"keep-alive") {
+    // The usual spellings by plain comparison (a few word compares), before
+    // `eq_ignore_ascii_case`, which goes byte by byte.
+    if matches!(value, b"keep-alive" | b"Keep-Alive") || value.eq_ignore_ascii_case(b"keep-alive") {
         return ConnectionOptions {
             keep_alive: true,
             ..Default::default()
         };
     }
-    if value.eq_ignore_ascii_case(b"close") {
+    if matches!(value, b"close" | b"Close") || value.eq_ignore_ascii_case(b"close") {
         return ConnectionOptions {
             close: true,
             ..Default::default()
