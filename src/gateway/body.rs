@@ -73,6 +73,18 @@ pub struct ResponseBody {
 }
 
 impl ResponseBody {
+    /// Fields of the response that are not in its field map: a backend's
+    /// answer for an HTTP/1.1 client ([`h1client::RequestHead::fields_as_list`]),
+    /// written before the map's. Empty for any other body.
+    ///
+    /// [`h1client::RequestHead::fields_as_list`]: super::h1client::RequestHead::fields_as_list
+    pub fn listed_fields(&self) -> &[(http::HeaderName, http::HeaderValue)] {
+        match &self.inner {
+            Inner::Upstream(b) => b.fields(),
+            Inner::Full(_) => &[],
+        }
+    }
+
     /// A body with no record attached (console, tests).
     pub fn plain(inner: Inner) -> Self {
         ResponseBody {

@@ -110,6 +110,7 @@ fn write_head(out: &mut BytesMut, req: &RequestHead<'_>, has_body: bool) -> ReqF
         headers,
         host,
         added,
+        fields_as_list: _,
     } = *req;
     out.extend_from_slice(method.as_str().as_bytes());
     out.extend_from_slice(b" ");
@@ -168,13 +169,21 @@ pub struct RequestHead<'a> {
     /// Fields written after `headers`: the gateway's own (`headers.rs`
     /// `forwarding_fields`), whose names `headers` no longer holds.
     pub added: &'a [(&'static HeaderName, HeaderValue)],
+    /// Keep the answer's fields as a list ([`Answer::fields`]) instead of in
+    /// `head.headers`: for a client our HTTP/1.1 server answers, which writes
+    /// them out as they are (`h1server.rs` `encode_head`); a field map built
+    /// to be read back once cost about 1,700 instructions an answer.
+    pub fields_as_list: bool,
 }
 
 /// A response head and the connection its body is to be read from.
 pub struct Answer {
     /// Status, version and the end-to-end fields as the backend sent them
-    /// (no hop-by-hop field, none that `Connection` named).
+    /// (no hop-by-hop field, none that `Connection` named); with
+    /// [`RequestHead::fields_as_list`], no fields: they are in `fields`.
     pub head: http::response::Parts,
+    /// The end-to-end fields in the order they came, when asked for as a list.
+    pub fields: Vec<(HeaderName, HeaderValue)>,
     /// The answer's `Upgrade` field, if it had one (for a 101).
     pub upgrade: Option<HeaderValue>,
     /// The connection; `conn.buf` holds body bytes already read.
@@ -191,6 +200,7 @@ impl Answer {
     /// request.
     pub fn into_parts(self, pool: Arc<Upstream>) -> (http::response::Parts, BackendBody) {
         let body = BackendBody {
+            fields: self.fields,
             conn: Some(self.conn),
             framing: self.framing,
             reusable: self.reusable,
@@ -278,9 +288,15 @@ pub async fn send(
     })
     .await?;
     let head_bytes = conn.buf.split_to(head_len).freeze();
-    let built = build_head(&raw, &head_bytes, req.method == Method::HEAD)?;
+    let built = build_head(
+        &raw,
+        &head_bytes,
+        req.method == Method::HEAD,
+        req.fields_as_list,
+    )?;
     Ok(Answer {
         head: built.parts,
+        fields: built.fields,
         upgrade: built.upgrade,
         conn,
         framing: built.framing,
@@ -457,6 +473,8 @@ struct BuiltHead {
     reusable: bool,
     /// The `Upgrade` field of the answer (the first), for a 101.
     upgrade: Option<HeaderValue>,
+    /// The end-to-end fields as a list, when asked for (`parts` then has none).
+    fields: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// Builds the response parts (field values share `bytes`, no copies) and decides
@@ -464,12 +482,22 @@ struct BuiltHead {
 /// fields are read here (framing, `close`) and left out of the map: inserted
 /// and then removed by name they cost about 1,000 instructions an answer
 /// (nginx sends `Connection: keep-alive` with every one).
-fn build_head(h: &RawHead, bytes: &Bytes, head_request: bool) -> Result<BuiltHead, SendError> {
+fn build_head(
+    h: &RawHead,
+    bytes: &Bytes,
+    head_request: bool,
+    as_list: bool,
+) -> Result<BuiltHead, SendError> {
     let status = StatusCode::from_u16(h.code)
         .map_err(|_| SendError::Malformed(format!("invalid status code {}", h.code)))?;
     // Room for `x-transaction-id`, `Date` and an affinity cookie: a map that
-    // grows allocates twice.
-    let mut headers = HeaderMap::with_capacity(h.fields.len() + 3);
+    // grows allocates twice. As a list, the map holds only what the gateway adds.
+    let (mut headers, mut list) = if as_list {
+        // And room for `x-transaction-id` at its end.
+        (HeaderMap::new(), Vec::with_capacity(h.fields.len() + 1))
+    } else {
+        (HeaderMap::with_capacity(h.fields.len() + 3), Vec::new())
+    };
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut has_te = false;
@@ -506,7 +534,10 @@ fn build_head(h: &RawHead, bytes: &Bytes, head_request: bool) -> Result<BuiltHea
         let value = HeaderValue::from_maybe_shared(raw)
             .map_err(|_| SendError::Malformed(format!("invalid value of {name}")))?;
         match super::headers::hop_by_hop(name) {
-            None => headers.append(name.clone(), value),
+            None if as_list => list.push((name.clone(), value)),
+            None => {
+                headers.append(name.clone(), value);
+            }
             Some(hop) => {
                 if *hop == http::header::UPGRADE {
                     upgrade.get_or_insert(value);
@@ -524,6 +555,7 @@ fn build_head(h: &RawHead, bytes: &Bytes, head_request: bool) -> Result<BuiltHea
     }
     if !naming.is_empty() {
         super::headers::remove_named(&mut headers, &naming);
+        list.retain(|(name, _)| !super::headers::named_in(&naming, name));
     }
     let close = saw_close || (h.minor == 0 && !saw_keep_alive);
     let no_body = head_request
@@ -535,6 +567,7 @@ fn build_head(h: &RawHead, bytes: &Bytes, head_request: bool) -> Result<BuiltHea
         // intermediary removes the Content-Length before forwarding (the
         // client must not frame the body by it).
         headers.remove(http::header::CONTENT_LENGTH);
+        list.retain(|(name, _)| name != http::header::CONTENT_LENGTH);
     }
     // An HTTP/1.0 answer with Transfer-Encoding: framing faulty (RFC 9112
     // §6.1), read to the end of the connection.
@@ -568,6 +601,7 @@ fn build_head(h: &RawHead, bytes: &Bytes, head_request: bool) -> Result<BuiltHea
         framing,
         reusable,
         upgrade,
+        fields: list,
     })
 }
 
@@ -597,6 +631,8 @@ impl Framing {
 /// Errors: the connection ended or broke before the body's end, the chunked
 /// coding is invalid, or the server was cut; the connection is then closed.
 pub struct BackendBody {
+    /// The answer's fields, when kept as a list ([`Answer::fields`]).
+    fields: Vec<(HeaderName, HeaderValue)>,
     conn: Option<Conn>,
     framing: Framing,
     reusable: bool,
@@ -608,6 +644,23 @@ pub struct BackendBody {
 }
 
 impl BackendBody {
+    /// The answer's end-to-end fields, when they were kept as a list
+    /// ([`RequestHead::fields_as_list`]); else empty.
+    pub fn fields(&self) -> &[(HeaderName, HeaderValue)] {
+        &self.fields
+    }
+
+    /// Adds a field at the end of the list ([`BackendBody::fields`]); only
+    /// for an answer whose fields were asked for as a list.
+    pub fn push_field(&mut self, name: HeaderName, value: HeaderValue) {
+        self.fields.push((name, value));
+    }
+
+    /// Takes the list of fields ([`BackendBody::fields`]) out.
+    pub fn take_fields(&mut self) -> Vec<(HeaderName, HeaderValue)> {
+        std::mem::take(&mut self.fields)
+    }
+
     /// The connection is closed after this body, never pooled (a refused
     /// upgrade: the guard stopped checking the client connection).
     pub fn no_reuse(&mut self) {
@@ -774,7 +827,7 @@ pub fn decode_answer(bytes: &[u8], head_request: bool) -> Result<DecodedAnswer, 
         return Err("incomplete head".into());
     };
     let head_bytes = buf.split_to(len).freeze();
-    let built = build_head(&raw, &head_bytes, head_request).map_err(|e| e.to_string())?;
+    let built = build_head(&raw, &head_bytes, head_request, false).map_err(|e| e.to_string())?;
     let (head, mut framing, reusable) = (built.parts, built.framing, built.reusable);
     let mut body = Vec::new();
     while !framing.is_done() {
@@ -908,7 +961,7 @@ mod tests {
     fn framing_of(head: &[u8], head_request: bool) -> Result<(Framing, bool), SendError> {
         let (raw, len) = parse_head(head)?.expect("complete");
         let bytes = Bytes::copy_from_slice(&head[..len]);
-        let built = build_head(&raw, &bytes, head_request)?;
+        let built = build_head(&raw, &bytes, head_request, false)?;
         let (f, reuse) = (built.framing, built.reusable);
         Ok((f, reuse))
     }
@@ -1004,9 +1057,45 @@ mod tests {
         let raw = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n";
         let mut buf = BytesMut::from(&raw[..]);
         let (head, len) = final_head(&mut buf).expect("valid").expect("whole");
-        let built = build_head(&head, &buf.split_to(len).freeze(), false).expect("valid");
+        let built = build_head(&head, &buf.split_to(len).freeze(), false, false).expect("valid");
         assert_eq!(built.upgrade, Some(HeaderValue::from_static("websocket")));
         assert!(built.parts.headers.is_empty());
+    }
+
+    /// The same answer's fields as a list and in a map: the same fields, the
+    /// list in the order they came.
+    #[test]
+    fn answer_fields_as_a_list_are_the_maps_in_their_order() {
+        let build = |raw: &[u8], as_list| {
+            let mut buf = BytesMut::from(raw);
+            let (head, len) = final_head(&mut buf).expect("valid").expect("whole");
+            build_head(&head, &buf.split_to(len).freeze(), false, as_list).expect("valid")
+        };
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\nServer: nginx\r\nSet-Cookie: a=1\r\nConnection: keep-alive, \
+               X-Secret\r\nX-Secret: 1\r\nContent-Length: 3\r\nSet-Cookie: b=2\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\nDate: x\r\n\r\n",
+            b"HTTP/1.0 204 No Content\r\nKeep-Alive: timeout=5\r\nX-A: 1\r\n\r\n",
+        ] {
+            let (map, list) = (build(raw, false), build(raw, true));
+            assert!(map.fields.is_empty());
+            assert!(list.parts.headers.is_empty());
+            assert_eq!((map.framing, map.reusable), (list.framing, list.reusable));
+            let mut from_map: Vec<_> = map.parts.headers.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+            let mut from_list = list.fields.clone();
+            from_map.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+            from_list.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+            assert_eq!(from_map, from_list, "{}", String::from_utf8_lossy(raw));
+        }
+        let names: Vec<_> = build(
+            b"HTTP/1.1 200 OK\r\nB: 1\r\nA: 2\r\nB: 3\r\nContent-Length: 0\r\n\r\n",
+            true,
+        )
+        .fields
+        .iter()
+        .map(|(n, v)| format!("{n}={}", v.to_str().unwrap_or("")))
+        .collect();
+        assert_eq!(names, ["b=1", "a=2", "b=3", "content-length=0"]);
     }
 
     #[test]
@@ -1019,6 +1108,7 @@ mod tests {
             headers,
             host: None,
             added: &[],
+            fields_as_list: false,
         };
         let mut out = BytesMut::new();
         assert_eq!(

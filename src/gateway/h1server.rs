@@ -43,7 +43,7 @@ use super::headers::connection_options;
 use super::proxy::{self, ConnInfo};
 use super::reqbody::{BodySlot, ClientBody, H1Body};
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
 use http_body::Body;
 use std::collections::VecDeque;
@@ -978,6 +978,14 @@ impl Exchange {
                 has_date = true;
             }
         }
+        // A backend's fields, listed apart (never hop-by-hop ones).
+        for (name, value) in body.listed_fields() {
+            if name == header::CONTENT_LENGTH {
+                length = length.or(Some(value));
+            } else if name == header::DATE {
+                has_date = true;
+            }
+        }
         let length = length
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
@@ -1045,7 +1053,7 @@ impl Exchange {
         if !has_date {
             headers.insert(header::DATE, date_value());
         }
-        encode_head(self.version, status, &headers, out);
+        encode_head(self.version, status, body.listed_fields(), &headers, out);
         self.stage = Stage::Sending(body);
     }
 
@@ -1077,11 +1085,18 @@ impl Exchange {
     }
 }
 
-/// Writes the status line and header fields (RFC 9112 §4). HTTP/1.0 clients
-/// get an `HTTP/1.0` status line, as hyper and HAProxy answer them.
-fn encode_head(version: Version, status: StatusCode, headers: &HeaderMap, out: &mut Out) {
+/// Writes the status line and header fields (RFC 9112 §4): `listed` (a
+/// backend's, in the order they came), then `headers`. HTTP/1.0 clients get an
+/// `HTTP/1.0` status line, as hyper and HAProxy answer them.
+fn encode_head(
+    version: Version,
+    status: StatusCode,
+    listed: &[(HeaderName, HeaderValue)],
+    headers: &HeaderMap,
+    out: &mut Out,
+) {
     let mut size = 32;
-    for (k, v) in headers {
+    for (k, v) in listed.iter().map(|(k, v)| (k, v)).chain(headers) {
         size += k.as_str().len() + v.len() + 4;
     }
     out.gather.reserve(size);
@@ -1095,7 +1110,7 @@ fn encode_head(version: Version, status: StatusCode, headers: &HeaderMap, out: &
     out.push_small(b" ");
     out.push_small(status.canonical_reason().unwrap_or("").as_bytes());
     out.push_small(b"\r\n");
-    for (k, v) in headers {
+    for (k, v) in listed.iter().map(|(k, v)| (k, v)).chain(headers) {
         out.push_small(k.as_str().as_bytes());
         out.push_small(b": ");
         out.push_small(v.as_bytes());

@@ -132,6 +132,18 @@ pub fn remove_named(headers: &mut HeaderMap, connection: &[HeaderValue]) {
     }
 }
 
+/// Whether `connection` (the values of the `Connection` fields a message had)
+/// names `name`; as [`remove_named`] decides, for a list of fields.
+pub fn named_in(connection: &[HeaderValue], name: &HeaderName) -> bool {
+    connection.iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .map(<[u8]>::trim_ascii)
+            .filter(|t| !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive"))
+            .any(|t| t.eq_ignore_ascii_case(name.as_str().as_bytes()))
+    })
+}
+
 /// What [`strip_request_fields`] took out of a request's fields.
 #[derive(Debug, Default)]
 pub struct RequestFields {

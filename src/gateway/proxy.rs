@@ -27,6 +27,7 @@ use crate::txid::TransactionId;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use compact_str::ToCompactString;
+use http::header::HeaderName;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use std::future::Future;
@@ -308,14 +309,19 @@ pub fn error_response(
     p.http_status = status.as_u16();
     p.error_info = info.as_str().into();
     p.content_type = "text/html; charset=utf-8".into();
-    let head = head_size(status, resp.headers()) + 20;
+    let head = head_size(resp.headers(), &[]) + 20;
     let (parts, ()) = resp.into_parts();
     Response::from_parts(parts, pending.into_body(Inner::Full(Some(page)), head))
 }
 
-fn head_size(_status: StatusCode, h: &HeaderMap) -> u64 {
-    // status line + headers + CRLF
-    17 + headers::wire_size(h) + 2
+/// A response head's size in bytes as the record counts it: status line,
+/// fields (the map's and `listed`, [`ResponseBody::listed_fields`]), CRLF.
+fn head_size(h: &HeaderMap, listed: &[(HeaderName, HeaderValue)]) -> u64 {
+    let listed: usize = listed
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    17 + headers::wire_size(h) + listed as u64 + 2
 }
 
 fn is_idempotent(m: &Method) -> bool {
@@ -561,6 +567,9 @@ async fn route_and_forward(
             headers: &out_headers,
             host: host_value.as_ref(),
             added: &added,
+            // Our HTTP/1.1 server writes a list of fields as it is; hyper's
+            // HTTP/2 server needs the map.
+            fields_as_list: parts.version != Version::HTTP_2,
         };
         let mut fresh_only = false;
         let mut replayed = false;
@@ -680,6 +689,13 @@ async fn route_and_forward(
                         .head
                         .headers
                         .get(header::CONTENT_TYPE)
+                        .or_else(|| {
+                            answer
+                                .fields
+                                .iter()
+                                .find(|(n, _)| n == header::CONTENT_TYPE)
+                                .map(|(_, v)| v)
+                        })
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("")
                         .into();
@@ -688,6 +704,11 @@ async fn route_and_forward(
                     let keep_upgrade = answer.upgrade.take();
                     let (mut rparts, mut rbody) = answer.into_parts(upstream.clone());
                     if status == StatusCode::SWITCHING_PROTOCOLS {
+                        // The body (and its list of fields) goes with the
+                        // connection: the fields go to the map.
+                        for (name, value) in rbody.take_fields() {
+                            rparts.headers.append(name, value);
+                        }
                         if let (Some(client_up), Some(backend_conn)) =
                             (client_upgrade, rbody.into_conn())
                         {
@@ -700,7 +721,7 @@ async fn route_and_forward(
                                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
                         }
                         add_txid(&mut rparts.headers, txid);
-                        let head = head_size(status, &rparts.headers);
+                        let head = head_size(&rparts.headers, &[]);
                         return Response::from_parts(
                             rparts,
                             pending.into_body(Inner::Full(None), head),
@@ -713,14 +734,19 @@ async fn route_and_forward(
                             .headers
                             .insert(header::CONNECTION, HeaderValue::from_static("close"));
                     }
-                    add_txid(&mut rparts.headers, txid);
+                    if request_head.fields_as_list {
+                        // Last of the list, as it would be last of the map.
+                        rbody.push_field(X_TRANSACTION_ID.clone(), txid.header_value());
+                    } else {
+                        add_txid(&mut rparts.headers, txid);
+                    }
                     if let Some(name) = cookie_name {
                         let key = affinity_key(addr);
                         if prefer.as_deref() != Some(key.as_str()) {
                             set_affinity_cookie(&mut rparts.headers, name, &key, listener.https);
                         }
                     }
-                    let head = head_size(status, &rparts.headers);
+                    let head = head_size(&rparts.headers, rbody.fields());
                     if wants_upgrade {
                         rbody.no_reuse();
                     }
