@@ -212,6 +212,12 @@ impl Answer {
     }
 }
 
+/// `name: value` at the end of `fields`, none other of that name left.
+fn set_listed(fields: &mut Vec<(HeaderName, HeaderValue)>, name: HeaderName, value: HeaderValue) {
+    fields.retain(|(n, _)| *n != name);
+    fields.push((name, value));
+}
+
 /// Sends one request on `conn` and reads the response head.
 ///
 /// `req` is sent as it is, plus the body's framing. The request body is sent while the response is
@@ -650,10 +656,11 @@ impl BackendBody {
         &self.fields
     }
 
-    /// Adds a field at the end of the list ([`BackendBody::fields`]); only
-    /// for an answer whose fields were asked for as a list.
-    pub fn push_field(&mut self, name: HeaderName, value: HeaderValue) {
-        self.fields.push((name, value));
+    /// Sets a field of the list ([`BackendBody::fields`]) as a map's `insert`
+    /// would: any the backend sent of that name are removed, and the field
+    /// goes at the end. Only for an answer whose fields were asked for as a list.
+    pub fn set_field(&mut self, name: HeaderName, value: HeaderValue) {
+        set_listed(&mut self.fields, name, value);
     }
 
     /// Takes the list of fields ([`BackendBody::fields`]) out.
@@ -1096,6 +1103,22 @@ mod tests {
         .map(|(n, v)| format!("{n}={}", v.to_str().unwrap_or("")))
         .collect();
         assert_eq!(names, ["b=1", "a=2", "b=3", "content-length=0"]);
+    }
+
+    #[test]
+    fn a_listed_field_set_replaces_the_backends() {
+        let v = HeaderValue::from_static;
+        let id = HeaderName::from_static("x-transaction-id");
+        let mut fields = vec![
+            (id.clone(), v("from-the-backend")),
+            (http::header::SERVER, v("nginx")),
+            (id.clone(), v("twice")),
+        ];
+        set_listed(&mut fields, id.clone(), v("ours"));
+        assert_eq!(
+            fields,
+            [(http::header::SERVER, v("nginx")), (id, v("ours"))]
+        );
     }
 
     #[test]

@@ -94,7 +94,8 @@ async fn backend_answers_are_framed_as_rfc_9112_says() {
             "ERRORINFO_NO_ERROR",
         ),
         (
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end",
+            // An `x-transaction-id` of the backend's own is replaced by ours.
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Transaction-Id: from-the-backend\r\n\r\nuntil the end",
             200,
             "until the end",
             "ERRORINFO_NO_ERROR",
@@ -155,6 +156,9 @@ async fn backend_answers_are_framed_as_rfc_9112_says() {
         };
         assert_eq!(rec["properties"]["error_info"], *info, "{what}");
         if *info == "ERRORINFO_NO_ERROR" {
+            let head = text.split("\r\n\r\n").next().unwrap_or("").to_lowercase();
+            assert_eq!(head.matches("\r\nx-transaction-id:").count(), 1, "{head}");
+            assert!(!head.contains("from-the-backend"), "{head}");
             let got = text.split("\r\n\r\n").nth(1).unwrap_or("");
             // The gateway re-frames for its client: chunked when the length is unknown.
             let got = if text.to_lowercase().contains("transfer-encoding: chunked") {
