@@ -574,6 +574,25 @@ fn build_head(
         // client must not frame the body by it).
         headers.remove(http::header::CONTENT_LENGTH);
         list.retain(|(name, _)| name != http::header::CONTENT_LENGTH);
+    } else if let Some(n) = length.filter(|_| as_list) {
+        // Several equal Content-Length fields, or one as a list (`3, 3`),
+        // were accepted above: the client gets one plain value (RFC 9110
+        // §8.6 lets a recipient collapse them; strict clients refuse the
+        // list, and our server would add a second field beside it).
+        let mut cl = list
+            .iter()
+            .filter(|(name, _)| name == http::header::CONTENT_LENGTH);
+        let single = cl
+            .next()
+            .is_some_and(|(_, v)| v.as_bytes().iter().all(u8::is_ascii_digit))
+            && cl.next().is_none();
+        if !single {
+            super::headers::set_listed_first(
+                &mut list,
+                http::header::CONTENT_LENGTH,
+                HeaderValue::from(n),
+            );
+        }
     }
     // An HTTP/1.0 answer with Transfer-Encoding: framing faulty (RFC 9112
     // §6.1), read to the end of the connection.
@@ -1103,6 +1122,25 @@ mod tests {
         .map(|(n, v)| format!("{n}={}", v.to_str().unwrap_or("")))
         .collect();
         assert_eq!(names, ["b=1", "a=2", "b=3", "content-length=0"]);
+    }
+
+    #[test]
+    fn a_listed_content_length_reaches_the_client_as_one_plain_value() {
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\nServer: x\r\n\r\nabc"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nServer: x\r\nContent-Length: 3\r\n\r\nabc",
+        ] {
+            let mut buf = BytesMut::from(raw);
+            let (head, len) = final_head(&mut buf).expect("valid").expect("whole");
+            let built = build_head(&head, &buf.split_to(len).freeze(), false, true).expect("valid");
+            let fields: Vec<_> = built
+                .fields
+                .iter()
+                .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap_or("")))
+                .collect();
+            assert_eq!(fields, ["content-length: 3", "server: x"], "{raw:?}");
+            assert_eq!(built.framing, Framing::Length(3));
+        }
     }
 
     #[test]

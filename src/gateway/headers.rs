@@ -144,6 +144,29 @@ pub fn named_in(connection: &[HeaderValue], name: &HeaderName) -> bool {
     })
 }
 
+/// `name: value` in `fields` where the first field of that name was, the
+/// others of that name removed (at the end when there was none).
+pub fn set_listed_first(
+    fields: &mut Vec<(HeaderName, HeaderValue)>,
+    name: HeaderName,
+    value: HeaderValue,
+) {
+    match fields.iter().position(|(n, _)| *n == name) {
+        Some(i) => {
+            fields[i].1 = value;
+            let mut seen = 0;
+            fields.retain(|(n, _)| {
+                if *n != name {
+                    return true;
+                }
+                seen += 1;
+                seen == 1
+            });
+        }
+        None => fields.push((name, value)),
+    }
+}
+
 /// What [`strip_request_fields`] took out of a request's fields.
 #[derive(Debug, Default)]
 pub struct RequestFields {
