@@ -212,12 +212,6 @@ impl Answer {
     }
 }
 
-/// `name: value` at the end of `fields`, none other of that name left.
-fn set_listed(fields: &mut Vec<(HeaderName, HeaderValue)>, name: HeaderName, value: HeaderValue) {
-    fields.retain(|(n, _)| *n != name);
-    fields.push((name, value));
-}
-
 /// Sends one request on `conn` and reads the response head.
 ///
 /// `req` is sent as it is, plus the body's framing. The request body is sent while the response is
@@ -587,7 +581,7 @@ fn build_head(
             .is_some_and(|(_, v)| v.as_bytes().iter().all(u8::is_ascii_digit))
             && cl.next().is_none();
         if !single {
-            super::headers::set_listed_first(
+            super::headers::insert_listed(
                 &mut list,
                 http::header::CONTENT_LENGTH,
                 HeaderValue::from(n),
@@ -676,10 +670,11 @@ impl BackendBody {
     }
 
     /// Sets a field of the list ([`BackendBody::fields`]) as a map's `insert`
-    /// would: any the backend sent of that name are removed, and the field
-    /// goes at the end. Only for an answer whose fields were asked for as a list.
+    /// would (`headers.rs` `insert_listed`): in place of any the backend sent
+    /// of that name, else at the end. Only for an answer whose fields were
+    /// asked for as a list.
     pub fn set_field(&mut self, name: HeaderName, value: HeaderValue) {
-        set_listed(&mut self.fields, name, value);
+        super::headers::insert_listed(&mut self.fields, name, value);
     }
 
     /// Takes the list of fields ([`BackendBody::fields`]) out.
@@ -1141,22 +1136,6 @@ mod tests {
             assert_eq!(fields, ["content-length: 3", "server: x"], "{raw:?}");
             assert_eq!(built.framing, Framing::Length(3));
         }
-    }
-
-    #[test]
-    fn a_listed_field_set_replaces_the_backends() {
-        let v = HeaderValue::from_static;
-        let id = HeaderName::from_static("x-transaction-id");
-        let mut fields = vec![
-            (id.clone(), v("from-the-backend")),
-            (http::header::SERVER, v("nginx")),
-            (id.clone(), v("twice")),
-        ];
-        set_listed(&mut fields, id.clone(), v("ours"));
-        assert_eq!(
-            fields,
-            [(http::header::SERVER, v("nginx")), (id, v("ours"))]
-        );
     }
 
     #[test]

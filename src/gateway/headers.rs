@@ -40,21 +40,13 @@ pub fn hop_by_hop(name: &HeaderName) -> Option<&'static HeaderName> {
     HOP_BY_HOP.get(i)
 }
 
-/// Whether a comma-separated field value (`Connection`, RFC 9110 §7.6.1) lists
-/// `token`, compared case-insensitively with surrounding whitespace ignored.
-pub fn has_token(value: &[u8], token: &str) -> bool {
-    value
-        .split(|b| *b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-}
-
 /// Removes `found` (hop-by-hop names present in `headers`) and, when
 /// `Connection` is among them, every field it names.
 fn remove_hop_by_hop(headers: &mut HeaderMap, found: &[Option<&'static HeaderName>]) {
     let naming: Vec<HeaderValue> = headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter(|v| names_fields(v.as_bytes()))
+        .filter(|v| connection_options(v.as_bytes()).names)
         .cloned()
         .collect();
     for h in found.iter().flatten() {
@@ -76,8 +68,9 @@ pub struct ConnectionOptions {
 }
 
 /// Reads a `Connection` value in one pass; a value that is just `keep-alive`
-/// or `close` (nearly every one) is recognised whole, where three passes
-/// ([`has_token`] twice and [`names_fields`]) cost about 500 instructions.
+/// or `close` (nearly every one) is recognised whole, where three passes (a
+/// token search for each option, then one for other tokens) cost about 500
+/// instructions.
 pub fn connection_options(value: &[u8]) -> ConnectionOptions {
     // The usual spellings by plain comparison (a few word compares), before
     // `eq_ignore_ascii_case`, which goes byte by byte.
@@ -107,46 +100,36 @@ pub fn connection_options(value: &[u8]) -> ConnectionOptions {
     o
 }
 
-/// Whether a `Connection` value names a field (a token other than `close` and
-/// `keep-alive`), whose field must then be removed too (RFC 9110 §7.6.1).
-pub fn names_fields(connection: &[u8]) -> bool {
-    connection.split(|b| *b == b',').any(|t| {
-        let t = t.trim_ascii();
-        !t.is_empty() && !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive")
-    })
+/// The field names that `connection` (the values of the `Connection` fields
+/// a message had) lists: its tokens but `close` and `keep-alive` (RFC 9110
+/// §7.6.1), as they came (not lower-cased).
+fn named_tokens(connection: &[HeaderValue]) -> impl Iterator<Item = &[u8]> {
+    connection
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive"))
 }
 
-/// Removes the fields that `connection` (the values of the `Connection`
-/// fields a message had) names.
+/// Removes the fields that `connection` names ([`named_tokens`]).
 pub fn remove_named(headers: &mut HeaderMap, connection: &[HeaderValue]) {
-    for v in connection {
-        for t in v.as_bytes().split(|b| *b == b',') {
-            let t = t.trim_ascii();
-            if t.eq_ignore_ascii_case(b"close") || t.eq_ignore_ascii_case(b"keep-alive") {
-                continue;
-            }
-            if let Ok(n) = HeaderName::from_bytes(t) {
-                headers.remove(n);
-            }
+    for t in named_tokens(connection) {
+        if let Ok(n) = HeaderName::from_bytes(t) {
+            headers.remove(n);
         }
     }
 }
 
-/// Whether `connection` (the values of the `Connection` fields a message had)
-/// names `name`; as [`remove_named`] decides, for a list of fields.
+/// Whether `connection` names `name` ([`named_tokens`]); as [`remove_named`]
+/// decides, for a list of fields.
 pub fn named_in(connection: &[HeaderValue], name: &HeaderName) -> bool {
-    connection.iter().any(|v| {
-        v.as_bytes()
-            .split(|b| *b == b',')
-            .map(<[u8]>::trim_ascii)
-            .filter(|t| !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive"))
-            .any(|t| t.eq_ignore_ascii_case(name.as_str().as_bytes()))
-    })
+    named_tokens(connection).any(|t| t.eq_ignore_ascii_case(name.as_str().as_bytes()))
 }
 
-/// `name: value` in `fields` where the first field of that name was, the
-/// others of that name removed (at the end when there was none).
-pub fn set_listed_first(
+/// Sets `name: value` in a list of fields as `HeaderMap::insert` sets it in a
+/// map: in the place of the first field of that name, the others of that name
+/// removed; at the end when there was none.
+pub fn insert_listed(
     fields: &mut Vec<(HeaderName, HeaderValue)>,
     name: HeaderName,
     value: HeaderValue,
@@ -486,10 +469,6 @@ mod tests {
 
     #[test]
     fn connection_tokens() {
-        assert!(has_token(b"keep-alive, Close", "close"));
-        assert!(has_token(b" close ", "close"));
-        assert!(!has_token(b"closed, x-close", "close"));
-        assert!(!has_token(b"", "close"));
         let o = |close, keep_alive, names| ConnectionOptions {
             close,
             keep_alive,
@@ -501,16 +480,35 @@ mod tests {
             (b"close", o(true, false, false)),
             (b"CLOSE", o(true, false, false)),
             (b" close ,", o(true, false, false)),
+            (b" close ", o(true, false, false)),
+            (b"keep-alive, Close", o(true, true, false)),
             (b"keep-alive, Upgrade", o(false, true, true)),
             (b"x-secret", o(false, false, true)),
             (b"closed", o(false, false, true)),
+            (b"closed, x-close", o(false, false, true)),
             (b"", o(false, false, false)),
             (b"close, keep-alive", o(true, true, false)),
         ] {
             assert_eq!(connection_options(value), want, "{value:?}");
-            assert_eq!(want.close, has_token(value, "close"), "{value:?}");
-            assert_eq!(want.keep_alive, has_token(value, "keep-alive"), "{value:?}");
-            assert_eq!(want.names, names_fields(value), "{value:?}");
         }
+    }
+
+    #[test]
+    fn a_listed_field_inserted_takes_the_first_ones_place() {
+        let v = HeaderValue::from_static;
+        let id = HeaderName::from_static("x-transaction-id");
+        let mut fields = vec![
+            (id.clone(), v("from-the-backend")),
+            (header::SERVER, v("nginx")),
+            (id.clone(), v("twice")),
+        ];
+        insert_listed(&mut fields, id.clone(), v("ours"));
+        assert_eq!(
+            fields,
+            [(id.clone(), v("ours")), (header::SERVER, v("nginx"))]
+        );
+        insert_listed(&mut fields, header::DATE, v("today"));
+        assert_eq!(fields.last(), Some(&(header::DATE, v("today"))));
+        assert_eq!(fields.len(), 3);
     }
 }

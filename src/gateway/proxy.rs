@@ -735,8 +735,8 @@ async fn route_and_forward(
                             .insert(header::CONNECTION, HeaderValue::from_static("close"));
                     }
                     if request_head.fields_as_list {
-                        // Last of the list, as it would be last of the map, and
-                        // in place of any the backend sent.
+                        // As the map's insert: in place of any the backend
+                        // sent, else last.
                         rbody.set_field(X_TRANSACTION_ID.clone(), txid.header_value());
                     } else {
                         add_txid(&mut rparts.headers, txid);
