@@ -327,10 +327,11 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         })
 }
 
-/// Rough size of a header block on the wire (`name: value\r\n` each), for byte counts.
-pub fn wire_size(headers: &HeaderMap) -> u64 {
-    headers
-        .iter()
+/// Rough size of a header block on the wire (`name: value\r\n` each), for
+/// byte counts: of a map, or of any (name, value) pairs.
+pub fn wire_size<'a>(fields: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>) -> u64 {
+    fields
+        .into_iter()
         .map(|(k, v)| (k.as_str().len() + v.len() + 4) as u64)
         .sum()
 }

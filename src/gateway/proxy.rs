@@ -317,11 +317,7 @@ pub fn error_response(
 /// A response head's size in bytes as the record counts it: status line,
 /// fields (the map's and `listed`, [`ResponseBody::listed_fields`]), CRLF.
 fn head_size(h: &HeaderMap, listed: &[(HeaderName, HeaderValue)]) -> u64 {
-    let listed: usize = listed
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len() + 4)
-        .sum();
-    17 + headers::wire_size(h) + listed as u64 + 2
+    17 + headers::wire_size(h) + headers::wire_size(listed.iter().map(|(k, v)| (k, v))) + 2
 }
 
 fn is_idempotent(m: &Method) -> bool {
