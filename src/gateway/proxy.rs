@@ -20,7 +20,7 @@ use super::pool::{affinity_key, Backend, Candidate, HostRewrite, PoolSource, Ser
 use super::probe::Prober;
 use super::reqbody::ClientBody;
 use super::routing::{backend_path, match_listener, ListenerInfo};
-use super::upstream::{Conn, ConnKey, ConnectError, ReqBody, Upstream};
+use super::upstream::{Conn, ConnKey, ConnectError, Liveness, ReqBody, Upstream};
 use super::Snapshot;
 use crate::accesslog::{secs_string, AccessLog, AccessRecord, Attempt, Properties, Text};
 use crate::txid::TransactionId;
@@ -569,12 +569,19 @@ async fn route_and_forward(
         };
         let mut fresh_only = false;
         let mut replayed = false;
+        let liveness = if replayable {
+            Liveness::Readiness
+        } else {
+            Liveness::Ask
+        };
         loop {
             let connect_started = Instant::now();
             let pooled = if fresh_only || wants_upgrade {
                 None
             } else {
-                upstream.checkout(&key)
+                // A request the keep-alive race would replay trusts the
+                // runtime's word that the connection is open (no syscall).
+                upstream.checkout(&key, liveness)
             };
             let c: Conn = match pooled {
                 Some(c) => c,

@@ -10,9 +10,8 @@
 //! below the keep-alive timeouts common backends use (Node.js and Apache 5 s,
 //! nginx 75 s), so the gateway, not the backend, closes idle connections in the
 //! common case. A pooled connection the backend closed meanwhile is noticed when
-//! it is taken from the pool (a read that does not wait); one that closes in the
-//! instant after is the keep-alive race, retried on a fresh connection (see
-//! `proxy.rs`).
+//! it is taken from the pool ([`Liveness`]); one that closes in the instant after
+//! is the keep-alive race, retried on a fresh connection (see `proxy.rs`).
 
 use super::batch;
 use super::reqbody::{ClientBody, ClientBodyError};
@@ -91,6 +90,33 @@ impl Body for ReqBody {
     }
 }
 
+/// How [`Upstream::checkout`] makes sure an idle connection is still open.
+///
+/// nginx takes a kept connection on its event loop's word: its keepalive
+/// module closes the connection when a read event comes (a FIN or stray
+/// bytes) and otherwise hands it out without a syscall, and a request that
+/// fails on it goes to the next server (`proxy_next_upstream error`, only
+/// idempotent ones). HAProxy makes no syscall for it either (`perf stat`,
+/// docs/benchmarks.md section 2). [`Liveness::Readiness`] does the same: it
+/// costs no syscall while the runtime has seen no event on the socket, and
+/// the proxy replays the request on a fresh connection if the connection
+/// closed in the instant before (the keep-alive race). A request that could not be replayed ([`Liveness::Ask`]) pays one
+/// `recvfrom` (`MSG_PEEK`), which also finds a FIN that arrived since the
+/// runtime last looked at epoll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// A read that does not wait, always a syscall on plain TCP: for requests
+    /// that are not replayed when their connection turns out closed (a body,
+    /// or a method that is not idempotent: RFC 9110 section 9.2.2).
+    Ask,
+    /// The runtime's readiness first: when it has seen no event since the
+    /// connection's last read, the connection is taken without a syscall;
+    /// otherwise the read that does not wait decides (and clears a stale
+    /// readiness). For idempotent requests without a body, which the proxy
+    /// replays on a fresh connection if the connection closed in between.
+    Readiness,
+}
+
 /// Which pooled connections are interchangeable.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ConnKey {
@@ -130,16 +156,25 @@ impl Conn {
     }
 
     /// Whether an idle connection is still usable: a read that does not wait
-    /// finds neither an end of stream, an error, nor unasked-for bytes.
-    fn still_open(&mut self) -> bool {
+    /// finds neither an end of stream, an error, nor unasked-for bytes, asked
+    /// as `liveness` says.
+    fn still_open(&mut self, liveness: Liveness) -> bool {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         if self.poll_cut(&mut cx) {
             return false;
         }
         match &mut self.io {
+            // tokio's `poll_peek` returns Pending at once while the socket is
+            // not marked readable (no epoll event since its last short read,
+            // `batch::Socket::poll_read`), and otherwise peeks, clearing the
+            // mark if the peek finds nothing.
+            Either::Left(socket) if liveness == Liveness::Readiness => {
+                let mut probe = [0u8; 1];
+                let mut rb = ReadBuf::new(&mut probe);
+                socket.stream().poll_peek(&mut cx, &mut rb).is_pending()
+            }
             // A syscall whatever the runtime last saw: a FIN that arrived
-            // since its last look at epoll is found too. (`batch::Socket`
-            // reads skip the syscall after a short read.)
+            // since its last look at epoll is found too.
             Either::Left(socket) => {
                 let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
                 matches!(
@@ -191,8 +226,9 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// A pooled connection to `key`, if one is idle, fresh and still open.
-    pub fn checkout(&self, key: &ConnKey) -> Option<Conn> {
+    /// A pooled connection to `key`, if one is idle, fresh and still open
+    /// (checked as `liveness` says).
+    pub fn checkout(&self, key: &ConnKey, liveness: Liveness) -> Option<Conn> {
         loop {
             let idle = {
                 let mut map = self.idle.lock().ok()?;
@@ -200,7 +236,7 @@ impl Upstream {
                 list.pop()?
             };
             let mut conn = idle.conn;
-            if idle.since.elapsed() >= UPSTREAM_IDLE_TIMEOUT || !conn.still_open() {
+            if idle.since.elapsed() >= UPSTREAM_IDLE_TIMEOUT || !conn.still_open(liveness) {
                 continue;
             }
             conn.reused = true;
@@ -315,7 +351,7 @@ impl Upstream {
         if let Ok(mut map) = self.idle.lock() {
             map.retain(|_, list| {
                 list.retain_mut(|i| {
-                    i.since.elapsed() < UPSTREAM_IDLE_TIMEOUT && i.conn.still_open()
+                    i.since.elapsed() < UPSTREAM_IDLE_TIMEOUT && i.conn.still_open(Liveness::Ask)
                 });
                 !list.is_empty()
             });
@@ -400,7 +436,7 @@ mod tests {
         conn.buf.reserve(32 * 1024);
         up.checkin(conn);
         assert_eq!(up.idle_count(), 1);
-        let mut conn = up.checkout(&key).expect("still open");
+        let mut conn = up.checkout(&key, Liveness::Ask).expect("still open");
         assert!(conn.reused);
         assert_eq!(conn.buf.capacity(), 0, "an idle connection holds no buffer");
         let mut cx = Context::from_waker(std::task::Waker::noop());
@@ -419,6 +455,41 @@ mod tests {
         up.checkin(conn);
         drop(server_side);
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(up.checkout(&key).is_none());
+        assert!(up.checkout(&key, Liveness::Ask).is_none());
+    }
+
+    /// `Liveness::Readiness` takes an open connection, and turns away one the
+    /// server closed or wrote to once the runtime has seen the event.
+    #[tokio::test]
+    async fn readiness_takes_open_connections_and_turns_away_closed_or_written_ones() {
+        use std::io::Write as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let key = ConnKey {
+            addr: listener.local_addr().expect("addr"),
+            tls_name: None,
+        };
+        let up = Upstream::default();
+        let timeout = Duration::from_secs(5);
+        let conn = up.connect(&key, None, timeout).await.expect("connect");
+        let (_open, _) = listener.accept().expect("accept");
+        up.checkin(conn);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let conn = up.checkout(&key, Liveness::Readiness).expect("still open");
+        assert!(conn.reused);
+        drop(conn);
+        for stray in [None, Some(&b"HTTP/1.1 408 Request Timeout\r\n\r\n"[..])] {
+            let conn = up.connect(&key, None, timeout).await.expect("connect");
+            let (mut server_side, _) = listener.accept().expect("accept");
+            up.checkin(conn);
+            match stray {
+                Some(bytes) => server_side.write_all(bytes).expect("write"),
+                None => drop(server_side),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(
+                up.checkout(&key, Liveness::Readiness).is_none(),
+                "closed or written to: {stray:?}"
+            );
+        }
     }
 }
