@@ -41,8 +41,52 @@ pub const MAX_RESPONSE_FIELDS: usize = 128;
 const READ_MIN_FREE: usize = 4 * 1024;
 const READ_BUFFER: usize = 32 * 1024;
 
+/// Most spare read buffers kept per thread ([`recycle`]): 16 × 32 KiB.
+const MAX_SPARE_BUFFERS: usize = 16;
+
+thread_local! {
+    /// Read buffers of connections that went back to the pool, with room left.
+    static SPARE_BUFFERS: std::cell::RefCell<Vec<BytesMut>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Keeps the emptied read buffer of a connection going back to the pool for
+/// the next exchange on this thread (on any connection), if it has
+/// [`READ_MIN_FREE`] bytes of room and fewer than [`MAX_SPARE_BUFFERS`] are
+/// kept; else it is dropped.
+///
+/// A fresh 32 KiB buffer per exchange cost about 450 instructions: mimalloc
+/// serves a block over 1 KiB on its generic path. Kept on the idle
+/// connection, the buffers of a burst's connections pinned the allocator's
+/// pages (docs/benchmarks.md section 5); kept here, at most 512 KiB per
+/// thread are, and one buffer serves about 150 small answers before a
+/// `reserve` finds the pieces handed out gone and reuses it in place.
+pub fn recycle(buf: BytesMut) {
+    if !buf.is_empty() || buf.capacity() < READ_MIN_FREE {
+        return;
+    }
+    // `try_with`: a connection may go back to the pool as its thread ends.
+    let _ = SPARE_BUFFERS.try_with(|spare| {
+        if let Ok(mut spare) = spare.try_borrow_mut() {
+            if spare.len() < MAX_SPARE_BUFFERS {
+                spare.push(buf);
+            }
+        }
+    });
+}
+
+/// Room for the next read: an empty buffer without room takes a spare one
+/// ([`recycle`]); a buffer with less than [`READ_MIN_FREE`] bytes of room
+/// gets [`READ_BUFFER`] more.
 fn make_room(buf: &mut BytesMut) {
     if buf.capacity() - buf.len() < READ_MIN_FREE {
+        if buf.is_empty() {
+            let spare = SPARE_BUFFERS.try_with(|s| s.try_borrow_mut().ok()?.pop());
+            if let Ok(Some(spare)) = spare {
+                *buf = spare;
+                return;
+            }
+        }
         buf.reserve(READ_BUFFER);
     }
 }
@@ -110,6 +154,7 @@ fn write_head(out: &mut BytesMut, req: &RequestHead<'_>, has_body: bool) -> ReqF
         headers,
         host,
         added,
+        size_hint: _,
         fields_as_list: _,
     } = *req;
     out.extend_from_slice(method.as_str().as_bytes());
@@ -169,6 +214,9 @@ pub struct RequestHead<'a> {
     /// Fields written after `headers`: the gateway's own (`headers.rs`
     /// `forwarding_fields`), whose names `headers` no longer holds.
     pub added: &'a [(&'static HeaderName, HeaderValue)],
+    /// Bytes to set aside for the head as it goes out: the client's head and
+    /// what the gateway adds, so a large head is not copied as it grows.
+    pub size_hint: usize,
     /// Keep the answer's fields as a list ([`Answer::fields`]) instead of in
     /// `head.headers`: for a client our HTTP/1.1 server answers, which writes
     /// them out as they are (`h1server.rs` `encode_head`); a field map built
@@ -226,7 +274,7 @@ pub async fn send(
     body: ReqBody,
 ) -> Result<Answer, SendError> {
     let has_body = !Body::is_end_stream(&body);
-    let mut head = BytesMut::with_capacity(512);
+    let mut head = BytesMut::with_capacity(req.size_hint);
     let framing = write_head(&mut head, &req, has_body);
     // A request without a body goes out with the other connections' writes
     // (batch.rs); its answer, when it comes, tells that it went out.
@@ -929,6 +977,37 @@ impl Drop for BackendBody {
 mod tests {
     use super::*;
 
+    /// A pooled connection's emptied read buffer serves the next exchange on
+    /// the thread; one without room, one not empty, and more than
+    /// `MAX_SPARE_BUFFERS` are not kept.
+    #[test]
+    fn an_emptied_read_buffer_serves_the_next_exchange() {
+        let mut used = BytesMut::with_capacity(READ_BUFFER);
+        used.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+        let answer = used.split().freeze();
+        let at = used.as_ptr();
+        recycle(used);
+        let mut next = BytesMut::new();
+        make_room(&mut next);
+        assert_eq!(next.as_ptr(), at, "the spare buffer, not a new one");
+        assert!(next.capacity() >= READ_MIN_FREE);
+        drop(answer);
+
+        let mut full = BytesMut::with_capacity(READ_MIN_FREE);
+        full.extend_from_slice(b"x");
+        let _ = full.split();
+        recycle(full);
+        let mut not_empty = BytesMut::with_capacity(READ_BUFFER);
+        not_empty.extend_from_slice(b"x");
+        recycle(not_empty);
+        assert_eq!(SPARE_BUFFERS.with(|s| s.borrow().len()), 0);
+
+        for _ in 0..MAX_SPARE_BUFFERS + 4 {
+            recycle(BytesMut::with_capacity(READ_BUFFER));
+        }
+        assert_eq!(SPARE_BUFFERS.with(|s| s.borrow().len()), MAX_SPARE_BUFFERS);
+    }
+
     fn decode_all(input: &[u8]) -> io::Result<(Vec<u8>, bool)> {
         let mut buf = BytesMut::from(input);
         let mut state = Framing::Chunked(Chunk::START);
@@ -1148,6 +1227,7 @@ mod tests {
             headers,
             host: None,
             added: &[],
+            size_hint: 0,
             fields_as_list: false,
         };
         let mut out = BytesMut::new();

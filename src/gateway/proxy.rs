@@ -37,6 +37,10 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+/// Most bytes of a request head the gateway sets aside for it at once
+/// (`RequestHead::size_hint`); a larger head grows as it is written.
+const MAX_HEAD_HINT: usize = 16 * 1024;
+
 /// The gateway's shared state: the current tables, the backend connection pool
 /// and the access log.
 pub struct Gateway {
@@ -563,6 +567,9 @@ async fn route_and_forward(
             headers: &out_headers,
             host: host_value.as_ref(),
             added: &added,
+            // The client's head, less the fields taken out, plus the
+            // forwarding fields (about 150 bytes) and room for a longer path.
+            size_hint: (pending.received_head as usize).min(MAX_HEAD_HINT) + 256,
             // Our HTTP/1.1 server writes a list of fields as it is; hyper's
             // HTTP/2 server needs the map.
             fields_as_list: parts.version != Version::HTTP_2,

@@ -245,9 +245,10 @@ impl Upstream {
     }
 
     /// Returns a connection whose last response was read to the end. Its read
-    /// buffer is let go (the next exchange takes a new one): an idle connection
-    /// holds no buffer, so the allocator's pages are not pinned by buffers of
-    /// connections that wait in the pool (see docs/benchmarks.md §5).
+    /// buffer goes to the thread's few spare ones (`h1client::recycle`), not
+    /// with it: an idle connection holds no buffer, so the allocator's pages
+    /// are not pinned by buffers of connections that wait in the pool (see
+    /// docs/benchmarks.md §5).
     pub fn checkin(&self, mut conn: Conn) {
         if !conn.buf.is_empty() {
             // The backend sent more than its response: not reusable.
@@ -261,7 +262,7 @@ impl Upstream {
                 return;
             }
         }
-        conn.buf = BytesMut::new();
+        super::h1client::recycle(std::mem::take(&mut conn.buf));
         if let Ok(mut map) = self.idle.lock() {
             let list = map.entry(conn.key.clone()).or_default();
             if list.len() < MAX_IDLE_PER_SERVER {
