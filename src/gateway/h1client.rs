@@ -41,7 +41,7 @@ pub const MAX_RESPONSE_FIELDS: usize = 128;
 const READ_MIN_FREE: usize = 4 * 1024;
 const READ_BUFFER: usize = 32 * 1024;
 
-/// Most spare read buffers kept per thread ([`recycle`]): 16 × 32 KiB.
+/// Most spare read buffers kept per thread ([`recycle`]).
 const MAX_SPARE_BUFFERS: usize = 16;
 
 thread_local! {
@@ -58,9 +58,11 @@ thread_local! {
 /// A fresh 32 KiB buffer per exchange cost about 450 instructions: mimalloc
 /// serves a block over 1 KiB on its generic path. Kept on the idle
 /// connection, the buffers of a burst's connections pinned the allocator's
-/// pages (docs/benchmarks.md section 5); kept here, at most 512 KiB per
-/// thread are, and one buffer serves about 150 small answers before a
-/// `reserve` finds the pieces handed out gone and reuses it in place.
+/// pages (docs/benchmarks.md section 5); kept here, at most 16 per thread
+/// are (32 KiB each, or up to about 128 KiB for one that grew to read a
+/// large head: about 2 MiB per thread at worst), and one buffer serves about
+/// 150 small answers before a `reserve` finds the pieces handed out gone and
+/// reuses it in place.
 pub fn recycle(buf: BytesMut) {
     if !buf.is_empty() || buf.capacity() < READ_MIN_FREE {
         return;

@@ -5,7 +5,8 @@
 //! request moves to the next server of the pool, always. A request that reached a
 //! backend is retried only when it is idempotent, has no body, went out on a
 //! reused idle connection, and that connection closed before any response byte
-//! (the keep-alive race); the retry uses a fresh connection. A request that could
+//! or answered 408 (the keep-alive race; RFC 9110 section 15.5.9 lets a client
+//! repeat a request a 408 met in transit); the retry uses a fresh connection. A request that could
 //! not be sent at all (pooled connection already closed) is retried without
 //! conditions.
 
@@ -673,6 +674,32 @@ async fn route_and_forward(
             }
             let p = &mut pending.record.properties;
             match result {
+                // RFC 9110 section 15.5.9: a 408 says the server closed the
+                // connection instead of waiting for a request; a client with a
+                // request in transit MAY repeat it. On a connection taken from
+                // the pool it is the keep-alive race with bytes: the backend
+                // timed the idle connection out (some send a 408 before closing)
+                // as the request went out, and the 408 was waiting there.
+                Ok(Ok(answer))
+                    if may_replay
+                        && answer.head.status == StatusCode::REQUEST_TIMEOUT
+                        && !cand.health.as_ref().is_some_and(|h| h.is_retired()) =>
+                {
+                    drop(answer); // closes the connection
+                    add_attempt(
+                        p,
+                        Attempt {
+                            server: addr_text.clone(),
+                            error_info: ErrorInfo::UpstreamClosedConnection.text(),
+                            server_status: "408".into(),
+                        },
+                    );
+                    last_failure = ErrorInfo::UpstreamClosedConnection;
+                    replayed = true;
+                    fresh_only = true;
+                    body = Some(ReqBody::empty());
+                    continue;
+                }
                 Ok(Ok(mut answer)) => {
                     let latency = answered.saturating_duration_since(sent_at);
                     let status = answer.head.status;

@@ -159,6 +159,46 @@ async fn backend_reset_close_and_garbage_are_502_closed_connection() {
     assert_eq!(props(&rec)["attempts"].as_array().map(|a| a.len()), Some(1));
 }
 
+/// RFC 9110 section 15.5.9: a 408 on a connection taken from the pool is the
+/// backend timing the idle connection out as the request came; an idempotent
+/// request without a body is sent again on a new connection, a POST gets the 408.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_408_on_a_reused_connection_is_replayed_for_idempotent_requests() {
+    let backend = RawServer::start(Raw::TimeoutSecond);
+    let port = free_port();
+    let config = format!(
+        "{}\n[[probes]]\nname = \"keep\"\nmin_servers = 1\n",
+        basic_config(port, &[backend.addr.to_string()], "probe = \"keep\"")
+    );
+    let gw = Gateway::start_one_core("timeout408", &config);
+    let first = get(local(port), "/a").await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let second = get(local(port), "/b").await;
+    assert_eq!(second.status, 200, "{}", second.text());
+    let rec = gw.record(&second.txid());
+    let attempts = props(&rec)["attempts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(attempts.len(), 2, "{rec}");
+    assert_eq!(attempts[0]["serverStatus"], "408");
+    assert_eq!(
+        attempts[0]["error_info"],
+        "ERRORINFO_UPSTREAM_CLOSED_CONNECTION"
+    );
+    assert_eq!(attempts[1]["serverStatus"], "200");
+    assert_eq!(props(&rec)["error_info"], "ERRORINFO_NO_ERROR");
+    assert_eq!(props(&rec)["connectionReused"], false);
+    // A request with a body is not sent twice: the client gets the 408.
+    let post = request(local(port), "POST", "/c", &[], Bytes::from_static(b"x")).await;
+    assert_eq!(post.status, 408, "{}", post.text());
+    let rec = gw.record(&post.txid());
+    assert_eq!(props(&rec)["attempts"].as_array().map(|a| a.len()), Some(1));
+    let sent: Vec<String> = backend.requests();
+    assert_eq!(sent.iter().filter(|r| r.starts_with("GET /b ")).count(), 2);
+    assert_eq!(sent.iter().filter(|r| r.starts_with("POST /c ")).count(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_headers_within_request_timeout_is_502_timed_out() {
     let app = DemoApp::start();

@@ -381,6 +381,10 @@ pub enum Raw {
     CutBody,
     /// Reads the request, writes these bytes as they are, closes.
     Answer(&'static [u8]),
+    /// Answers a connection's first request 200 (`ok`, kept alive) and its
+    /// next one 408 with `Connection: close`, as a server that timed the idle
+    /// connection out the moment the request came.
+    TimeoutSecond,
 }
 
 /// A raw TCP backend on a free port; records the first bytes of every connection.
@@ -420,6 +424,19 @@ impl RawServer {
                         Raw::Answer(bytes) => {
                             let _ = s.write_all(bytes);
                             std::thread::sleep(Duration::from_millis(50));
+                        }
+                        Raw::TimeoutSecond => {
+                            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                            let n = s.read(&mut buf).unwrap_or(0);
+                            if n > 0 {
+                                log.lock()
+                                    .expect("lock")
+                                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                                let _ = s.write_all(
+                                    b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                                );
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
                         }
                     }
                 });
