@@ -673,6 +673,12 @@ async fn route_and_forward(
                 pending.obs.first_byte = Some(since_arrival);
             }
             let p = &mut pending.record.properties;
+            // Whether the keep-alive race (a close, or a 408, on a connection
+            // taken from the pool) may send the request again on a fresh
+            // connection: not to a server that left its pool (its connections
+            // were cut). Asked only when it is met.
+            let race_replay =
+                || may_replay && !cand.health.as_ref().is_some_and(|h| h.is_retired());
             match result {
                 // RFC 9110 section 15.5.9: a 408 says the server closed the
                 // connection instead of waiting for a request; a client with a
@@ -681,9 +687,7 @@ async fn route_and_forward(
                 // timed the idle connection out (some send a 408 before closing)
                 // as the request went out, and the 408 was waiting there.
                 Ok(Ok(answer))
-                    if may_replay
-                        && answer.head.status == StatusCode::REQUEST_TIMEOUT
-                        && !cand.health.as_ref().is_some_and(|h| h.is_retired()) =>
+                    if answer.head.status == StatusCode::REQUEST_TIMEOUT && race_replay() =>
                 {
                     drop(answer); // closes the connection
                     add_attempt(
@@ -841,9 +845,7 @@ async fn route_and_forward(
                         },
                     );
                     last_failure = ErrorInfo::UpstreamClosedConnection;
-                    // A server that left its pool (its connections were cut) gets no replay.
-                    let retired = cand.health.as_ref().is_some_and(|h| h.is_retired());
-                    if may_replay && !retired && err.nothing_received() {
+                    if err.nothing_received() && race_replay() {
                         // The keep-alive race: retry once on a fresh connection.
                         replayed = true;
                         fresh_only = true;

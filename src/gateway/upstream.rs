@@ -100,9 +100,9 @@ impl Body for ReqBody {
 /// docs/benchmarks.md section 2). [`Liveness::Readiness`] does the same: it
 /// costs no syscall while the runtime has seen no event on the socket, and
 /// the proxy replays the request on a fresh connection if the connection
-/// closed in the instant before (the keep-alive race). A request that could not be replayed ([`Liveness::Ask`]) pays one
-/// `recvfrom` (`MSG_PEEK`), which also finds a FIN that arrived since the
-/// runtime last looked at epoll.
+/// closed in the instant before (the keep-alive race). A request that could
+/// not be replayed ([`Liveness::Ask`]) pays one `recvfrom` (`MSG_PEEK`),
+/// which also finds a FIN that arrived since the runtime last looked at epoll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Liveness {
     /// A read that does not wait, always a syscall on plain TCP: for requests

@@ -405,11 +405,14 @@ impl RawServer {
                 let log = log.clone();
                 std::thread::spawn(move || {
                     let mut buf = [0u8; 4096];
+                    let note = |b: &[u8]| {
+                        log.lock()
+                            .expect("lock")
+                            .push(String::from_utf8_lossy(b).into_owned())
+                    };
                     let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
                     let n = s.read(&mut buf).unwrap_or(0);
-                    log.lock()
-                        .expect("lock")
-                        .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                    note(&buf[..n]);
                     match kind {
                         Raw::Hang => std::thread::sleep(Duration::from_secs(60)),
                         Raw::Close => {}
@@ -429,9 +432,7 @@ impl RawServer {
                             let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
                             let n = s.read(&mut buf).unwrap_or(0);
                             if n > 0 {
-                                log.lock()
-                                    .expect("lock")
-                                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                                note(&buf[..n]);
                                 let _ = s.write_all(
                                     b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
                                 );
