@@ -19,6 +19,15 @@ one process: where CPU seconds per request on a noisy VM put two proxies within 
 of each other one run and 30 % the next, this says how much work each does in user
 space. Prints one line per binary and, with --top K, the K functions with the most
 instructions of its own (callgrind_annotate, exclusive counts).
+
+--cache-sim adds callgrind's cache and branch simulation (about 2x slower) and prints,
+per request, the simulated first-level instruction-cache misses (I1), data-cache misses
+(D1, reads and writes) and mispredicted branches (conditional and indirect). The
+simulated caches are this CPU's first level as valgrind reads it (32 KiB each here);
+kernel code is not simulated, so the figures say how much code and data a proxy
+touches per request, not how a real core's caches fare. A proxy whose code path
+for one request spans more cache lines than another's runs slower at the same
+instruction count: docs/benchmarks.md §2.
 """
 import argparse, re, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -60,12 +69,15 @@ def peer_cmd(name, w, bin_path):
     return ["nginx", "-c", str(conf)], port, urls
 
 
-def count(cmd, w, label, scenario, requests, top):
+def count(cmd, w, label, scenario, requests, top, cache_sim=False):
+    """Instructions per request, the --top lines and, with `cache_sim`, the
+    simulated misses per request ({event: count})."""
     argv, port, urls = cmd
     out = w / f"callgrind-{label}.out"
     s = run.Setup(w)
+    sim = ["--cache-sim=yes", "--branch-sim=yes"] if cache_sim else []
     # Pinned to one core like the throughput harness: the single-threaded runtime.
-    s.start(label, ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+    s.start(label, ["valgrind", "--tool=callgrind", "--instr-atstart=no", *sim, f"--callgrind-out-file={out}",
                     *argv], pin=1, port=port)
     try:
         pid = s.procs[label].pid
@@ -91,12 +103,20 @@ def count(cmd, w, label, scenario, requests, top):
         s.stop()
     dumps = sorted(w.glob(f"callgrind-{label}.out*"), key=lambda p: p.stat().st_size)
     text = subprocess.run(["callgrind_annotate", str(dumps[-1])], capture_output=True, text=True).stdout
-    total = int(re.search(r"([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS", text).group(1).replace(",", ""))
+    # The first column is Ir (with --cache-sim, the misses follow it).
+    totals = re.search(r"^(.*)PROGRAM TOTALS", text, re.M).group(1)
+    total = int(re.search(r"([\d,]+) \(", totals).group(1).replace(",", ""))
+    misses = {}
+    if cache_sim:
+        events = re.search(r"Events recorded:\s+(.*)", text).group(1).split()
+        per = dict(zip(events, (int(n.replace(",", "")) / requests for n in re.findall(r"([\d,]+) \(", totals))))
+        misses = {"I1": per.get("I1mr", 0), "D1": per.get("D1mr", 0) + per.get("D1mw", 0),
+                  "branch": per.get("Bcm", 0) + per.get("Bim", 0)}
     lines = []
     if top:
         body = text.split("file:function", 1)[1].splitlines()[2:]
         lines = [l for l in body if l.strip()][:top]
-    return total / requests, lines
+    return total / requests, lines, misses
 
 
 def main():
@@ -105,6 +125,8 @@ def main():
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--scenario", choices=("ka64", "browser", "h2"), default="ka64")
     ap.add_argument("--top", type=int, default=0)
+    ap.add_argument("--cache-sim", action="store_true",
+                    help="also simulate the first-level caches and branch prediction (misses per request)")
     ap.add_argument("--peers", action="store_true",
                     help="count portcullis-nolog, nginx, nginx-azurelog and HAProxy too, under the same load")
     a = ap.parse_args()
@@ -123,10 +145,13 @@ def main():
             runs += [(name, cmd) for name, cmd in peers if a.scenario != "h2" or cmd[2]["h2"]]
         first = None
         for i, (name, cmd) in enumerate(runs):
-            per, lines = count(cmd, w, f"b{i}", a.scenario, a.requests, a.top)
+            per, lines, misses = count(cmd, w, f"b{i}", a.scenario, a.requests, a.top, a.cache_sim)
             first = first or per
             print(f"{name}: {per:,.0f} instructions per request ({a.scenario}, {a.requests} requests)"
                   + (f", {per / first:.3f} x the first" if i else ""), flush=True)
+            if misses:
+                print(f"    simulated misses per request: I1 {misses['I1']:,.0f}, D1 {misses['D1']:,.0f},"
+                      f" branches {misses['branch']:,.0f}", flush=True)
             for l in lines:
                 print("   ", l[:200])
             time.sleep(0.5)

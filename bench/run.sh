@@ -5,7 +5,7 @@
 # Reliability half (docs/benchmarks.md): the first word picks the script instead of run.py.
 #   bench/run.sh failover [--duration S]   bench/run.sh idle [--conns N]   bench/run.sh soak [--minutes M]
 # Instructions per request under callgrind, for A/B comparisons of builds on a noisy machine:
-#   bench/run.sh instructions [--bin OLD --bin NEW] [--scenario ka64|browser|h2] [--top K] [--peers]
+#   bench/run.sh instructions [--bin OLD --bin NEW] [--scenario ka64|browser|h2] [--top K] [--peers] [--cache-sim]
 #   (--peers: nginx, nginx-azurelog, HAProxy and portcullis without its access log, counted the same way)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -41,8 +41,14 @@ pub const MAX_RESPONSE_FIELDS: usize = 128;
 const READ_MIN_FREE: usize = 4 * 1024;
 const READ_BUFFER: usize = 32 * 1024;
 
-/// Most spare read buffers kept per thread ([`recycle`]).
-const MAX_SPARE_BUFFERS: usize = 16;
+/// Most spare read buffers kept per thread ([`recycle`]): one for each of 64
+/// exchanges in flight at once. With 16, three in four exchanges of a
+/// 64-connection load found none and allocated (about 160 instructions a
+/// request more, callgrind).
+const MAX_SPARE_BUFFERS: usize = 64;
+/// The largest buffer kept as a spare: twice [`READ_BUFFER`]. One that grew
+/// to read a large head goes back to the allocator.
+const MAX_SPARE_CAPACITY: usize = 2 * READ_BUFFER;
 
 thread_local! {
     /// Read buffers of connections that went back to the pool, with room left.
@@ -52,19 +58,19 @@ thread_local! {
 
 /// Keeps the emptied read buffer of a connection going back to the pool for
 /// the next exchange on this thread (on any connection), if it has
-/// [`READ_MIN_FREE`] bytes of room and fewer than [`MAX_SPARE_BUFFERS`] are
-/// kept; else it is dropped.
+/// [`READ_MIN_FREE`] bytes of room, is at most [`MAX_SPARE_CAPACITY`] and
+/// fewer than [`MAX_SPARE_BUFFERS`] are kept; else it is dropped.
 ///
 /// A fresh 32 KiB buffer per exchange cost about 450 instructions: mimalloc
 /// serves a block over 1 KiB on its generic path. Kept on the idle
 /// connection, the buffers of a burst's connections pinned the allocator's
-/// pages (docs/benchmarks.md section 5); kept here, at most 16 per thread
-/// are (32 KiB each, or up to about 128 KiB for one that grew to read a
-/// large head: about 2 MiB per thread at worst), and one buffer serves about
-/// 150 small answers before a `reserve` finds the pieces handed out gone and
-/// reuses it in place.
+/// pages (docs/benchmarks.md section 5); kept here, at most 64 per thread
+/// are, of 32 KiB (64 KiB at most): 2 MiB per thread after a burst of 64
+/// concurrent exchanges, 4 MiB at worst, like the buffer pools HAProxy keeps.
+/// One buffer serves about 150 small answers before a `reserve` finds the
+/// pieces handed out gone and reuses it in place.
 pub fn recycle(buf: BytesMut) {
-    if !buf.is_empty() || buf.capacity() < READ_MIN_FREE {
+    if !buf.is_empty() || buf.capacity() < READ_MIN_FREE || buf.capacity() > MAX_SPARE_CAPACITY {
         return;
     }
     // `try_with`: a connection may go back to the pool as its thread ends.
@@ -980,7 +986,8 @@ mod tests {
     use super::*;
 
     /// A pooled connection's emptied read buffer serves the next exchange on
-    /// the thread; one without room, one not empty, and more than
+    /// the thread; one without room, one not empty, one over
+    /// `MAX_SPARE_CAPACITY`, and more than
     /// `MAX_SPARE_BUFFERS` are not kept.
     #[test]
     fn an_emptied_read_buffer_serves_the_next_exchange() {
@@ -1002,6 +1009,7 @@ mod tests {
         let mut not_empty = BytesMut::with_capacity(READ_BUFFER);
         not_empty.extend_from_slice(b"x");
         recycle(not_empty);
+        recycle(BytesMut::with_capacity(MAX_SPARE_CAPACITY + 1));
         assert_eq!(SPARE_BUFFERS.with(|s| s.borrow().len()), 0);
 
         for _ in 0..MAX_SPARE_BUFFERS + 4 {
