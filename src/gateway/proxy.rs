@@ -204,14 +204,54 @@ pub fn base_record(
 /// (HTTP/2, whose fields arrive compressed) counts the decoded head as an
 /// HTTP/1.1 head would be.
 ///
-/// The future is boxed: its state machine (about 2 KiB) exists only while a
-/// request is in progress, not in every idle connection.
+/// The checks that need no waiting (the record started, the request's own
+/// fields checked) run here, before the future is made; a refused request
+/// gets a ready future. The future is boxed: its state machine (about 2.3 KiB,
+/// `route_and_forward`'s) exists only while a request is in progress, not in
+/// every idle connection. It holds the request's parts once: an `async fn`
+/// keeps its arguments beside the locals they move into (the request was in
+/// it four times, 3.5 KiB in all), and a new future is copied whole into its
+/// box.
 pub fn handle(
     conn: Arc<ConnInfo>,
     req: Request<ClientBody>,
     head_bytes: Option<u64>,
 ) -> Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>> {
-    Box::pin(handle_request(conn, req, head_bytes))
+    let txid = TransactionId::new();
+    let snapshot = conn.gateway.snapshot.load_full();
+    let mut pending = pending_record(&conn, &snapshot, &txid);
+    // The guard stops checking a connection once a request asks for an upgrade
+    // (or is a CONNECT): unless the answer really is 101, close the connection so
+    // no further request can ride on it unchecked.
+    let asked_upgrade = conn.http1
+        && (req.method() == Method::CONNECT || req.headers().contains_key(header::UPGRADE));
+    match check_request(&req, head_bytes, &mut pending) {
+        Ok(host) => {
+            let (parts, body) = req.into_parts();
+            Box::pin(async move {
+                let resp =
+                    route_and_forward(&conn, &snapshot, parts, body, pending, &txid, host).await;
+                close_unless_switched(resp, asked_upgrade)
+            })
+        }
+        Err(info) => Box::pin(std::future::ready(close_unless_switched(
+            error_response(pending, info, &txid, None),
+            asked_upgrade,
+        ))),
+    }
+}
+
+/// `Connection: close` on the answer to a request that asked for an upgrade,
+/// unless it is the 101 that switches.
+fn close_unless_switched(
+    mut resp: Response<ResponseBody>,
+    asked_upgrade: bool,
+) -> Response<ResponseBody> {
+    if asked_upgrade && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// A new record for a request of `conn`, its clock started.
@@ -240,30 +280,6 @@ pub fn refused(conn: &ConnInfo, rej: Rejection) -> Response<ResponseBody> {
     fill_from_rejection(&mut pending.record.properties, &rej);
     pending.received_head = rej.received_bytes;
     error_response(pending, rej.info, &txid, None)
-}
-
-async fn handle_request(
-    conn: Arc<ConnInfo>,
-    req: Request<ClientBody>,
-    head_bytes: Option<u64>,
-) -> Response<ResponseBody> {
-    let txid = TransactionId::new();
-    let snapshot = conn.gateway.snapshot.load_full();
-    let mut pending = pending_record(&conn, &snapshot, &txid);
-    // The guard stops checking a connection once a request asks for an upgrade
-    // (or is a CONNECT): unless the answer really is 101, close the connection so
-    // no further request can ride on it unchecked.
-    let asked_upgrade = conn.http1
-        && (req.method() == Method::CONNECT || req.headers().contains_key(header::UPGRADE));
-    let mut resp = match check_request(&req, head_bytes, &mut pending) {
-        Ok(host) => route_and_forward(&conn, &snapshot, req, pending, &txid, host).await,
-        Err(info) => error_response(pending, info, &txid, None),
-    };
-    if asked_upgrade && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    resp
 }
 
 fn fill_from_rejection(p: &mut Properties, rej: &Rejection) {
@@ -418,480 +434,506 @@ fn host_without_port(host: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-async fn route_and_forward(
-    conn: &ConnInfo,
-    snapshot: &Snapshot,
-    req: Request<ClientBody>,
+/// Routes a checked request and forwards it to a backend, trying the pool's
+/// candidates in turn. Not an `async fn`: an async block uses the arguments it
+/// captures in place, where an `async fn` would keep each argument twice in
+/// its state machine (the request's parts are 224 bytes).
+#[allow(clippy::manual_async_fn)]
+fn route_and_forward<'a>(
+    conn: &'a ConnInfo,
+    snapshot: &'a Snapshot,
+    parts: http::request::Parts,
+    body: ClientBody,
     mut pending: PendingRecord,
-    txid: &TransactionId,
+    txid: &'a TransactionId,
     client_host: HeaderValue,
-) -> Response<ResponseBody> {
-    let Some(port) = snapshot.ports.get(&conn.bound) else {
-        return error_response(pending, ErrorInfo::InvalidHost, txid, None);
-    };
-    // check_request let only text through.
-    let host_name = host_without_port(client_host.to_str().unwrap_or(""));
-    let Some(lr) = match_listener(&port.routes, &host_name) else {
-        return error_response(pending, ErrorInfo::InvalidHost, txid, None);
-    };
-    let clean_path = remove_dot_segments(req.uri().path());
-    let route = lr.route(&clean_path);
-    let listener = route.listener;
-    let backend = route.backend;
-    let settings = &backend.settings;
-    pending.record.listener_name = listener.name.as_ref().into();
-    pending.record.rule_name = route.rule_name.as_ref().into();
-    pending.record.backend_pool_name = backend.pool.name.as_ref().into();
-    pending.record.backend_setting_name = settings.name.as_ref().into();
-    if let PoolSource::App { app, .. } = &backend.pool.source {
-        pending.obs.app = Some(app.as_str().into());
-    }
+) -> impl Future<Output = Response<ResponseBody>> + Send + 'a {
+    async move {
+        let Some(port) = snapshot.ports.get(&conn.bound) else {
+            return error_response(pending, ErrorInfo::InvalidHost, txid, None);
+        };
+        // check_request let only text through.
+        let host_name = host_without_port(client_host.to_str().unwrap_or(""));
+        let Some(lr) = match_listener(&port.routes, &host_name) else {
+            return error_response(pending, ErrorInfo::InvalidHost, txid, None);
+        };
+        let clean_path = remove_dot_segments(parts.uri.path());
+        let route = lr.route(&clean_path);
+        let listener = route.listener;
+        let backend = route.backend;
+        let settings = &backend.settings;
+        pending.record.listener_name = listener.name.as_ref().into();
+        pending.record.rule_name = route.rule_name.as_ref().into();
+        pending.record.backend_pool_name = backend.pool.name.as_ref().into();
+        pending.record.backend_setting_name = settings.name.as_ref().into();
+        if let PoolSource::App { app, .. } = &backend.pool.source {
+            pending.obs.app = Some(app.as_str().into());
+        }
 
-    // Affinity: a valid cookie names the server to prefer.
-    let cookie_name = settings.affinity_cookie.as_deref();
-    let prefer = cookie_name
-        .and_then(|n| headers::cookie(req.headers(), n))
-        .map(str::to_string);
-    let candidates = match backend.candidates(prefer.as_deref()) {
-        Ok(c) => c,
-        Err(info) => return error_response(pending, info, txid, Some(listener)),
-    };
-    // An app's concurrency limit: run, wait in its queue, or 503 APP_OVERLOADED.
-    if let PoolSource::App {
-        app,
-        registry,
-        limits,
-        ..
-    } = &backend.pool.source
-    {
-        if limits.max_concurrent_requests > 0 {
-            let capacity = limits.max_concurrent_requests as usize * candidates.len();
-            match registry
-                .admission(app)
-                .acquire(capacity, limits.queue_length as usize, limits.queue_timeout)
-                .await
-            {
-                Ok(permit) => pending.admission = Some(permit),
-                Err(()) => {
-                    return error_response(pending, ErrorInfo::AppOverloaded, txid, Some(listener))
+        // Affinity: a valid cookie names the server to prefer.
+        let cookie_name = settings.affinity_cookie.as_deref();
+        let prefer = cookie_name
+            .and_then(|n| headers::cookie(&parts.headers, n))
+            .map(str::to_string);
+        let candidates = match backend.candidates(prefer.as_deref()) {
+            Ok(c) => c,
+            Err(info) => return error_response(pending, info, txid, Some(listener)),
+        };
+        // An app's concurrency limit: run, wait in its queue, or 503 APP_OVERLOADED.
+        if let PoolSource::App {
+            app,
+            registry,
+            limits,
+            ..
+        } = &backend.pool.source
+        {
+            if limits.max_concurrent_requests > 0 {
+                let capacity = limits.max_concurrent_requests as usize * candidates.len();
+                match registry
+                    .admission(app)
+                    .acquire(capacity, limits.queue_length as usize, limits.queue_timeout)
+                    .await
+                {
+                    Ok(permit) => pending.admission = Some(permit),
+                    Err(()) => {
+                        return error_response(
+                            pending,
+                            ErrorInfo::AppOverloaded,
+                            txid,
+                            Some(listener),
+                        )
+                    }
                 }
             }
         }
-    }
 
-    // The request for the backend: the client's target as it came when routing
-    // changed nothing in its path (it was parsed as a URI already).
-    let unchanged =
-        settings.path_override.is_none() && matches!(clean_path, std::borrow::Cow::Borrowed(_));
-    let rewritten: Option<String> = if unchanged {
-        None
-    } else {
-        let path = backend_path(
-            &clean_path,
-            route.matched_prefix_len,
-            settings.path_override.as_deref(),
-        );
-        let target = match req.uri().query() {
-            Some(q) => format!("{path}?{q}"),
-            None => path,
-        };
-        // `requestUri` is the path sent to the backend (check_request put the
-        // client's there).
-        pending.record.properties.request_uri = target.split('?').next().unwrap_or("").into();
-        if Uri::try_from(target.as_str()).is_err() {
-            return error_response(pending, ErrorInfo::RequestUriInvalid, txid, Some(listener));
-        }
-        Some(target)
-    };
-    let (parts, body) = req.into_parts();
-    let mut out_headers = parts.headers;
-    let fields = headers::strip_request_fields(&mut out_headers);
-    let wants_upgrade = parts.version == Version::HTTP_11 && fields.upgrade.is_some();
-    let mut extensions = parts.extensions;
-    let client_upgrade = extensions.remove::<OnUpgrade>().filter(|_| wants_upgrade);
-    let target: &str = rewritten
-        .as_deref()
-        .unwrap_or_else(|| path_and_query(&parts.uri));
-    if let (true, Some(u)) = (wants_upgrade, fields.upgrade) {
-        out_headers.insert(header::UPGRADE, u);
-        out_headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    }
-    let added = headers::forwarding_fields(
-        fields.forwarded_for,
-        &conn.peer_ip,
-        conn.peer_ip_value.as_ref(),
-        listener.https,
-        &client_host,
-        &listener.port_value,
-        txid.header_value(),
-    );
-
-    let has_body = !http_body::Body::is_end_stream(&body);
-    let body = if has_body {
-        let counter = Arc::new(AtomicU64::new(0));
-        pending.received_body = Some(counter.clone());
-        ReqBody::counted(body, counter)
-    } else {
-        ReqBody::empty()
-    };
-    let replayable = !has_body && is_idempotent(&parts.method);
-
-    let mut body = Some(body);
-    let mut last_failure = ErrorInfo::UpstreamNoLive;
-    let mut retried_elsewhere = false;
-    let upstream = &conn.gateway.upstream;
-
-    for cand in candidates.iter() {
-        let server = &cand.server;
-        let addr = cand.addr;
-        let addr_text = match &cand.health {
-            Some(h) => h.addr_text.clone(),
-            None => addr.to_compact_string(),
-        };
-        let mut in_flight = cand.health.as_ref().map(|h| InFlight::new(h.clone()));
-        let host_value = match &settings.host {
-            HostRewrite::Client => Some(client_host.clone()),
-            HostRewrite::Fixed(v) => Some(v.clone()),
-            HostRewrite::FromBackend => HeaderValue::from_str(&host_for_backend(server, addr)).ok(),
-        };
-        let tls_name: Option<Arc<str>> = settings
-            .tls
-            .as_ref()
-            .map(|_| tls_name_for(settings, server, host_value.as_ref()));
-        let key = ConnKey { addr, tls_name };
-        if let Some(h) = &host_value {
-            pending.record.properties.host = h.to_str().unwrap_or("").into();
-        }
-        let request_head = h1client::RequestHead {
-            method: &parts.method,
-            target,
-            headers: &out_headers,
-            host: host_value.as_ref(),
-            added: &added,
-            // The client's head, less the fields taken out, plus the
-            // forwarding fields (about 150 bytes) and room for a longer path.
-            size_hint: (pending.received_head as usize).min(MAX_HEAD_HINT) + 256,
-            // Our HTTP/1.1 server writes a list of fields as it is; hyper's
-            // HTTP/2 server needs the map.
-            fields_as_list: parts.version != Version::HTTP_2,
-        };
-        let mut fresh_only = false;
-        let mut replayed = false;
-        let liveness = if replayable {
-            Liveness::Readiness
+        // The request for the backend: the client's target as it came when routing
+        // changed nothing in its path (it was parsed as a URI already).
+        let unchanged =
+            settings.path_override.is_none() && matches!(clean_path, std::borrow::Cow::Borrowed(_));
+        let rewritten: Option<String> = if unchanged {
+            None
         } else {
-            Liveness::Ask
+            let path = backend_path(
+                &clean_path,
+                route.matched_prefix_len,
+                settings.path_override.as_deref(),
+            );
+            let target = match parts.uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path,
+            };
+            // `requestUri` is the path sent to the backend (check_request put the
+            // client's there).
+            pending.record.properties.request_uri = target.split('?').next().unwrap_or("").into();
+            if Uri::try_from(target.as_str()).is_err() {
+                return error_response(pending, ErrorInfo::RequestUriInvalid, txid, Some(listener));
+            }
+            Some(target)
         };
-        loop {
-            let connect_started = Instant::now();
-            let pooled = if fresh_only || wants_upgrade {
-                None
-            } else {
-                // A request the keep-alive race would replay trusts the
-                // runtime's word that the connection is open (no syscall).
-                upstream.checkout(&key, liveness)
+        let mut out_headers = parts.headers;
+        let fields = headers::strip_request_fields(&mut out_headers);
+        let wants_upgrade = parts.version == Version::HTTP_11 && fields.upgrade.is_some();
+        let mut extensions = parts.extensions;
+        let client_upgrade = extensions.remove::<OnUpgrade>().filter(|_| wants_upgrade);
+        let target: &str = rewritten
+            .as_deref()
+            .unwrap_or_else(|| path_and_query(&parts.uri));
+        if let (true, Some(u)) = (wants_upgrade, fields.upgrade) {
+            out_headers.insert(header::UPGRADE, u);
+            out_headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        let added = headers::forwarding_fields(
+            fields.forwarded_for,
+            &conn.peer_ip,
+            conn.peer_ip_value.as_ref(),
+            listener.https,
+            &client_host,
+            &listener.port_value,
+            txid.header_value(),
+        );
+
+        let has_body = !http_body::Body::is_end_stream(&body);
+        let body = if has_body {
+            let counter = Arc::new(AtomicU64::new(0));
+            pending.received_body = Some(counter.clone());
+            ReqBody::counted(body, counter)
+        } else {
+            ReqBody::empty()
+        };
+        let replayable = !has_body && is_idempotent(&parts.method);
+
+        let mut body = Some(body);
+        let mut last_failure = ErrorInfo::UpstreamNoLive;
+        let mut retried_elsewhere = false;
+        let upstream = &conn.gateway.upstream;
+
+        for cand in candidates.iter() {
+            let server = &cand.server;
+            let addr = cand.addr;
+            let addr_text = match &cand.health {
+                Some(h) => h.addr_text.clone(),
+                None => addr.to_compact_string(),
             };
-            let c: Conn = match pooled {
-                Some(c) => c,
-                // Boxed: a new connection is the rare case, and its future
-                // (TCP and TLS) would otherwise sit in every request's future.
-                None => match Box::pin(upstream.connect(
-                    &key,
-                    settings.tls.as_ref(),
-                    settings.connect_timeout,
-                ))
-                .await
-                {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::debug!(server = %addr, error = %e, "connect failed");
-                        if matches!(e, ConnectError::Refused) {
-                            eject(
-                                conn,
-                                backend,
-                                cand,
-                                format!(
-                                    "ejected after a refused connection to {addr} at {}",
-                                    humantime::format_rfc3339_seconds(SystemTime::now())
-                                ),
-                            );
-                        }
-                        add_attempt(
-                            &mut pending.record.properties,
-                            Attempt {
-                                server: addr_text.clone(),
-                                error_info: ErrorInfo::UpstreamNoLive.text(),
-                                server_status: "-".into(),
-                            },
-                        );
-                        // TLS failures count as connect failures: nothing was sent.
-                        last_failure = ErrorInfo::UpstreamNoLive;
-                        break; // next server
-                    }
-                },
-            };
-            let connect_time = if c.reused {
-                std::time::Duration::ZERO
-            } else {
-                connect_started.elapsed()
-            };
-            let Some(b) = body.take() else { break };
-            let may_replay = replayable && c.reused && !replayed;
-            let (local_port, reused) = (c.local_port, c.reused);
-            {
-                // Known before the answer: a 499 record names the server too.
-                let pc = &mut *pending;
-                let p = &mut pc.record.properties;
-                p.server_routed = addr_text.clone();
-                p.upstream_source_port = local_port.to_compact_string();
-                p.connection_reused = Some(reused);
-                p.server_connect_time = Some(secs_string(connect_time));
-                pc.obs.connect = Some(connect_time);
-                // The try in progress, provisionally: a 499 record (client gone
-                // while waiting) lists it; its outcome replaces it below.
-                add_attempt(
-                    p,
-                    Attempt {
-                        server: addr_text.clone(),
-                        error_info: ErrorInfo::ClientClosedRequest.text(),
-                        server_status: "-".into(),
-                    },
-                );
-            }
-            // A pooled connection was taken just now: no second clock read.
-            let sent_at = if reused {
-                connect_started
-            } else {
-                Instant::now()
-            };
-            let result =
-                tokio::time::timeout(settings.request_timeout, h1client::send(c, request_head, b))
-                    .await;
-            let answered = Instant::now();
-            let since_arrival = pending.elapsed_at(answered);
-            if matches!(result, Ok(Ok(_))) {
-                pending.obs.first_byte = Some(since_arrival);
-            }
-            let p = &mut pending.record.properties;
-            // Whether the keep-alive race (a close, or a 408, on a connection
-            // taken from the pool) may send the request again on a fresh
-            // connection: not to a server that left its pool (its connections
-            // were cut). Asked only when it is met.
-            let race_replay =
-                || may_replay && !cand.health.as_ref().is_some_and(|h| h.is_retired());
-            match result {
-                // RFC 9110 section 15.5.9: a 408 says the server closed the
-                // connection instead of waiting for a request; a client with a
-                // request in transit MAY repeat it. On a connection taken from
-                // the pool it is the keep-alive race with bytes: the backend
-                // timed the idle connection out (some send a 408 before closing)
-                // as the request went out, and the 408 was waiting there.
-                Ok(Ok(answer))
-                    if answer.head.status == StatusCode::REQUEST_TIMEOUT && race_replay() =>
-                {
-                    drop(answer); // closes the connection
-                    add_attempt(
-                        p,
-                        Attempt {
-                            server: addr_text.clone(),
-                            error_info: ErrorInfo::UpstreamClosedConnection.text(),
-                            server_status: "408".into(),
-                        },
-                    );
-                    last_failure = ErrorInfo::UpstreamClosedConnection;
-                    replayed = true;
-                    fresh_only = true;
-                    body = Some(ReqBody::empty());
-                    continue;
+            let mut in_flight = cand.health.as_ref().map(|h| InFlight::new(h.clone()));
+            let host_value = match &settings.host {
+                HostRewrite::Client => Some(client_host.clone()),
+                HostRewrite::Fixed(v) => Some(v.clone()),
+                HostRewrite::FromBackend => {
+                    HeaderValue::from_str(&host_for_backend(server, addr)).ok()
                 }
-                Ok(Ok(mut answer)) => {
-                    let latency = answered.saturating_duration_since(sent_at);
-                    let status = answer.head.status;
-                    // A 5xx counts now; any other answer when its body has ended
-                    // (a body cut short is a broken answer too).
-                    let body_decides =
-                        !status.is_server_error() && status != StatusCode::SWITCHING_PROTOCOLS;
-                    if !body_decides {
-                        outlier(conn, backend, cand, status.is_server_error());
-                    }
-                    add_attempt(
-                        p,
-                        Attempt {
-                            server: addr_text.clone(),
-                            error_info: ErrorInfo::NoError.text(),
-                            server_status: status.as_u16().to_compact_string(),
-                        },
-                    );
-                    p.server_status = status.as_u16().to_compact_string();
-                    p.server_response_latency = secs_string(latency);
-                    p.server_header_time = Some(secs_string(since_arrival));
-                    p.http_status = status.as_u16();
-                    p.content_type = answer
-                        .head
-                        .headers
-                        .get(header::CONTENT_TYPE)
-                        .or_else(|| {
-                            answer
-                                .fields
-                                .iter()
-                                .find(|(n, _)| n == header::CONTENT_TYPE)
-                                .map(|(_, v)| v)
-                        })
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .into();
-                    // The answer's fields come without hop-by-hop ones
-                    // (`h1client.rs` `build_head`).
-                    let keep_upgrade = answer.upgrade.take();
-                    let (mut rparts, mut rbody) = answer.into_parts(upstream.clone());
-                    if status == StatusCode::SWITCHING_PROTOCOLS {
-                        // The body (and its list of fields) goes with the
-                        // connection: the fields go to the map.
-                        for (name, value) in rbody.take_fields() {
-                            rparts.headers.append(name, value);
-                        }
-                        if let (Some(client_up), Some(backend_conn)) =
-                            (client_upgrade, rbody.into_conn())
-                        {
-                            tokio::spawn(tunnel(client_up, backend_conn));
-                        }
-                        if let Some(u) = keep_upgrade {
-                            rparts.headers.insert(header::UPGRADE, u);
-                            rparts
-                                .headers
-                                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-                        }
-                        add_txid(&mut rparts.headers, txid);
-                        let head = head_size(&rparts.headers, &[]);
-                        return Response::from_parts(
-                            rparts,
-                            pending.into_body(Inner::Full(None), head),
-                        );
-                    }
-                    if wants_upgrade {
-                        // A refused upgrade: the guard stopped checking this
-                        // connection, so it must not carry another request.
-                        rparts
-                            .headers
-                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                    }
-                    if request_head.fields_as_list {
-                        // As the map's insert: in place of any the backend
-                        // sent, else last.
-                        rbody.set_field(X_TRANSACTION_ID.clone(), txid.header_value());
-                    } else {
-                        add_txid(&mut rparts.headers, txid);
-                    }
-                    if let Some(name) = cookie_name {
-                        let key = affinity_key(addr);
-                        if prefer.as_deref() != Some(key.as_str()) {
-                            set_affinity_cookie(&mut rparts.headers, name, &key, listener.https);
-                        }
-                    }
-                    let head = head_size(&rparts.headers, rbody.fields());
-                    if wants_upgrade {
-                        rbody.no_reuse();
-                    }
-                    if let Some(report) =
-                        OutlierReport::new(conn, backend, cand).filter(|_| body_decides)
+            };
+            let tls_name: Option<Arc<str>> = settings
+                .tls
+                .as_ref()
+                .map(|_| tls_name_for(settings, server, host_value.as_ref()));
+            let key = ConnKey { addr, tls_name };
+            if let Some(h) = &host_value {
+                pending.record.properties.host = h.to_str().unwrap_or("").into();
+            }
+            let request_head = h1client::RequestHead {
+                method: &parts.method,
+                target,
+                headers: &out_headers,
+                host: host_value.as_ref(),
+                added: &added,
+                // The client's head, less the fields taken out, plus the
+                // forwarding fields (about 150 bytes) and room for a longer path.
+                size_hint: (pending.received_head as usize).min(MAX_HEAD_HINT) + 256,
+                // Our HTTP/1.1 server writes a list of fields as it is; hyper's
+                // HTTP/2 server needs the map.
+                fields_as_list: parts.version != Version::HTTP_2,
+            };
+            let mut fresh_only = false;
+            let mut replayed = false;
+            let liveness = if replayable {
+                Liveness::Readiness
+            } else {
+                Liveness::Ask
+            };
+            loop {
+                let connect_started = Instant::now();
+                let pooled = if fresh_only || wants_upgrade {
+                    None
+                } else {
+                    // A request the keep-alive race would replay trusts the
+                    // runtime's word that the connection is open (no syscall).
+                    upstream.checkout(&key, liveness)
+                };
+                // `pooled` moved into the `match`: matched in place, it would
+                // stay in the state machine (136 bytes) across the awaits below.
+                #[allow(clippy::blocks_in_conditions)]
+                let c: Conn = match { pooled } {
+                    Some(c) => c,
+                    // Boxed: a new connection is the rare case, and its future
+                    // (TCP and TLS) would otherwise sit in every request's future.
+                    None => match Box::pin(upstream.connect(
+                        &key,
+                        settings.tls.as_ref(),
+                        settings.connect_timeout,
+                    ))
+                    .await
                     {
-                        rbody.on_outcome(Box::new(move |broken| report.record(broken)));
-                    }
-                    // Counted in flight until the body ends (draining waits for it).
-                    pending.in_flight = in_flight.take();
-                    return Response::from_parts(
-                        rparts,
-                        pending.into_body(Inner::Upstream(rbody), head),
-                    );
-                }
-                Ok(Err(err)) => {
-                    if let h1client::SendError::ClientBody(e) = &err {
-                        // The client went away in the middle of its body, or its
-                        // chunked framing is invalid: no backend is at fault.
-                        tracing::debug!(server = %addr, error = %e, "client request body failed");
-                        let info = if super::reqbody::is_invalid_framing(e) {
-                            ErrorInfo::InvalidRequest
-                        } else {
-                            ErrorInfo::ClientClosedRequest
-                        };
-                        return fail(pending, info, txid, listener);
-                    }
-                    tracing::debug!(server = %addr, error = %err, reused, "backend failed before response headers");
-                    let reset = err.is_reset();
-                    if !reused && !reset {
-                        // A new connection that closed before complete headers, or an
-                        // answer that is not HTTP, is the server's fault (not the
-                        // keep-alive race): it counts for outlier detection. A reset
-                        // ejects at once below.
-                        outlier(conn, backend, cand, true);
-                    }
-                    if reset && !reused {
-                        eject(
-                            conn,
-                            backend,
-                            cand,
-                            format!(
-                                "ejected after {addr} reset the connection at {}",
-                                humantime::format_rfc3339_seconds(SystemTime::now())
-                            ),
-                        );
-                    }
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::debug!(server = %addr, error = %e, "connect failed");
+                            if matches!(e, ConnectError::Refused) {
+                                eject(
+                                    conn,
+                                    backend,
+                                    cand,
+                                    format!(
+                                        "ejected after a refused connection to {addr} at {}",
+                                        humantime::format_rfc3339_seconds(SystemTime::now())
+                                    ),
+                                );
+                            }
+                            add_attempt(
+                                &mut pending.record.properties,
+                                Attempt {
+                                    server: addr_text.clone(),
+                                    error_info: ErrorInfo::UpstreamNoLive.text(),
+                                    server_status: "-".into(),
+                                },
+                            );
+                            // TLS failures count as connect failures: nothing was sent.
+                            last_failure = ErrorInfo::UpstreamNoLive;
+                            break; // next server
+                        }
+                    },
+                };
+                let connect_time = if c.reused {
+                    std::time::Duration::ZERO
+                } else {
+                    connect_started.elapsed()
+                };
+                let Some(b) = body.take() else { break };
+                let may_replay = replayable && c.reused && !replayed;
+                let (local_port, reused) = (c.local_port, c.reused);
+                {
+                    // Known before the answer: a 499 record names the server too.
+                    let pc = &mut *pending;
+                    let p = &mut pc.record.properties;
+                    p.server_routed = addr_text.clone();
+                    p.upstream_source_port = local_port.to_compact_string();
+                    p.connection_reused = Some(reused);
+                    p.server_connect_time = Some(secs_string(connect_time));
+                    pc.obs.connect = Some(connect_time);
+                    // The try in progress, provisionally: a 499 record (client gone
+                    // while waiting) lists it; its outcome replaces it below.
                     add_attempt(
                         p,
                         Attempt {
                             server: addr_text.clone(),
-                            error_info: ErrorInfo::UpstreamClosedConnection.text(),
+                            error_info: ErrorInfo::ClientClosedRequest.text(),
                             server_status: "-".into(),
                         },
                     );
-                    last_failure = ErrorInfo::UpstreamClosedConnection;
-                    if err.nothing_received() && race_replay() {
-                        // The keep-alive race: retry once on a fresh connection.
+                }
+                // A pooled connection was taken just now: no second clock read.
+                let sent_at = if reused {
+                    connect_started
+                } else {
+                    Instant::now()
+                };
+                let result = tokio::time::timeout(
+                    settings.request_timeout,
+                    h1client::send(c, request_head, b),
+                )
+                .await;
+                let answered = Instant::now();
+                let since_arrival = pending.elapsed_at(answered);
+                if matches!(result, Ok(Ok(_))) {
+                    pending.obs.first_byte = Some(since_arrival);
+                }
+                let p = &mut pending.record.properties;
+                // Whether the keep-alive race (a close, or a 408, on a connection
+                // taken from the pool) may send the request again on a fresh
+                // connection: not to a server that left its pool (its connections
+                // were cut). Asked only when it is met.
+                let race_replay =
+                    || may_replay && !cand.health.as_ref().is_some_and(|h| h.is_retired());
+                match result {
+                    // RFC 9110 section 15.5.9: a 408 says the server closed the
+                    // connection instead of waiting for a request; a client with a
+                    // request in transit MAY repeat it. On a connection taken from
+                    // the pool it is the keep-alive race with bytes: the backend
+                    // timed the idle connection out (some send a 408 before closing)
+                    // as the request went out, and the 408 was waiting there.
+                    Ok(Ok(answer))
+                        if answer.head.status == StatusCode::REQUEST_TIMEOUT && race_replay() =>
+                    {
+                        drop(answer); // closes the connection
+                        add_attempt(
+                            p,
+                            Attempt {
+                                server: addr_text.clone(),
+                                error_info: ErrorInfo::UpstreamClosedConnection.text(),
+                                server_status: "408".into(),
+                            },
+                        );
+                        last_failure = ErrorInfo::UpstreamClosedConnection;
                         replayed = true;
                         fresh_only = true;
                         body = Some(ReqBody::empty());
                         continue;
                     }
-                    let retry_on_reset = settings
-                        .retry_idempotent_on_reset
-                        .unwrap_or_else(|| backend.pool.is_app());
-                    if replayable && retry_on_reset && !retried_elsewhere {
-                        // Opt-in: the server died under the request; try another once.
-                        retried_elsewhere = true;
-                        body = Some(ReqBody::empty());
-                        break;
+                    Ok(Ok(mut answer)) => {
+                        let latency = answered.saturating_duration_since(sent_at);
+                        let status = answer.head.status;
+                        // A 5xx counts now; any other answer when its body has ended
+                        // (a body cut short is a broken answer too).
+                        let body_decides =
+                            !status.is_server_error() && status != StatusCode::SWITCHING_PROTOCOLS;
+                        if !body_decides {
+                            outlier(conn, backend, cand, status.is_server_error());
+                        }
+                        add_attempt(
+                            p,
+                            Attempt {
+                                server: addr_text.clone(),
+                                error_info: ErrorInfo::NoError.text(),
+                                server_status: status.as_u16().to_compact_string(),
+                            },
+                        );
+                        p.server_status = status.as_u16().to_compact_string();
+                        p.server_response_latency = secs_string(latency);
+                        p.server_header_time = Some(secs_string(since_arrival));
+                        p.http_status = status.as_u16();
+                        p.content_type = answer
+                            .head
+                            .headers
+                            .get(header::CONTENT_TYPE)
+                            .or_else(|| {
+                                answer
+                                    .fields
+                                    .iter()
+                                    .find(|(n, _)| n == header::CONTENT_TYPE)
+                                    .map(|(_, v)| v)
+                            })
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .into();
+                        // The answer's fields come without hop-by-hop ones
+                        // (`h1client.rs` `build_head`).
+                        let keep_upgrade = answer.upgrade.take();
+                        let (mut rparts, mut rbody) = answer.into_parts(upstream.clone());
+                        if status == StatusCode::SWITCHING_PROTOCOLS {
+                            // The body (and its list of fields) goes with the
+                            // connection: the fields go to the map.
+                            for (name, value) in rbody.take_fields() {
+                                rparts.headers.append(name, value);
+                            }
+                            if let (Some(client_up), Some(backend_conn)) =
+                                (client_upgrade, rbody.into_conn())
+                            {
+                                tokio::spawn(tunnel(client_up, backend_conn));
+                            }
+                            if let Some(u) = keep_upgrade {
+                                rparts.headers.insert(header::UPGRADE, u);
+                                rparts.headers.insert(
+                                    header::CONNECTION,
+                                    HeaderValue::from_static("upgrade"),
+                                );
+                            }
+                            add_txid(&mut rparts.headers, txid);
+                            let head = head_size(&rparts.headers, &[]);
+                            return Response::from_parts(
+                                rparts,
+                                pending.into_body(Inner::Full(None), head),
+                            );
+                        }
+                        if wants_upgrade {
+                            // A refused upgrade: the guard stopped checking this
+                            // connection, so it must not carry another request.
+                            rparts
+                                .headers
+                                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                        }
+                        if request_head.fields_as_list {
+                            // As the map's insert: in place of any the backend
+                            // sent, else last.
+                            rbody.set_field(X_TRANSACTION_ID.clone(), txid.header_value());
+                        } else {
+                            add_txid(&mut rparts.headers, txid);
+                        }
+                        if let Some(name) = cookie_name {
+                            let key = affinity_key(addr);
+                            if prefer.as_deref() != Some(key.as_str()) {
+                                set_affinity_cookie(
+                                    &mut rparts.headers,
+                                    name,
+                                    &key,
+                                    listener.https,
+                                );
+                            }
+                        }
+                        let head = head_size(&rparts.headers, rbody.fields());
+                        if wants_upgrade {
+                            rbody.no_reuse();
+                        }
+                        if let Some(report) =
+                            OutlierReport::new(conn, backend, cand).filter(|_| body_decides)
+                        {
+                            rbody.on_outcome(Box::new(move |broken| report.record(broken)));
+                        }
+                        // Counted in flight until the body ends (draining waits for it).
+                        pending.in_flight = in_flight.take();
+                        return Response::from_parts(
+                            rparts,
+                            pending.into_body(Inner::Upstream(rbody), head),
+                        );
                     }
-                    return fail(pending, last_failure, txid, listener);
-                }
-                Err(_elapsed) => {
-                    outlier(conn, backend, cand, true);
-                    add_attempt(
-                        p,
-                        Attempt {
-                            server: addr_text.clone(),
-                            error_info: ErrorInfo::UpstreamTimedOut.text(),
-                            server_status: "-".into(),
-                        },
-                    );
-                    p.server_response_latency =
-                        secs_string(answered.saturating_duration_since(sent_at));
-                    last_failure = ErrorInfo::UpstreamTimedOut;
-                    if replayable && settings.retry_idempotent_on_timeout && !retried_elsewhere {
-                        // Opt-in: the server hangs; try another once, with a
-                        // fresh request_timeout.
-                        retried_elsewhere = true;
-                        body = Some(ReqBody::empty());
-                        break;
+                    Ok(Err(err)) => {
+                        if let h1client::SendError::ClientBody(e) = &err {
+                            // The client went away in the middle of its body, or its
+                            // chunked framing is invalid: no backend is at fault.
+                            tracing::debug!(server = %addr, error = %e, "client request body failed");
+                            let info = if super::reqbody::is_invalid_framing(e) {
+                                ErrorInfo::InvalidRequest
+                            } else {
+                                ErrorInfo::ClientClosedRequest
+                            };
+                            return fail(pending, info, txid, listener);
+                        }
+                        tracing::debug!(server = %addr, error = %err, reused, "backend failed before response headers");
+                        let reset = err.is_reset();
+                        if !reused && !reset {
+                            // A new connection that closed before complete headers, or an
+                            // answer that is not HTTP, is the server's fault (not the
+                            // keep-alive race): it counts for outlier detection. A reset
+                            // ejects at once below.
+                            outlier(conn, backend, cand, true);
+                        }
+                        if reset && !reused {
+                            eject(
+                                conn,
+                                backend,
+                                cand,
+                                format!(
+                                    "ejected after {addr} reset the connection at {}",
+                                    humantime::format_rfc3339_seconds(SystemTime::now())
+                                ),
+                            );
+                        }
+                        add_attempt(
+                            p,
+                            Attempt {
+                                server: addr_text.clone(),
+                                error_info: ErrorInfo::UpstreamClosedConnection.text(),
+                                server_status: "-".into(),
+                            },
+                        );
+                        last_failure = ErrorInfo::UpstreamClosedConnection;
+                        if err.nothing_received() && race_replay() {
+                            // The keep-alive race: retry once on a fresh connection.
+                            replayed = true;
+                            fresh_only = true;
+                            body = Some(ReqBody::empty());
+                            continue;
+                        }
+                        let retry_on_reset = settings
+                            .retry_idempotent_on_reset
+                            .unwrap_or_else(|| backend.pool.is_app());
+                        if replayable && retry_on_reset && !retried_elsewhere {
+                            // Opt-in: the server died under the request; try another once.
+                            retried_elsewhere = true;
+                            body = Some(ReqBody::empty());
+                            break;
+                        }
+                        return fail(pending, last_failure, txid, listener);
                     }
-                    return fail(pending, last_failure, txid, listener);
+                    Err(_elapsed) => {
+                        outlier(conn, backend, cand, true);
+                        add_attempt(
+                            p,
+                            Attempt {
+                                server: addr_text.clone(),
+                                error_info: ErrorInfo::UpstreamTimedOut.text(),
+                                server_status: "-".into(),
+                            },
+                        );
+                        p.server_response_latency =
+                            secs_string(answered.saturating_duration_since(sent_at));
+                        last_failure = ErrorInfo::UpstreamTimedOut;
+                        if replayable && settings.retry_idempotent_on_timeout && !retried_elsewhere
+                        {
+                            // Opt-in: the server hangs; try another once, with a
+                            // fresh request_timeout.
+                            retried_elsewhere = true;
+                            body = Some(ReqBody::empty());
+                            break;
+                        }
+                        return fail(pending, last_failure, txid, listener);
+                    }
                 }
             }
+            if body.is_none() {
+                break;
+            }
         }
-        if body.is_none() {
-            break;
-        }
+        fail(pending, last_failure, txid, listener)
     }
-    fail(pending, last_failure, txid, listener)
 }
 
 fn fail(
