@@ -376,6 +376,9 @@ impl<I: AsyncRead + AsyncWrite + Lend + Unpin> Conn<I> {
     ) -> Next {
         let idle_until = Instant::now() + timeouts.idle;
         let mut head_until: Option<Instant> = None;
+        // The deadline in force for the last read, and whether it was the idle
+        // one: checked when what was read did not complete a head.
+        let mut read_by: Option<(Instant, bool)> = None;
         loop {
             match guard::take_head(&mut self.input, first) {
                 Step::Request(head) => return Next::Head(head),
@@ -386,6 +389,18 @@ impl<I: AsyncRead + AsyncWrite + Lend + Unpin> Conn<I> {
             // A partial head at the end of the stream never became a request.
             if self.read_eof {
                 return Next::Close;
+            }
+            // Reads that never complete a head (a stream of empty lines, a
+            // trickle) do not outlive the deadline. Checked only here: a read
+            // that completes a head (nearly every one) costs no clock reading.
+            if let Some((until, idle)) = read_by.take() {
+                if Instant::now() >= until {
+                    if idle {
+                        return Next::Close;
+                    }
+                    let rej = guard::describe(&self.input, ErrorInfo::RequestHeaderTimeout);
+                    return Next::Refused(Box::new(rej));
+                }
             }
             let between = self.input.is_empty();
             let until = if between {
@@ -431,14 +446,8 @@ impl<I: AsyncRead + AsyncWrite + Lend + Unpin> Conn<I> {
             };
             self.stop = stop;
             self.timer = Some(timer);
-            let woke = match woke {
-                // Reads that never complete a head (a stream of empty lines, a
-                // trickle) do not outlive the deadline.
-                Woke::Read(true) if Instant::now() >= until => Woke::Timer,
-                other => other,
-            };
             match woke {
-                Woke::Read(true) => {}
+                Woke::Read(true) => read_by = Some((until, between)),
                 Woke::Read(false) | Woke::Shutdown => return Next::Close,
                 Woke::Timer if Instant::now() < until => {
                     if let Some(t) = self.timer.as_mut() {

@@ -618,7 +618,7 @@ fn route_and_forward<'a>(
                 } else {
                     // A request the keep-alive race would replay trusts the
                     // runtime's word that the connection is open (no syscall).
-                    upstream.checkout(&key, liveness)
+                    upstream.checkout(&key, liveness, connect_started)
                 };
                 // `pooled` moved into the `match`: matched in place, it would
                 // stay in the state machine (136 bytes) across the awaits below.
@@ -696,11 +696,12 @@ fn route_and_forward<'a>(
                 } else {
                     Instant::now()
                 };
-                let result = tokio::time::timeout(
-                    settings.request_timeout,
-                    h1client::send(c, request_head, b),
-                )
-                .await;
+                // The deadline from that clock reading: `timeout` would read
+                // the clock again. `request_timeout` is at most a day
+                // (validated), so the sum cannot overflow.
+                let deadline = tokio::time::Instant::from_std(sent_at + settings.request_timeout);
+                let result =
+                    tokio::time::timeout_at(deadline, h1client::send(c, request_head, b)).await;
                 let answered = Instant::now();
                 let since_arrival = pending.elapsed_at(answered);
                 if matches!(result, Ok(Ok(_))) {

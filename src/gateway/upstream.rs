@@ -226,9 +226,10 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// A pooled connection to `key`, if one is idle, fresh and still open
-    /// (checked as `liveness` says).
-    pub fn checkout(&self, key: &ConnKey, liveness: Liveness) -> Option<Conn> {
+    /// A pooled connection to `key`, if one is idle, fresh (idle for less than
+    /// [`UPSTREAM_IDLE_TIMEOUT`] at `now`, the caller's clock reading) and still
+    /// open (checked as `liveness` says).
+    pub fn checkout(&self, key: &ConnKey, liveness: Liveness, now: Instant) -> Option<Conn> {
         loop {
             let idle = {
                 let mut map = self.idle.lock().ok()?;
@@ -236,7 +237,9 @@ impl Upstream {
                 list.pop()?
             };
             let mut conn = idle.conn;
-            if idle.since.elapsed() >= UPSTREAM_IDLE_TIMEOUT || !conn.still_open(liveness) {
+            if now.saturating_duration_since(idle.since) >= UPSTREAM_IDLE_TIMEOUT
+                || !conn.still_open(liveness)
+            {
                 continue;
             }
             conn.reused = true;
@@ -437,7 +440,9 @@ mod tests {
         conn.buf.reserve(32 * 1024);
         up.checkin(conn);
         assert_eq!(up.idle_count(), 1);
-        let mut conn = up.checkout(&key, Liveness::Ask).expect("still open");
+        let mut conn = up
+            .checkout(&key, Liveness::Ask, Instant::now())
+            .expect("still open");
         assert!(conn.reused);
         assert_eq!(conn.buf.capacity(), 0, "an idle connection holds no buffer");
         let mut cx = Context::from_waker(std::task::Waker::noop());
@@ -456,7 +461,7 @@ mod tests {
         up.checkin(conn);
         drop(server_side);
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(up.checkout(&key, Liveness::Ask).is_none());
+        assert!(up.checkout(&key, Liveness::Ask, Instant::now()).is_none());
     }
 
     /// `Liveness::Readiness` takes an open connection, and turns away one the
@@ -475,7 +480,9 @@ mod tests {
         let (_open, _) = listener.accept().expect("accept");
         up.checkin(conn);
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let conn = up.checkout(&key, Liveness::Readiness).expect("still open");
+        let conn = up
+            .checkout(&key, Liveness::Readiness, Instant::now())
+            .expect("still open");
         assert!(conn.reused);
         drop(conn);
         for stray in [None, Some(&b"HTTP/1.1 408 Request Timeout\r\n\r\n"[..])] {
@@ -488,7 +495,8 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
             assert!(
-                up.checkout(&key, Liveness::Readiness).is_none(),
+                up.checkout(&key, Liveness::Readiness, Instant::now())
+                    .is_none(),
                 "closed or written to: {stray:?}"
             );
         }

@@ -252,6 +252,35 @@ async fn idle_keep_alive_connections_are_closed_but_busy_ones_are_not() {
             t0.elapsed()
         );
 
+        // A connection that sends only empty lines (which RFC 9112 §2.2 lets
+        // come before a request) is closed at the idle time too.
+        let mut crlf = std::net::TcpStream::connect(local(port)).expect("connect");
+        crlf.set_read_timeout(Some(std::time::Duration::from_millis(50)))
+            .expect("timeout");
+        let t0 = std::time::Instant::now();
+        let closed = loop {
+            if t0.elapsed() > std::time::Duration::from_secs(5) {
+                break false;
+            }
+            if crlf.write_all(b"\r\n").is_err() {
+                break true;
+            }
+            let mut b = [0u8; 16];
+            match std::io::Read::read(&mut crlf, &mut b) {
+                Ok(0) => break true,
+                Ok(_) => panic!("an answer to empty lines: {:?}", &b),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+                Err(_) => {} // the read timed out: still open
+            }
+        };
+        assert!(closed, "empty lines kept the connection open for 5 s");
+        assert!(
+            t0.elapsed() >= std::time::Duration::from_millis(900)
+                && t0.elapsed() < std::time::Duration::from_secs(3),
+            "{:?}",
+            t0.elapsed()
+        );
+
         // A kept-alive connection serves requests, then is closed ~1 s after the last.
         let mut s = std::net::TcpStream::connect(local(port)).expect("connect");
         for _ in 0..3 {
