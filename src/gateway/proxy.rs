@@ -206,7 +206,7 @@ pub fn base_record(
 ///
 /// The checks that need no waiting (the record started, the request's own
 /// fields checked) run here, before the future is made; a refused request
-/// gets a ready future. The future is boxed: its state machine (about 2.3 KiB,
+/// gets a ready future. The future is boxed: its state machine (about 2.5 KiB,
 /// `route_and_forward`'s) exists only while a request is in progress, not in
 /// every idle connection. It holds the request's parts once: an `async fn`
 /// keeps its arguments beside the locals they move into (the request was in
