@@ -278,6 +278,8 @@ pub struct Candidate {
     pub addr: SocketAddr,
     /// Its health entry (None until the prober registered it).
     pub health: Option<Arc<ServerHealth>>,
+    /// Its health state when the candidates were chosen (read once).
+    pub state: Health,
 }
 
 impl Backend {
@@ -287,9 +289,9 @@ impl Backend {
     /// unavailable; else `UPSTREAM_NO_LIVE`: empty pool or every server Unhealthy).
     pub fn candidates(&self, prefer: Option<&str>) -> Result<Vec<Candidate>, ErrorInfo> {
         let servers = self.pool.servers();
-        // Each server with its health state, read once (the passes of
-        // `usable` see one consistent picture), and the candidate it makes.
-        let mut all: Vec<(Health, Option<Candidate>)> = servers
+        // Each server's candidate with its health state, read once (the
+        // passes of `usable` see one consistent picture).
+        let mut all: Vec<Candidate> = servers
             .iter()
             .map(|server| {
                 let addr = server.socket(&self.settings);
@@ -298,48 +300,52 @@ impl Backend {
                     .as_ref()
                     .map(|h| h.health())
                     .unwrap_or(Health::Unknown);
-                let candidate = Candidate {
+                Candidate {
                     health,
                     server: server.clone(),
                     addr,
-                };
-                (state, Some(candidate))
+                    state,
+                }
             })
             .collect();
-        let mut order = health::usable(
-            all.iter().map(|(state, _)| *state),
-            self.probe.min_servers as usize,
-        );
+        let mut order =
+            health::usable(all.iter().map(|c| c.state), self.probe.min_servers as usize);
         if order.is_empty() {
             return Err(self.pool.none_reason(!all.is_empty()));
         }
         let n = order.len();
         let mut start = self.pool.rr.fetch_add(1, Ordering::Relaxed) % n;
         if let Some(key) = prefer {
-            let addr_of = |i: usize| all[i].1.as_ref().map(|c| c.addr);
-            if let Some(k) = order
-                .iter()
-                .position(|&i| addr_of(i).is_some_and(|a| affinity_key(a) == key))
-            {
+            if let Some(k) = order.iter().position(|&i| affinity_key(all[i].addr) == key) {
                 start = k;
             }
         }
-        order.rotate_left(start);
-        if let PoolSource::App { limits, .. } = &self.pool.source {
-            if limits.max_concurrent_requests > 0 && prefer.is_none() {
-                // With a per-instance limit, the least busy instance goes first.
-                let load = |i: &usize| {
-                    all[*i]
-                        .1
-                        .as_ref()
-                        .and_then(|c| c.health.as_ref())
-                        .map(|h| h.in_flight.load(Ordering::Relaxed))
-                        .unwrap_or(0)
-                };
-                order.sort_by_key(load);
+        let least_busy_first = match &self.pool.source {
+            PoolSource::App { limits, .. } => {
+                limits.max_concurrent_requests > 0 && prefer.is_none()
             }
+            _ => false,
+        };
+        if !least_busy_first && n == all.len() && order.iter().enumerate().all(|(k, &i)| k == i) {
+            // Every server usable, in pool order (all Healthy, or all Unknown):
+            // the candidates are the list itself, rotated; no second list.
+            all.rotate_left(start);
+            return Ok(all);
         }
-        Ok(order.into_iter().filter_map(|i| all[i].1.take()).collect())
+        order.rotate_left(start);
+        if least_busy_first {
+            // With a per-instance limit, the least busy instance goes first.
+            let load = |i: &usize| {
+                all[*i]
+                    .health
+                    .as_ref()
+                    .map(|h| h.in_flight.load(Ordering::Relaxed))
+                    .unwrap_or(0)
+            };
+            order.sort_by_key(load);
+        }
+        let mut slots: Vec<Option<Candidate>> = all.into_iter().map(Some).collect();
+        Ok(order.into_iter().filter_map(|i| slots[i].take()).collect())
     }
 }
 
