@@ -395,11 +395,7 @@ impl<I: AsyncRead + AsyncWrite + Lend + Unpin> Conn<I> {
             // that completes a head (nearly every one) costs no clock reading.
             if let Some((until, idle)) = read_by.take() {
                 if Instant::now() >= until {
-                    if idle {
-                        return Next::Close;
-                    }
-                    let rej = guard::describe(&self.input, ErrorInfo::RequestHeaderTimeout);
-                    return Next::Refused(Box::new(rej));
+                    return self.deadline_passed(idle);
                 }
             }
             let between = self.input.is_empty();
@@ -454,13 +450,21 @@ impl<I: AsyncRead + AsyncWrite + Lend + Unpin> Conn<I> {
                         t.as_mut().reset(until);
                     }
                 }
-                Woke::Timer if between => return Next::Close,
-                Woke::Timer => {
-                    let rej = guard::describe(&self.input, ErrorInfo::RequestHeaderTimeout);
-                    return Next::Refused(Box::new(rej));
-                }
+                Woke::Timer => return self.deadline_passed(between),
             }
         }
+    }
+
+    /// What a passed deadline ends in: the idle one (`idle`: no byte of a head
+    /// yet) closes the connection without an answer; the header one refuses
+    /// the partial head with 408 (`ErrorInfo::RequestHeaderTimeout`, logged as
+    /// `ERRORINFO_INVALID_REQUEST`).
+    fn deadline_passed(&self, idle: bool) -> Next {
+        if idle {
+            return Next::Close;
+        }
+        let rej = guard::describe(&self.input, ErrorInfo::RequestHeaderTimeout);
+        Next::Refused(Box::new(rej))
     }
 
     /// Runs one exchange to its end.
