@@ -6,7 +6,8 @@ tenths of a percent, whatever else the machine is doing). So this is how two bui
 are compared: each runs under `valgrind --tool=callgrind`, with counting off while
 it starts and takes a warm-up of 2,000 requests, then on for exactly N keep-alive
 requests over 64 connections (h2load --h1; --scenario h2: HTTP/2 with prior knowledge,
-16 connections x 10 streams), then off again. Kernel time is not
+16 connections x 10 streams; --scenario close: a new connection per request, 16 at a
+time, for 10 s with wrk, divided by wrk's count), then off again. Kernel time is not
 counted: this measures only the proxy's own work (portcullis, its libraries, libc).
 
     bash bench/run.sh instructions                      # target/release/portcullis
@@ -35,6 +36,8 @@ from pathlib import Path
 import run
 
 PORT, CONSOLE, TLS = 18181, 18191, 18541
+# --scenario close counts for a fixed time (wrk) rather than a fixed number of requests.
+CLOSE_SECONDS = 10
 
 
 def portcullis_cmd(bin_path, w, label):
@@ -86,19 +89,35 @@ def count(cmd, w, label, scenario, requests, top, cache_sim=False):
             # As run.py's h2 scenario: cleartext HTTP/2 with prior knowledge,
             # 16 connections x 10 streams.
             load = ["taskset", "-c", "0", "h2load", "-c", "16", "-m", "10", urls["h2"] + "/"]
+        elif scenario == "close":
+            # As run.py's close scenario: a new connection per request, 16 at a
+            # time. wrk, because h2load does not reconnect: so a fixed time
+            # (about 1,000 requests a second under callgrind) and wrk's count.
+            load = ["taskset", "-c", "0", "wrk", "-t1", "-c16", "-H", "Connection: close", urls["http"] + "/"]
         else:
             load = ["taskset", "-c", "0", "h2load", "--h1", "-c", "64", *extra, urls["http"] + "/"]
-        subprocess.run(load[:4] + ["-n", "2000"] + load[4:], check=True, capture_output=True)
         ctl = lambda *a: subprocess.run(["callgrind_control", *a, str(pid)], check=True, capture_output=True)
-        # valgrind's own pid is the process (taskset execs it).
-        ctl("-i", "on")
-        done = subprocess.run(load[:4] + ["-n", str(requests)] + load[4:], check=True, capture_output=True,
-                              text=True).stdout
-        ctl("-i", "off")
-        ctl("-d")
-        ok = re.search(r"(\d+) succeeded", done)
-        if not ok or int(ok.group(1)) != requests:
-            raise SystemExit(f"{label}: not every request succeeded:\n{done}")
+        if scenario == "close":
+            subprocess.run(load[:4] + ["-d2s"] + load[4:], check=True, capture_output=True)
+            ctl("-i", "on")
+            done = subprocess.run(load[:4] + [f"-d{CLOSE_SECONDS}s"] + load[4:], check=True, capture_output=True,
+                                  text=True).stdout
+            ctl("-i", "off")
+            ctl("-d")
+            requests = int(re.search(r"(\d+) requests in", done).group(1))
+            if "Non-2xx" in done or "Socket errors" in done:
+                raise SystemExit(f"{label}: not every request succeeded:\n{done}")
+        else:
+            subprocess.run(load[:4] + ["-n", "2000"] + load[4:], check=True, capture_output=True)
+            # valgrind's own pid is the process (taskset execs it).
+            ctl("-i", "on")
+            done = subprocess.run(load[:4] + ["-n", str(requests)] + load[4:], check=True, capture_output=True,
+                                  text=True).stdout
+            ctl("-i", "off")
+            ctl("-d")
+            ok = re.search(r"(\d+) succeeded", done)
+            if not ok or int(ok.group(1)) != requests:
+                raise SystemExit(f"{label}: not every request succeeded:\n{done}")
     finally:
         s.stop()
     dumps = sorted(w.glob(f"callgrind-{label}.out*"), key=lambda p: p.stat().st_size)
@@ -116,14 +135,14 @@ def count(cmd, w, label, scenario, requests, top, cache_sim=False):
     if top:
         body = text.split("file:function", 1)[1].splitlines()[2:]
         lines = [l for l in body if l.strip()][:top]
-    return total / requests, lines, misses
+    return total / requests, lines, misses, requests
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", action="append", help="portcullis binaries (default: target/release/portcullis)")
     ap.add_argument("--requests", type=int, default=20000)
-    ap.add_argument("--scenario", choices=("ka64", "browser", "h2"), default="ka64")
+    ap.add_argument("--scenario", choices=("ka64", "browser", "h2", "close"), default="ka64")
     ap.add_argument("--top", type=int, default=0)
     ap.add_argument("--cache-sim", action="store_true",
                     help="also simulate the first-level caches and branch prediction (misses per request)")
@@ -145,9 +164,9 @@ def main():
             runs += [(name, cmd) for name, cmd in peers if a.scenario != "h2" or cmd[2]["h2"]]
         first = None
         for i, (name, cmd) in enumerate(runs):
-            per, lines, misses = count(cmd, w, f"b{i}", a.scenario, a.requests, a.top, a.cache_sim)
+            per, lines, misses, n = count(cmd, w, f"b{i}", a.scenario, a.requests, a.top, a.cache_sim)
             first = first or per
-            print(f"{name}: {per:,.0f} instructions per request ({a.scenario}, {a.requests} requests)"
+            print(f"{name}: {per:,.0f} instructions per request ({a.scenario}, {n} requests)"
                   + (f", {per / first:.3f} x the first" if i else ""), flush=True)
             if misses:
                 print(f"    simulated misses per request: I1 {misses['I1']:,.0f}, D1 {misses['D1']:,.0f},"

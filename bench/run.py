@@ -12,10 +12,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / "target/release/portcullis"
+# The profile-guided build (bench/pgo.py), run beside BIN with --pgo.
+PGO_BIN = ROOT / "target/pgo/use/release/portcullis"
 PORTS = {"backend": 18080, "portcullis": 18081, "nginx": 18082, "haproxy": 18083, "console": 18090,
          "portcullis_nometrics": 18084, "console_nometrics": 18091,
          "portcullis_nolog": 18085, "console_nolog": 18092, "nginx_azurelog": 18086,
-         "portcullis_tls": 18441, "nginx_tls": 18442, "haproxy_tls": 18443}
+         "portcullis_pgo": 18087, "console_pgo": 18093,
+         "portcullis_tls": 18441, "nginx_tls": 18442, "haproxy_tls": 18443,
+         "portcullis_nometrics_tls": 18444, "portcullis_nolog_tls": 18445, "portcullis_pgo_tls": 18446}
 
 
 def wait_port(port, timeout=15):
@@ -191,8 +195,7 @@ def write_variant_config(w, name, extra_gateway=""):
     text = (w / "portcullis.toml").read_text()
     text = text.replace(f"127.0.0.1:{PORTS['portcullis']}\"", f"127.0.0.1:{PORTS['portcullis_' + key]}\"")
     text = text.replace(f"127.0.0.1:{PORTS['console']}\"", f"127.0.0.1:{PORTS['console_' + key]}\"")
-    tls_port = 18444 if key == "nometrics" else 18445
-    text = text.replace(f"127.0.0.1:{PORTS['portcullis_tls']}\"", f"127.0.0.1:{tls_port}\"")
+    text = text.replace(f"127.0.0.1:{PORTS['portcullis_tls']}\"", f"127.0.0.1:{PORTS['portcullis_' + key + '_tls']}\"")
     text = text.replace(f'state_dir = "{w}/state"', f'state_dir = "{w}/state-{name}"\n{extra_gateway}')
     (w / f"portcullis-{name}.toml").write_text(text)
 
@@ -261,6 +264,11 @@ TARGETS = {
     "haproxy": {"http": f"http://127.0.0.1:{PORTS['haproxy']}", "https": f"https://127.0.0.1:{PORTS['haproxy_tls']}",
                 "h2": f"http://127.0.0.1:{PORTS['haproxy']+100}"},
     "direct": {"http": f"http://127.0.0.1:{PORTS['backend']}", "https": None, "h2": None},
+    # The same source built with profile-guided optimization (bench/pgo.py), every
+    # scenario; only with --pgo.
+    "portcullis-pgo": {"http": f"http://127.0.0.1:{PORTS['portcullis_pgo']}",
+                       "https": f"https://127.0.0.1:{PORTS['portcullis_pgo_tls']}",
+                       "h2": f"http://127.0.0.1:{PORTS['portcullis_pgo']}"},
     # The same portcullis with metric recording off (PORTCULLIS_BENCH_NO_METRICS=1):
     # the difference to "portcullis" is what recording costs. ka64 only.
     "portcullis-nometrics": {"http": f"http://127.0.0.1:{PORTS['portcullis_nometrics']}", "https": None, "h2": None,
@@ -281,7 +289,10 @@ def main():
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--scenarios", default="ka64,browser,ka1,ka4,1mib,close,tls,h2")
     ap.add_argument("--out", default=str(ROOT / "bench/results.json"))
+    ap.add_argument("--pgo", action="store_true",
+                    help=f"also run the profile-guided build ({PGO_BIN.relative_to(ROOT)}, made by bench/pgo.py)")
     a = ap.parse_args()
+    targets = [t for t in TARGETS if a.pgo or t != "portcullis-pgo"]
     work = Path(tempfile.mkdtemp(prefix="pc-bench-"))
     # mkdtemp makes the folder 0700: nginx's workers (user nobody) could not read
     # www/1m and the 1 MiB scenario would measure 403s.
@@ -302,13 +313,17 @@ def main():
         write_variant_config(work, "nolog", 'access_log = "off"')
         s.start("portcullis-nolog", [str(BIN), "run", "-c", str(work / "portcullis-nolog.toml")], pin=1,
                 port=PORTS["portcullis_nolog"])
+        if a.pgo:
+            write_variant_config(work, "pgo")
+            s.start("portcullis-pgo", [str(PGO_BIN), "run", "-c", str(work / "portcullis-pgo.toml")], pin=1,
+                    port=PORTS["portcullis_pgo"])
         time.sleep(1)
         pids = {n: s.worker_pid(n) for n in ("portcullis", "portcullis-nometrics", "portcullis-nolog", "nginx", "nginx-azurelog", "haproxy",
-                                             "backend")}
+                                             "backend") + (("portcullis-pgo",) if a.pgo else ())}
         pids["direct"] = pids["backend"]
         results = {}
         for r in range(a.rounds):
-            order = list(TARGETS) if r % 2 == 0 else list(reversed(TARGETS))
+            order = targets if r % 2 == 0 else targets[::-1]
             for sc in a.scenarios.split(","):
                 desc, fn = SCENARIOS[sc]
                 for t in order:
@@ -331,7 +346,8 @@ def main():
                           flush=True)
         machine = {"nproc": os.cpu_count(), "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?"),
                    "kernel": os.uname().release, "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-        Path(a.out).write_text(json.dumps({"machine": machine, "duration_s": a.duration, "rounds": a.rounds, "results": results}, indent=1))
+        Path(a.out).write_text(json.dumps({"machine": machine, "duration_s": a.duration, "rounds": a.rounds,
+                                           "pgo": a.pgo, "results": results}, indent=1))
         print_table(results, a.scenarios.split(","), machine)
     finally:
         s.stop()
@@ -340,17 +356,22 @@ def main():
 
 def print_table(results, scenarios, machine):
     print(f"\nMachine: {machine['nproc']} cores, {machine['cpu']}, kernel {machine['kernel']}, {machine['time']}\n")
-    print("| scenario | proxy | req/s | p50 ms | p99 ms | CPU s / 100k req | peak RSS MiB | errors | portcullis ÷ this |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    pgo = any(k.endswith("/portcullis-pgo") for k in results)
+    print("| scenario | proxy | req/s | p50 ms | p99 ms | CPU s / 100k req | peak RSS MiB | errors | portcullis ÷ this |"
+          + (" portcullis-pgo ÷ this |" if pgo else ""))
+    print("|---|---|---|---|---|---|---|---|---|" + ("---|" if pgo else ""))
     for sc in scenarios:
-        pc = results.get(f"{sc}/portcullis", {}).get("rps")
         for t in TARGETS:
             r = results.get(f"{sc}/{t}")
             if not r:
                 continue
-            ratio = f"{pc / r['rps']:.2f}" if pc and r["rps"] and t != "portcullis" else ""
+            ratios = []
+            for mine in ("portcullis",) + (("portcullis-pgo",) if pgo else ()):
+                pc = results.get(f"{sc}/{mine}", {}).get("rps")
+                ratios.append(f"{pc / r['rps']:.2f}" if pc and r["rps"] and not t.startswith("portcullis") else "")
             fmt = lambda v: "-" if v is None else f"{v:.3f}"
-            print(f"| {sc} | {t} | {r['rps']:.0f} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | {r['cpu_s_per_100k']} | {r['peak_rss_mib']} | {r['non2xx']} {r['socket_errors']} | {ratio} |")
+            print(f"| {sc} | {t} | {r['rps']:.0f} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | {r['cpu_s_per_100k']} | {r['peak_rss_mib']} | {r['non2xx']} {r['socket_errors']} | "
+                  + " | ".join(ratios) + " |")
 
 
 if __name__ == "__main__":

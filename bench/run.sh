@@ -5,8 +5,10 @@
 # Reliability half (docs/benchmarks.md): the first word picks the script instead of run.py.
 #   bench/run.sh failover [--duration S]   bench/run.sh idle [--conns N]   bench/run.sh soak [--minutes M]
 # Instructions per request under callgrind, for A/B comparisons of builds on a noisy machine:
-#   bench/run.sh instructions [--bin OLD --bin NEW] [--scenario ka64|browser|h2] [--top K] [--peers] [--cache-sim]
+#   bench/run.sh instructions [--bin OLD --bin NEW] [--scenario ka64|browser|h2|close] [--top K] [--peers] [--cache-sim]
 #   (--peers: nginx, nginx-azurelog, HAProxy and portcullis without its access log, counted the same way)
+# Profile-guided build (bench/pgo.py, docs/benchmarks.md §6), alone or run beside the plain build:
+#   bench/run.sh pgo   bench/run.sh --pgo [--rounds N ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -17,5 +19,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 cargo build --release --quiet
 script=run.py
-case "${1:-}" in failover|idle|soak|instructions) script="$1.py"; shift ;; esac
+case "${1:-}" in failover|idle|soak|instructions|pgo) script="$1.py"; shift ;; esac
+if [ "$script" = run.py ] && [[ " $* " == *" --pgo "* ]]; then
+  python3 bench/pgo.py
+fi
 exec python3 "bench/$script" "$@"
