@@ -104,6 +104,10 @@ async fn a_smuggled_second_request_never_reaches_the_backend() {
     let a = text.find("201 Created").expect("first");
     let b = text.find("202 Accepted").expect("second");
     assert!(a < b);
+    // The answer to the request that asked to close says so, once; the first does not.
+    let lower = text.to_ascii_lowercase();
+    assert_eq!(lower[b..].matches("connection: close").count(), 1, "{text}");
+    assert!(!lower[a..b].contains("connection:"), "{text}");
     assert!(gw
         .records()
         .iter()
