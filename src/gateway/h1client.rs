@@ -50,10 +50,55 @@ const MAX_SPARE_BUFFERS: usize = 64;
 /// to read a large head goes back to the allocator.
 const MAX_SPARE_CAPACITY: usize = 2 * READ_BUFFER;
 
+/// Takes from the spare list between two decays ([`Spares`]): about 27 s at
+/// the soak's 300 requests a second, a fraction of a second under load.
+const DECAY_TAKES: u32 = 8192;
+
+/// One thread's spare read buffers, and what lets the unused ones go.
+///
+/// A burst (a frozen backend's requests piling up on new connections) fills
+/// the list to [`MAX_SPARE_BUFFERS`]; kept for good, those 2 MiB were the RSS
+/// growth the soak's check measures (docs/benchmarks.md section 5). So every
+/// [`DECAY_TAKES`] takes, the buffers that sat in the list the whole time
+/// (`low`, the fewest it held) are dropped, the least recently used first:
+/// what the load needs stays, a burst's surplus goes, as an allocator's
+/// decay returns pages. A gateway with no traffic keeps what it had.
+struct Spares {
+    /// Buffers with room left, the most recently kept last.
+    list: Vec<BytesMut>,
+    /// The fewest buffers `list` held since the last decay.
+    low: usize,
+    /// Takes since the last decay.
+    takes: u32,
+}
+
+impl Spares {
+    /// A spare buffer, if any; every [`DECAY_TAKES`]-th call first drops
+    /// those unused since the last decay (so a buffer goes after one to two
+    /// periods unused).
+    fn take(&mut self) -> Option<BytesMut> {
+        self.takes += 1;
+        if self.takes > DECAY_TAKES {
+            let unused = self.low.min(self.list.len());
+            self.list.drain(..unused);
+            self.low = self.list.len();
+            self.takes = 1;
+        }
+        let buf = self.list.pop();
+        self.low = self.low.min(self.list.len());
+        buf
+    }
+}
+
 thread_local! {
     /// Read buffers of connections that went back to the pool, with room left.
-    static SPARE_BUFFERS: std::cell::RefCell<Vec<BytesMut>> =
-        const { std::cell::RefCell::new(Vec::new()) };
+    static SPARE_BUFFERS: std::cell::RefCell<Spares> = const {
+        std::cell::RefCell::new(Spares {
+            list: Vec::new(),
+            low: 0,
+            takes: 0,
+        })
+    };
 }
 
 /// Keeps the emptied read buffer of a connection going back to the pool for
@@ -66,7 +111,8 @@ thread_local! {
 /// connection, the buffers of a burst's connections pinned the allocator's
 /// pages (docs/benchmarks.md section 5); kept here, at most 64 per thread
 /// are, of 32 KiB (64 KiB at most): 2 MiB per thread after a burst of 64
-/// concurrent exchanges, 4 MiB at worst, like the buffer pools HAProxy keeps.
+/// concurrent exchanges, 4 MiB at worst, like the buffer pools HAProxy keeps,
+/// and those the load then leaves unused are dropped ([`Spares`]).
 /// One buffer serves about 150 small answers before a `reserve` finds the
 /// pieces handed out gone and reuses it in place.
 pub fn recycle(buf: BytesMut) {
@@ -76,8 +122,8 @@ pub fn recycle(buf: BytesMut) {
     // `try_with`: a connection may go back to the pool as its thread ends.
     let _ = SPARE_BUFFERS.try_with(|spare| {
         if let Ok(mut spare) = spare.try_borrow_mut() {
-            if spare.len() < MAX_SPARE_BUFFERS {
-                spare.push(buf);
+            if spare.list.len() < MAX_SPARE_BUFFERS {
+                spare.list.push(buf);
             }
         }
     });
@@ -89,7 +135,7 @@ pub fn recycle(buf: BytesMut) {
 fn make_room(buf: &mut BytesMut) {
     if buf.capacity() - buf.len() < READ_MIN_FREE {
         if buf.is_empty() {
-            let spare = SPARE_BUFFERS.try_with(|s| s.try_borrow_mut().ok()?.pop());
+            let spare = SPARE_BUFFERS.try_with(|s| s.try_borrow_mut().ok()?.take());
             if let Ok(Some(spare)) = spare {
                 *buf = spare;
                 return;
@@ -1010,12 +1056,49 @@ mod tests {
         not_empty.extend_from_slice(b"x");
         recycle(not_empty);
         recycle(BytesMut::with_capacity(MAX_SPARE_CAPACITY + 1));
-        assert_eq!(SPARE_BUFFERS.with(|s| s.borrow().len()), 0);
+        assert_eq!(SPARE_BUFFERS.with(|s| s.borrow().list.len()), 0);
 
         for _ in 0..MAX_SPARE_BUFFERS + 4 {
             recycle(BytesMut::with_capacity(READ_BUFFER));
         }
-        assert_eq!(SPARE_BUFFERS.with(|s| s.borrow().len()), MAX_SPARE_BUFFERS);
+        assert_eq!(
+            SPARE_BUFFERS.with(|s| s.borrow().list.len()),
+            MAX_SPARE_BUFFERS
+        );
+    }
+
+    /// Spares that no exchange took for a whole period of [`DECAY_TAKES`]
+    /// takes go back to the allocator; the ones the load keeps using stay.
+    #[test]
+    fn spares_unused_between_two_decays_are_dropped() {
+        let spares = || SPARE_BUFFERS.with(|s| s.borrow().list.len());
+        for _ in 0..10 {
+            recycle(BytesMut::with_capacity(READ_BUFFER));
+        }
+        // One exchange at a time: one buffer in use, nine never taken.
+        let one_exchange = || {
+            let mut buf = BytesMut::new();
+            make_room(&mut buf);
+            recycle(buf);
+        };
+        for _ in 0..=DECAY_TAKES {
+            one_exchange();
+        }
+        // The first decay keeps all ten: they came during its period.
+        assert_eq!(spares(), 10);
+        for _ in 0..DECAY_TAKES {
+            one_exchange();
+        }
+        assert_eq!(spares(), 1, "the nine unused went, the one in use stayed");
+        // Two exchanges overlapping: the second buffer, allocated anew, is kept.
+        for _ in 0..DECAY_TAKES {
+            let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+            make_room(&mut a);
+            make_room(&mut b);
+            recycle(a);
+            recycle(b);
+        }
+        assert_eq!(spares(), 2);
     }
 
     fn decode_all(input: &[u8]) -> io::Result<(Vec<u8>, bool)> {
