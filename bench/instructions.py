@@ -97,27 +97,23 @@ def count(cmd, w, label, scenario, requests, top, cache_sim=False):
         else:
             load = ["taskset", "-c", "0", "h2load", "--h1", "-c", "64", *extra, urls["http"] + "/"]
         ctl = lambda *a: subprocess.run(["callgrind_control", *a, str(pid)], check=True, capture_output=True)
+        # Warm-up, then the counted run: a fixed time for close, a fixed count else.
+        warm, counted = ((["-d2s"], [f"-d{CLOSE_SECONDS}s"]) if scenario == "close"
+                         else (["-n", "2000"], ["-n", str(requests)]))
+        subprocess.run(load[:4] + warm + load[4:], check=True, capture_output=True)
+        # valgrind's own pid is the process (taskset execs it).
+        ctl("-i", "on")
+        done = subprocess.run(load[:4] + counted + load[4:], check=True, capture_output=True, text=True).stdout
+        ctl("-i", "off")
+        ctl("-d")
         if scenario == "close":
-            subprocess.run(load[:4] + ["-d2s"] + load[4:], check=True, capture_output=True)
-            ctl("-i", "on")
-            done = subprocess.run(load[:4] + [f"-d{CLOSE_SECONDS}s"] + load[4:], check=True, capture_output=True,
-                                  text=True).stdout
-            ctl("-i", "off")
-            ctl("-d")
             requests = int(re.search(r"(\d+) requests in", done).group(1))
-            if "Non-2xx" in done or "Socket errors" in done:
-                raise SystemExit(f"{label}: not every request succeeded:\n{done}")
+            failed = "Non-2xx" in done or "Socket errors" in done
         else:
-            subprocess.run(load[:4] + ["-n", "2000"] + load[4:], check=True, capture_output=True)
-            # valgrind's own pid is the process (taskset execs it).
-            ctl("-i", "on")
-            done = subprocess.run(load[:4] + ["-n", str(requests)] + load[4:], check=True, capture_output=True,
-                                  text=True).stdout
-            ctl("-i", "off")
-            ctl("-d")
             ok = re.search(r"(\d+) succeeded", done)
-            if not ok or int(ok.group(1)) != requests:
-                raise SystemExit(f"{label}: not every request succeeded:\n{done}")
+            failed = not ok or int(ok.group(1)) != requests
+        if failed:
+            raise SystemExit(f"{label}: not every request succeeded:\n{done}")
     finally:
         s.stop()
     dumps = sorted(w.glob(f"callgrind-{label}.out*"), key=lambda p: p.stat().st_size)

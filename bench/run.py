@@ -368,7 +368,7 @@ def print_table(results, scenarios, machine):
             ratios = []
             for mine in ("portcullis",) + (("portcullis-pgo",) if pgo else ()):
                 pc = results.get(f"{sc}/{mine}", {}).get("rps")
-                ratios.append(f"{pc / r['rps']:.2f}" if pc and r["rps"] and not t.startswith("portcullis") else "")
+                ratios.append(f"{pc / r['rps']:.2f}" if pc and r["rps"] and t != mine else "")
             fmt = lambda v: "-" if v is None else f"{v:.3f}"
             print(f"| {sc} | {t} | {r['rps']:.0f} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | {r['cpu_s_per_100k']} | {r['peak_rss_mib']} | {r['non2xx']} {r['socket_errors']} | "
                   + " | ".join(ratios) + " |")
