@@ -5,7 +5,7 @@
 //!
 //! [`PendingRecord`] covers the time before there is a response: if the client
 //! goes away while the gateway waits for the backend, the server (ours for
-//! HTTP/1, hyper for HTTP/2) drops the handler future and the pending record is
+//! HTTP/1, `h2server.rs` for HTTP/2) drops the handler future and the pending record is
 //! written as 499 `CLIENT_CLOSED_REQUEST`.
 
 use super::failure::ErrorInfo;

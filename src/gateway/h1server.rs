@@ -1153,7 +1153,7 @@ thread_local! {
 }
 
 /// Today's `Date` header value (RFC 9110 §6.6.1), made once a second per thread.
-fn date_value() -> HeaderValue {
+pub fn date_value() -> HeaderValue {
     let now = std::time::SystemTime::now();
     let secs = now
         .duration_since(std::time::UNIX_EPOCH)

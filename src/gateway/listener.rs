@@ -1,6 +1,7 @@
 //! Bound sockets and client connections: accept, TLS (with the plain-HTTP-on-
-//! https-port check), then our HTTP/1.1 server (`h1server.rs`) or hyper's
-//! HTTP/2 server (ALPN `h2`, or the prior-knowledge preface).
+//! https-port check), then our HTTP/1.1 server (`h1server.rs`) or our HTTP/2
+//! server over the `h2` crate (`h2server.rs`; ALPN `h2`, or the prior-knowledge
+//! preface).
 //!
 //! [`Listeners`] keeps one accept loop per bound address and reconciles them with
 //! each new config: new addresses are bound *before* the new tables go live,
@@ -9,12 +10,9 @@
 use super::batch;
 use super::failure::{builtin_page, ErrorInfo};
 use super::h1server::{self, Outcome, Timeouts};
-use super::proxy::{self, base_record, ConnInfo, Gateway, TlsInfo};
-use super::reqbody::ClientBody;
+use super::h2server;
+use super::proxy::{base_record, ConnInfo, Gateway, TlsInfo};
 use crate::accesslog::secs_number;
-use hyper::server::conn::http2;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,9 +30,6 @@ struct Active {
     stop: watch::Sender<bool>,
 }
 
-/// Most concurrent streams on one HTTP/2 client connection.
-pub const H2_MAX_CONCURRENT_STREAMS: u32 = 250;
-
 /// The accept loops of the gateway.
 pub struct Listeners {
     gateway: Arc<Gateway>,
@@ -44,7 +39,6 @@ pub struct Listeners {
     shutdown: watch::Sender<bool>,
     /// Client connections open, and a wake-up when the last one closes.
     open: Arc<OpenCount>,
-    h2: http2::Builder<TokioExecutor>,
 }
 
 /// The number of open client connections.
@@ -66,14 +60,11 @@ impl OpenCount {
 impl Listeners {
     /// No sockets yet.
     pub fn new(gateway: Arc<Gateway>) -> Arc<Listeners> {
-        let mut h2 = http2::Builder::new(TokioExecutor::new());
-        h2.max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS);
         Arc::new(Listeners {
             gateway,
             active: Mutex::new(HashMap::new()),
             shutdown: watch::channel(false).0,
             open: Arc::new(OpenCount::default()),
-            h2,
         })
     }
 
@@ -309,42 +300,19 @@ impl Listeners {
                 info.tls.clone(),
                 false,
             ));
-            // Boxed: hyper's HTTP/2 connection is large, and an HTTP/1
+            // Boxed: an HTTP/2 connection's state is large, and an HTTP/1
             // connection's task must not carry room for it.
             Box::pin(self.serve_h2(io, info)).await;
         }
     }
 
-    /// Serves an HTTP/2 client connection with hyper until it ends; on shutdown,
-    /// sends GOAWAY and lets the streams in progress finish.
+    /// Serves an HTTP/2 client connection until it ends (`h2server.rs`); on
+    /// shutdown, sends GOAWAY and lets the streams in progress finish.
     async fn serve_h2<I>(&self, io: I, info: Arc<ConnInfo>)
     where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let handler = proxy::handle(info.clone(), req.map(ClientBody::H2), None);
-            async move { Ok::<_, std::convert::Infallible>(handler.await) }
-        });
-        let conn = self.h2.serve_connection(TokioIo::new(io), svc);
-        tokio::pin!(conn);
-        let mut shutdown = self.shutdown.subscribe();
-        let mut stopping = false;
-        loop {
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!("HTTP/2 client connection ended with an error: {e}");
-                    }
-                    return;
-                }
-                r = shutdown.wait_for(|s| *s), if !stopping => {
-                    stopping = true;
-                    if r.is_ok() {
-                        conn.as_mut().graceful_shutdown();
-                    }
-                }
-            }
-        }
+        h2server::serve(io, info, self.shutdown.subscribe()).await;
     }
 
     async fn plain_http_on_https(&self, mut stream: TcpStream, peer: SocketAddr) {

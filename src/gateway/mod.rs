@@ -14,6 +14,7 @@ pub mod fieldname;
 pub mod guard;
 pub mod h1client;
 pub mod h1server;
+pub mod h2server;
 pub mod headers;
 pub mod health;
 pub mod listener;

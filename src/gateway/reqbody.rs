@@ -1,6 +1,8 @@
 //! The body of a client's request, as the request handler sees it.
 //!
-//! HTTP/2 request bodies are hyper's [`Incoming`]. HTTP/1 request bodies are read
+//! HTTP/2 request bodies are the `h2` crate's streams ([`H2Body`]), whose
+//! flow-control window is opened again as the handler takes each piece. HTTP/1
+//! request bodies are read
 //! by our own server (`h1server.rs`) on the connection's task: the handler's
 //! [`H1Body`] and the connection share a one-piece [`BodySlot`]. When the body is
 //! polled and the slot is empty, it says so (`want`) and waits; the connection,
@@ -10,7 +12,6 @@
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
@@ -29,8 +30,8 @@ pub fn is_invalid_framing(e: &ClientBodyError) -> bool {
 pub enum ClientBody {
     /// No body.
     Empty,
-    /// An HTTP/2 stream's body (hyper).
-    H2(Incoming),
+    /// An HTTP/2 stream's body.
+    H2(H2Body),
     /// An HTTP/1 body, read by the connection's server.
     H1(H1Body),
 }
@@ -45,7 +46,7 @@ impl Body for ClientBody {
     ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
         match self.get_mut() {
             ClientBody::Empty => Poll::Ready(None),
-            ClientBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(ClientBodyError::from),
+            ClientBody::H2(b) => b.poll_frame(cx),
             ClientBody::H1(b) => b.poll_data(cx),
         }
     }
@@ -53,7 +54,7 @@ impl Body for ClientBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ClientBody::Empty => true,
-            ClientBody::H2(b) => b.is_end_stream(),
+            ClientBody::H2(b) => b.recv.is_end_stream(),
             ClientBody::H1(b) => b.ended,
         }
     }
@@ -61,11 +62,61 @@ impl Body for ClientBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ClientBody::Empty => SizeHint::with_exact(0),
-            ClientBody::H2(b) => b.size_hint(),
+            ClientBody::H2(b) => match b.length {
+                Some(n) => SizeHint::with_exact(n),
+                None => SizeHint::default(),
+            },
             ClientBody::H1(b) => match b.length {
                 Some(n) => SizeHint::with_exact(n),
                 None => SizeHint::default(),
             },
+        }
+    }
+}
+
+/// An HTTP/2 request body: the stream's DATA frames, then its trailers.
+pub struct H2Body {
+    recv: h2::RecvStream,
+    /// The request's `Content-Length`, when it has a valid one (`h2` refuses a
+    /// stream whose DATA frames do not add up to it, RFC 9113 §8.1.1).
+    length: Option<u64>,
+    /// All DATA frames were taken; trailers may follow.
+    data_done: bool,
+}
+
+impl H2Body {
+    /// The body of a request whose fields are `headers`.
+    pub fn new(headers: &http::HeaderMap, recv: h2::RecvStream) -> H2Body {
+        let length = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        H2Body {
+            recv,
+            length,
+            data_done: false,
+        }
+    }
+
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        if !self.data_done {
+            match std::task::ready!(self.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    // Taken: the client may send as much again (WINDOW_UPDATE).
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                None => self.data_done = true,
+            }
+        }
+        match std::task::ready!(self.recv.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(e.into()))),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::support::*;
 use std::process::Command;
+use std::time::Duration;
 
 fn curl(args: &[&str]) -> (String, String) {
     let out = Command::new("curl").args(args).output().expect("curl");
@@ -154,6 +155,99 @@ async fn h2c_with_prior_knowledge() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(out.stdout.len(), 3_000_000);
+}
+
+/// HTTP/2 request bodies larger than the stream's receive window (1 MiB): the
+/// window is opened again as the backend takes the body, so all of it arrives.
+/// A stream the client resets while the backend works is logged 499 and the
+/// connection goes on serving; a client that closes the connection mid-request
+/// is logged 499 too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_request_bodies_and_streams_the_client_gives_up() {
+    let app = DemoApp::start();
+    let port = free_port();
+    let gw = Gateway::start_one_core("h2body", &basic_config(port, &[app.addr.to_string()], ""));
+    let dir = temp_dir("h2body");
+    let upload = dir.join("upload.bin");
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&upload, &data).expect("write");
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--http2-prior-knowledge",
+            "--max-time",
+            "30",
+            "--data-binary",
+            &format!("@{}", upload.display()),
+            "-H",
+            "content-type: application/octet-stream",
+            "-o",
+            "-",
+            "-D",
+            &dir.join("head.txt").display().to_string(),
+            &format!("http://127.0.0.1:{port}/echo?h2=upload"),
+        ])
+        .output()
+        .expect("curl");
+    let head = std::fs::read_to_string(dir.join("head.txt")).unwrap_or_default();
+    assert!(head.starts_with("HTTP/2 200"), "{head}");
+    assert!(out.stdout == data, "echoed {} bytes", out.stdout.len());
+    let rec =
+        gw.record_where(|r| r["properties"]["originalRequestUriWithArgs"] == "/echo?h2=upload");
+    assert_eq!(rec["properties"]["httpVersion"], "HTTP/2.0");
+    assert_eq!(rec["properties"]["httpStatus"], 200);
+    let received = rec["properties"]["receivedBytes"]
+        .as_u64()
+        .expect("receivedBytes");
+    assert!(received >= 3_000_000, "{received}");
+
+    // A reset stream (RST_STREAM CANCEL) on a connection that stays open.
+    let tcp = tokio::net::TcpStream::connect(local(port))
+        .await
+        .expect("connect");
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    let mut client = client.ready().await.expect("ready");
+    let hang = http::Request::get(format!("http://127.0.0.1:{port}/hang?h2=reset"))
+        .body(())
+        .expect("request");
+    let (answer, mut stream) = client.send_request(hang, false).expect("send");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stream.send_reset(h2::Reason::CANCEL);
+    drop(answer);
+    let rec =
+        gw.record_where(|r| r["properties"]["originalRequestUriWithArgs"] == "/hang?h2=reset");
+    assert_eq!(rec["properties"]["httpStatus"], 499);
+    assert_eq!(
+        rec["properties"]["error_info"],
+        "ERRORINFO_CLIENT_CLOSED_REQUEST"
+    );
+    let mut client = client.ready().await.expect("still open");
+    let ok = http::Request::get(format!("http://127.0.0.1:{port}/status/201?h2=after"))
+        .body(())
+        .expect("request");
+    let (answer, _) = client.send_request(ok, true).expect("send");
+    let answer = answer.await.expect("answer");
+    assert_eq!(answer.status(), 201);
+    assert!(answer.headers().contains_key("x-transaction-id"));
+    assert!(answer.headers().contains_key("date"));
+
+    // The client closes the whole connection while the backend works.
+    let (_, err) = curl(&[
+        "-s",
+        "--http2-prior-knowledge",
+        "--max-time",
+        "1",
+        &format!("http://127.0.0.1:{port}/hang?h2=leaver"),
+    ]);
+    let rec =
+        gw.record_where(|r| r["properties"]["originalRequestUriWithArgs"] == "/hang?h2=leaver");
+    assert_eq!(rec["properties"]["httpStatus"], 499, "{err}");
+    assert_eq!(
+        rec["properties"]["error_info"],
+        "ERRORINFO_CLIENT_CLOSED_REQUEST"
+    );
+    assert_eq!(rec["properties"]["httpVersion"], "HTTP/2.0");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

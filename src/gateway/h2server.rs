@@ -1,0 +1,329 @@
+//! HTTP/2 client connections (ALPN `h2`, or h2c with the prior-knowledge
+//! preface), served with the `h2` crate directly.
+//!
+//! The `h2` crate does the protocol: frames, HPACK, flow control, stream states,
+//! SETTINGS, PING and GOAWAY. What hyper's HTTP/2 server added on top of it is
+//! here, in the connection's own task: each stream's request goes to
+//! [`proxy::handle`], and its answer is sent back (head, then body frames as the
+//! client's flow-control window allows). hyper spawned a task for every stream
+//! and moved its future into it; here the streams of a connection are futures in
+//! one [`FuturesUnordered`] polled by the connection's task, as HAProxy and
+//! nginx keep a connection and its streams on one thread. The answer's fields
+//! are checked in one pass ([`prepare_head`]) where hyper looked each
+//! connection-specific name up in the map.
+//!
+//! Settings are hyper's server defaults, which portcullis used until this
+//! module: 1 MiB connection and stream receive windows, 16 KiB frames, a 16 KiB
+//! header list, a 400 KiB send buffer per stream, 1,024 locally reset streams
+//! before GOAWAY, and [`H2_MAX_CONCURRENT_STREAMS`].
+
+use super::body::ResponseBody;
+use super::proxy::{self, ConnInfo};
+use super::reqbody::{ClientBody, H2Body};
+use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt as _};
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream, SendStream};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response};
+use http_body::Body as _;
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+
+/// Most concurrent streams on one HTTP/2 client connection (SETTINGS_MAX_CONCURRENT_STREAMS,
+/// RFC 9113 §6.5.2; nginx's `http2_max_concurrent_streams` is 128, HAProxy's
+/// `tune.h2.max-concurrent-streams` 100).
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 250;
+
+/// Receive window of the connection and of each stream, bytes (hyper's default).
+const RECEIVE_WINDOW: u32 = 1024 * 1024;
+/// Largest frame payload we accept, bytes (RFC 9113 §6.5.2 default, 16 KiB).
+const MAX_FRAME_SIZE: u32 = 16 * 1024;
+/// SETTINGS_MAX_HEADER_LIST_SIZE, bytes (hyper's default).
+const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+/// Bytes of answer body the `h2` crate buffers per stream before `send_data`
+/// waits for capacity (hyper's default).
+const MAX_SEND_BUFFER: usize = 400 * 1024;
+/// Streams this side may reset for errors before the connection is closed
+/// with GOAWAY (hyper's default; a guard against a client that provokes reset
+/// after reset).
+const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+
+/// The `h2` server settings portcullis sends.
+fn builder() -> h2::server::Builder {
+    let mut b = h2::server::Builder::new();
+    b.initial_window_size(RECEIVE_WINDOW)
+        .initial_connection_window_size(RECEIVE_WINDOW)
+        .max_frame_size(MAX_FRAME_SIZE)
+        .max_header_list_size(MAX_HEADER_LIST_SIZE)
+        .max_send_buffer_size(MAX_SEND_BUFFER)
+        .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS);
+    b
+}
+
+/// Serves an HTTP/2 connection until it ends: its preface and SETTINGS, then
+/// every stream it opens. When `shutdown` turns true, sends GOAWAY and lets the
+/// streams in progress finish. A stream still open when the connection ends
+/// (the client went away) is dropped, and its request is logged as 499.
+pub async fn serve<I>(io: I, info: Arc<ConnInfo>, mut shutdown: watch::Receiver<bool>)
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut conn = match builder().handshake::<_, Bytes>(io).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!("HTTP/2 handshake failed: {e}");
+            return;
+        }
+    };
+    let mut streams = FuturesUnordered::new();
+    let mut stop = pin!(shutdown.wait_for(|s| *s));
+    let mut stopping = false;
+    poll_fn(|cx| {
+        if !stopping && stop.as_mut().poll(cx).is_ready() {
+            // A closed sender means the gateway is gone: shut down too.
+            stopping = true;
+            conn.graceful_shutdown();
+        }
+        loop {
+            // The streams first: what they send, the connection's poll below writes.
+            while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
+            match conn.poll_accept(cx) {
+                Poll::Ready(Some(Ok((req, respond)))) => {
+                    streams.push(stream(info.clone(), req, respond));
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::debug!("HTTP/2 client connection ended with an error: {e}");
+                    return Poll::Ready(());
+                }
+                Poll::Ready(None) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    })
+    .await;
+}
+
+/// One stream: the request to the handler, its answer back to the client. A
+/// reset from the client while the handler works drops the handler (499).
+async fn stream(info: Arc<ConnInfo>, req: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
+    let (parts, recv) = req.into_parts();
+    let body = ClientBody::H2(H2Body::new(&parts.headers, recv));
+    let req = Request::from_parts(parts, body);
+    let mut handler = proxy::handle(info, req, None);
+    let answer = poll_fn(|cx| {
+        if let Poll::Ready(r) = handler.as_mut().poll(cx) {
+            return Poll::Ready(Some(r));
+        }
+        match respond.poll_reset(cx) {
+            Poll::Ready(_) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await;
+    drop(handler);
+    let Some(answer) = answer else {
+        return;
+    };
+    let (mut parts, mut body) = answer.into_parts();
+    prepare_head(&mut parts.headers, &body);
+    let end = body.is_end_stream();
+    let mut send = match respond.send_response(Response::from_parts(parts, ()), end) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!("HTTP/2 answer head not sent: {e}");
+            return;
+        }
+    };
+    if !end {
+        if let Err(e) = poll_fn(|cx| poll_send_body(cx, &mut body, &mut send)).await {
+            tracing::debug!("HTTP/2 answer body not sent whole: {e}");
+        }
+    }
+}
+
+/// Makes an answer's fields fit for HTTP/2, in one pass over them: removes the
+/// connection-specific ones, which RFC 9113 §8.2.2 forbids (`Connection`,
+/// `Keep-Alive`, `Proxy-Connection`, `Transfer-Encoding`, `Upgrade`; `TE` other
+/// than `trailers`); adds `Date` when there is none (RFC 9110 §6.6.1: a proxy
+/// forwarding an answer without one adds it), and `Content-Length` when the
+/// body's length is known and the field is missing (as hyper did).
+fn prepare_head(headers: &mut HeaderMap, body: &ResponseBody) {
+    let mut forbidden = false;
+    let mut has_date = false;
+    let mut has_length = false;
+    for (name, value) in headers.iter() {
+        if name == header::DATE {
+            has_date = true;
+        } else if name == header::CONTENT_LENGTH {
+            has_length = true;
+        } else if name == header::TE {
+            forbidden |= value != "trailers";
+        } else {
+            forbidden |= is_connection_specific(name);
+        }
+    }
+    if forbidden {
+        for name in [
+            header::CONNECTION,
+            header::TRANSFER_ENCODING,
+            header::UPGRADE,
+            header::HeaderName::from_static("keep-alive"),
+            header::HeaderName::from_static("proxy-connection"),
+        ] {
+            headers.remove(name);
+        }
+        if headers.get(header::TE).is_some_and(|v| v != "trailers") {
+            headers.remove(header::TE);
+        }
+    }
+    if !has_date {
+        headers.insert(header::DATE, super::h1server::date_value());
+    }
+    if !has_length {
+        if let Some(n) = body.size_hint().exact() {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+    }
+}
+
+/// The fields RFC 9113 §8.2.2 forbids in an HTTP/2 message (but `TE`).
+fn is_connection_specific(name: &header::HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
+/// Sends `body` on `send` as DATA frames (and trailers, if it has them), each
+/// when the client's flow-control window has room for some of it; a failing
+/// body resets the stream (INTERNAL_ERROR), a reset from the client ends it.
+/// Errors: the stream was reset or the connection closed.
+fn poll_send_body(
+    cx: &mut Context<'_>,
+    body: &mut ResponseBody,
+    send: &mut SendStream<Bytes>,
+) -> Poll<Result<(), h2::Error>> {
+    loop {
+        // Room for at least a byte before the next frame is taken from the
+        // body: the body is read only as fast as the client takes it. `h2`
+        // splits a larger piece as the window opens.
+        send.reserve_capacity(1);
+        if send.capacity() == 0 {
+            loop {
+                match ready!(send.poll_capacity(cx)) {
+                    Some(Ok(0)) => {}
+                    Some(Ok(_)) => break,
+                    Some(Err(e)) => return Poll::Ready(Err(e)),
+                    None => return Poll::Ready(Err(h2::Error::from(Reason::CANCEL))),
+                }
+            }
+        } else if let Poll::Ready(reason) = send.poll_reset(cx) {
+            return Poll::Ready(Err(reason.map_or_else(|e| e, h2::Error::from)));
+        }
+        match ready!(Pin::new(&mut *body).poll_frame(cx)) {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    let end = body.is_end_stream();
+                    send.send_data(data, end)?;
+                    if end {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        send.send_trailers(trailers)?;
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+            },
+            Some(Err(e)) => {
+                send.send_reset(Reason::INTERNAL_ERROR);
+                tracing::debug!("answer body failed: {e}");
+                return Poll::Ready(Err(h2::Error::from(Reason::INTERNAL_ERROR)));
+            }
+            None => {
+                send.send_data(Bytes::new(), true)?;
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::body::Inner;
+
+    fn full(text: &'static str) -> ResponseBody {
+        ResponseBody::plain(Inner::Full(Some(Bytes::from_static(text.as_bytes()))))
+    }
+
+    #[test]
+    fn an_answer_head_loses_its_connection_specific_fields_and_gains_date_and_length() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("proxy-connection", "close"),
+            ("te", "gzip"),
+            ("server", "nginx"),
+        ] {
+            h.insert(
+                header::HeaderName::from_static(k),
+                HeaderValue::from_static(v),
+            );
+        }
+        prepare_head(&mut h, &full("hello"));
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-length", "date", "server"]);
+        assert_eq!(h[header::CONTENT_LENGTH], "5");
+    }
+
+    #[test]
+    fn an_answer_head_keeps_te_trailers_its_own_date_and_length() {
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(
+            header::DATE,
+            HeaderValue::from_static("Fri, 04 Dec 2026 18:00:00 GMT"),
+        );
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("7"));
+        prepare_head(&mut h, &full("hello"));
+        assert_eq!(h.len(), 3);
+        assert_eq!(h[header::TE], "trailers");
+        assert_eq!(h[header::DATE], "Fri, 04 Dec 2026 18:00:00 GMT");
+        assert_eq!(h[header::CONTENT_LENGTH], "7");
+    }
+
+    #[test]
+    fn connection_specific_names_are_found_and_others_are_not() {
+        for n in [
+            "connection",
+            "transfer-encoding",
+            "upgrade",
+            "keep-alive",
+            "proxy-connection",
+        ] {
+            assert!(
+                is_connection_specific(&header::HeaderName::from_static(n)),
+                "{n}"
+            );
+        }
+        for n in ["te", "content-length", "date", "x-keep-alive", "server"] {
+            assert!(
+                !is_connection_specific(&header::HeaderName::from_static(n)),
+                "{n}"
+            );
+        }
+    }
+}
