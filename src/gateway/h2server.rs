@@ -131,17 +131,19 @@ async fn stream(info: Arc<ConnInfo>, req: Request<RecvStream>, mut respond: Send
         return;
     };
     let (mut parts, mut body) = answer.into_parts();
-    prepare_head(&mut parts.headers, &body);
     let end = body.is_end_stream();
+    prepare_head(&mut parts.headers, &body, end);
     let mut send = match respond.send_response(Response::from_parts(parts, ()), end) {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!("HTTP/2 answer head not sent: {e}");
+            respond.send_reset(Reason::INTERNAL_ERROR);
             return;
         }
     };
     if !end {
-        if let Err(e) = poll_fn(|cx| poll_send_body(cx, &mut body, &mut send)).await {
+        let mut held = None;
+        if let Err(e) = poll_fn(|cx| poll_send_body(cx, &mut body, &mut send, &mut held)).await {
             tracing::debug!("HTTP/2 answer body not sent whole: {e}");
         }
     }
@@ -149,21 +151,21 @@ async fn stream(info: Arc<ConnInfo>, req: Request<RecvStream>, mut respond: Send
 
 /// Makes an answer's fields fit for HTTP/2, in one pass over them: removes the
 /// connection-specific ones, which RFC 9113 §8.2.2 forbids (`Connection`,
-/// `Keep-Alive`, `Proxy-Connection`, `Transfer-Encoding`, `Upgrade`; `TE` other
-/// than `trailers`); adds `Date` when there is none (RFC 9110 §6.6.1: a proxy
-/// forwarding an answer without one adds it), and `Content-Length` when the
-/// body's length is known and the field is missing (as hyper did).
-fn prepare_head(headers: &mut HeaderMap, body: &ResponseBody) {
+/// `Keep-Alive`, `Proxy-Connection`, `Transfer-Encoding`, `Upgrade`, and `TE`,
+/// which only a request may carry); adds `Date` when there is none (RFC 9110
+/// §6.6.1: a proxy forwarding an answer without one adds it), and
+/// `Content-Length` when the answer has a body (`end` false) whose length is
+/// known and the field is missing, as hyper did. An answer without a body (HEAD,
+/// 204, 304) gets no length made up for it.
+fn prepare_head(headers: &mut HeaderMap, body: &ResponseBody, end: bool) {
     let mut forbidden = false;
     let mut has_date = false;
     let mut has_length = false;
-    for (name, value) in headers.iter() {
+    for name in headers.keys() {
         if name == header::DATE {
             has_date = true;
         } else if name == header::CONTENT_LENGTH {
             has_length = true;
-        } else if name == header::TE {
-            forbidden |= value != "trailers";
         } else {
             forbidden |= is_connection_specific(name);
         }
@@ -173,50 +175,58 @@ fn prepare_head(headers: &mut HeaderMap, body: &ResponseBody) {
             header::CONNECTION,
             header::TRANSFER_ENCODING,
             header::UPGRADE,
+            header::TE,
             header::HeaderName::from_static("keep-alive"),
             header::HeaderName::from_static("proxy-connection"),
         ] {
             headers.remove(name);
         }
-        if headers.get(header::TE).is_some_and(|v| v != "trailers") {
-            headers.remove(header::TE);
-        }
     }
     if !has_date {
         headers.insert(header::DATE, super::h1server::date_value());
     }
-    if !has_length {
+    if !has_length && !end {
         if let Some(n) = body.size_hint().exact() {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
         }
     }
 }
 
-/// The fields RFC 9113 §8.2.2 forbids in an HTTP/2 message (but `TE`).
+/// The fields RFC 9113 §8.2.2 forbids in an HTTP/2 answer.
 fn is_connection_specific(name: &header::HeaderName) -> bool {
     name == header::CONNECTION
         || name == header::TRANSFER_ENCODING
         || name == header::UPGRADE
+        || name == header::TE
         || name.as_str() == "keep-alive"
         || name.as_str() == "proxy-connection"
 }
 
 /// Sends `body` on `send` as DATA frames (and trailers, if it has them), each
-/// when the client's flow-control window has room for some of it; a failing
-/// body resets the stream (INTERNAL_ERROR), a reset from the client ends it.
-/// Errors: the stream was reset or the connection closed.
+/// when the client's flow-control window has room for some of it; `held` keeps
+/// a piece taken from the body while it waits for that room. A failing body
+/// resets the stream (INTERNAL_ERROR); a reset from the client ends it, whether
+/// it comes while the body is awaited or while a piece waits for room.
+///
+/// The order is hyper's (`PipeToSendStream`, hyper 1.12): the next piece is
+/// taken from the body *before* any window is reserved for it, so a stream whose
+/// backend is slow holds no part of the connection's window (reserving even one
+/// byte ahead can stall the other streams of a client that sends WINDOW_UPDATE
+/// only when its window is used up; hyper issue 4003). Errors: the stream was
+/// reset or the connection closed.
 fn poll_send_body(
     cx: &mut Context<'_>,
     body: &mut ResponseBody,
     send: &mut SendStream<Bytes>,
+    held: &mut Option<(Bytes, bool)>,
 ) -> Poll<Result<(), h2::Error>> {
     loop {
-        // Room for at least a byte before the next frame is taken from the
-        // body: the body is read only as fast as the client takes it. `h2`
-        // splits a larger piece as the window opens.
-        send.reserve_capacity(1);
-        if send.capacity() == 0 {
-            loop {
+        // Registered on every pass, so a reset wakes the stream whatever it waits for.
+        if let Poll::Ready(reason) = send.poll_reset(cx) {
+            return Poll::Ready(Err(reason.map_or_else(|e| e, h2::Error::from)));
+        }
+        if held.is_some() {
+            while send.capacity() == 0 {
                 match ready!(send.poll_capacity(cx)) {
                     Some(Ok(0)) => {}
                     Some(Ok(_)) => break,
@@ -224,20 +234,32 @@ fn poll_send_body(
                     None => return Poll::Ready(Err(h2::Error::from(Reason::CANCEL))),
                 }
             }
-        } else if let Poll::Ready(reason) = send.poll_reset(cx) {
-            return Poll::Ready(Err(reason.map_or_else(|e| e, h2::Error::from)));
+            if let Some((data, end)) = held.take() {
+                // `h2` sends what the window takes and queues the rest.
+                send.send_data(data, end)?;
+                if end {
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            continue;
         }
         match ready!(Pin::new(&mut *body).poll_frame(cx)) {
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
                     let end = body.is_end_stream();
-                    send.send_data(data, end)?;
-                    if end {
-                        return Poll::Ready(Ok(()));
+                    if data.is_empty() {
+                        send.send_data(data, end)?;
+                        if end {
+                            return Poll::Ready(Ok(()));
+                        }
+                        continue;
                     }
+                    send.reserve_capacity(1);
+                    *held = Some((data, end));
                 }
                 Err(frame) => {
                     if let Ok(trailers) = frame.into_trailers() {
+                        send.reserve_capacity(0);
                         send.send_trailers(trailers)?;
                         return Poll::Ready(Ok(()));
                     }
@@ -282,7 +304,7 @@ mod tests {
                 HeaderValue::from_static(v),
             );
         }
-        prepare_head(&mut h, &full("hello"));
+        prepare_head(&mut h, &full("hello"), false);
         let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         names.sort_unstable();
         assert_eq!(names, ["content-length", "date", "server"]);
@@ -290,7 +312,7 @@ mod tests {
     }
 
     #[test]
-    fn an_answer_head_keeps_te_trailers_its_own_date_and_length() {
+    fn an_answer_head_keeps_its_own_date_and_length_and_loses_te() {
         let mut h = HeaderMap::new();
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         h.insert(
@@ -298,11 +320,19 @@ mod tests {
             HeaderValue::from_static("Fri, 04 Dec 2026 18:00:00 GMT"),
         );
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("7"));
-        prepare_head(&mut h, &full("hello"));
-        assert_eq!(h.len(), 3);
-        assert_eq!(h[header::TE], "trailers");
+        prepare_head(&mut h, &full("hello"), false);
+        assert_eq!(h.len(), 2);
         assert_eq!(h[header::DATE], "Fri, 04 Dec 2026 18:00:00 GMT");
         assert_eq!(h[header::CONTENT_LENGTH], "7");
+    }
+
+    #[test]
+    fn an_answer_without_a_body_gets_no_length_made_up() {
+        // HEAD, 204 and 304: the body ends at once and says it is 0 bytes long.
+        let mut h = HeaderMap::new();
+        prepare_head(&mut h, &ResponseBody::plain(Inner::Full(None)), true);
+        assert!(!h.contains_key(header::CONTENT_LENGTH), "{h:?}");
+        assert!(h.contains_key(header::DATE));
     }
 
     #[test]
@@ -319,7 +349,13 @@ mod tests {
                 "{n}"
             );
         }
-        for n in ["te", "content-length", "date", "x-keep-alive", "server"] {
+        for n in [
+            "content-length",
+            "date",
+            "x-keep-alive",
+            "server",
+            "trailer",
+        ] {
             assert!(
                 !is_connection_specific(&header::HeaderName::from_static(n)),
                 "{n}"

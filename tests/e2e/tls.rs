@@ -250,6 +250,78 @@ async fn h2c_request_bodies_and_streams_the_client_gives_up() {
     assert_eq!(rec["properties"]["httpVersion"], "HTTP/2.0");
 }
 
+/// An HTTP/2 answer whose backend stalls halfway through its body: a reset
+/// from the client ends the stream at once (logged with the status sent and
+/// `ERRORINFO_CLIENT_CLOSED_REQUEST`), not when the backend sends again. And a
+/// 204 gets no `Content-Length` made up for it (RFC 9110 §8.6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_reset_during_a_stalled_body_and_no_length_for_204() {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let baddr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                if head.contains("/no-content") {
+                    let _ = s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n");
+                } else {
+                    let _ =
+                        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\nfirst part");
+                }
+                // Stall: the rest of the body never comes.
+                std::thread::sleep(Duration::from_secs(30));
+            });
+        }
+    });
+    let port = free_port();
+    let gw = Gateway::start_one_core("h2stall", &basic_config(port, &[baddr.to_string()], ""));
+    let tcp = tokio::net::TcpStream::connect(local(port))
+        .await
+        .expect("connect");
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    let mut client = client.ready().await.expect("ready");
+    let req = http::Request::get(format!("http://127.0.0.1:{port}/stall?h2=stalled"))
+        .body(())
+        .expect("request");
+    let (answer, mut stream) = client.send_request(req, true).expect("send");
+    let answer = answer.await.expect("answer");
+    assert_eq!(answer.status(), 200);
+    let mut body = answer.into_body();
+    let first = body.data().await.expect("a first piece").expect("data");
+    assert_eq!(&first[..], b"first part");
+    let asked = std::time::Instant::now();
+    stream.send_reset(h2::Reason::CANCEL);
+    let rec =
+        gw.record_where(|r| r["properties"]["originalRequestUriWithArgs"] == "/stall?h2=stalled");
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(rec["properties"]["httpStatus"], 200);
+    assert_eq!(
+        rec["properties"]["error_info"],
+        "ERRORINFO_CLIENT_CLOSED_REQUEST"
+    );
+    let mut client = client.ready().await.expect("still open");
+    let req = http::Request::get(format!("http://127.0.0.1:{port}/no-content"))
+        .body(())
+        .expect("request");
+    let (answer, _) = client.send_request(req, true).expect("send");
+    let answer = answer.await.expect("answer");
+    assert_eq!(answer.status(), 204);
+    assert!(
+        !answer.headers().contains_key("content-length"),
+        "{:?}",
+        answer.headers()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_to_the_backend_with_a_trusted_root() {
     let dir = temp_dir("tlsbackend");
