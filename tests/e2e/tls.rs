@@ -157,6 +157,39 @@ async fn h2c_with_prior_knowledge() {
     assert_eq!(out.stdout.len(), 3_000_000);
 }
 
+/// An h2c client connection (prior knowledge) to the gateway on `port`.
+async fn h2c_client(port: u16) -> h2::client::SendRequest<bytes::Bytes> {
+    let tcp = tokio::net::TcpStream::connect(local(port))
+        .await
+        .expect("connect");
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    client
+}
+
+/// Opens a GET of `path` on `client` (which must still be open): the answer to
+/// come, and the stream's sending half (to reset it).
+async fn h2_open(
+    client: &h2::client::SendRequest<bytes::Bytes>,
+    port: u16,
+    path: &str,
+) -> (h2::client::ResponseFuture, h2::SendStream<bytes::Bytes>) {
+    let mut client = client.clone().ready().await.expect("still open");
+    let req = http::Request::get(format!("http://127.0.0.1:{port}{path}"))
+        .body(())
+        .expect("request");
+    client.send_request(req, true).expect("send")
+}
+
+/// GET `path` on `client`: the answer's head and body stream.
+async fn h2_get(
+    client: &h2::client::SendRequest<bytes::Bytes>,
+    port: u16,
+    path: &str,
+) -> http::Response<h2::RecvStream> {
+    h2_open(client, port, path).await.0.await.expect("answer")
+}
+
 /// HTTP/2 request bodies larger than the stream's receive window (1 MiB): the
 /// window is opened again as the backend takes the body, so all of it arrives.
 /// A stream the client resets while the backend works is logged 499 and the
@@ -202,16 +235,8 @@ async fn h2c_request_bodies_and_streams_the_client_gives_up() {
     assert!(received >= 3_000_000, "{received}");
 
     // A reset stream (RST_STREAM CANCEL) on a connection that stays open.
-    let tcp = tokio::net::TcpStream::connect(local(port))
-        .await
-        .expect("connect");
-    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
-    tokio::spawn(conn);
-    let mut client = client.ready().await.expect("ready");
-    let hang = http::Request::get(format!("http://127.0.0.1:{port}/hang?h2=reset"))
-        .body(())
-        .expect("request");
-    let (answer, mut stream) = client.send_request(hang, false).expect("send");
+    let client = h2c_client(port).await;
+    let (answer, mut stream) = h2_open(&client, port, "/hang?h2=reset").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     stream.send_reset(h2::Reason::CANCEL);
     drop(answer);
@@ -222,12 +247,7 @@ async fn h2c_request_bodies_and_streams_the_client_gives_up() {
         rec["properties"]["error_info"],
         "ERRORINFO_CLIENT_CLOSED_REQUEST"
     );
-    let mut client = client.ready().await.expect("still open");
-    let ok = http::Request::get(format!("http://127.0.0.1:{port}/status/201?h2=after"))
-        .body(())
-        .expect("request");
-    let (answer, _) = client.send_request(ok, true).expect("send");
-    let answer = answer.await.expect("answer");
+    let answer = h2_get(&client, port, "/status/201?h2=after").await;
     assert_eq!(answer.status(), 201);
     assert!(answer.headers().contains_key("x-transaction-id"));
     assert!(answer.headers().contains_key("date"));
@@ -279,16 +299,8 @@ async fn h2_reset_during_a_stalled_body_and_no_length_for_204() {
     });
     let port = free_port();
     let gw = Gateway::start_one_core("h2stall", &basic_config(port, &[baddr.to_string()], ""));
-    let tcp = tokio::net::TcpStream::connect(local(port))
-        .await
-        .expect("connect");
-    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
-    tokio::spawn(conn);
-    let mut client = client.ready().await.expect("ready");
-    let req = http::Request::get(format!("http://127.0.0.1:{port}/stall?h2=stalled"))
-        .body(())
-        .expect("request");
-    let (answer, mut stream) = client.send_request(req, true).expect("send");
+    let client = h2c_client(port).await;
+    let (answer, mut stream) = h2_open(&client, port, "/stall?h2=stalled").await;
     let answer = answer.await.expect("answer");
     assert_eq!(answer.status(), 200);
     let mut body = answer.into_body();
@@ -308,12 +320,7 @@ async fn h2_reset_during_a_stalled_body_and_no_length_for_204() {
         rec["properties"]["error_info"],
         "ERRORINFO_CLIENT_CLOSED_REQUEST"
     );
-    let mut client = client.ready().await.expect("still open");
-    let req = http::Request::get(format!("http://127.0.0.1:{port}/no-content"))
-        .body(())
-        .expect("request");
-    let (answer, _) = client.send_request(req, true).expect("send");
-    let answer = answer.await.expect("answer");
+    let answer = h2_get(&client, port, "/no-content").await;
     assert_eq!(answer.status(), 204);
     assert!(
         !answer.headers().contains_key("content-length"),
