@@ -31,6 +31,7 @@ use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
@@ -70,20 +71,36 @@ fn builder() -> h2::server::Builder {
 /// every stream it opens. When `shutdown` turns true, sends GOAWAY and lets the
 /// streams in progress finish. A stream still open when the connection ends
 /// (the client went away) is dropped, and its request is logged as 499.
-pub async fn serve<I>(io: I, info: Arc<ConnInfo>, mut shutdown: watch::Receiver<bool>)
-where
+///
+/// `idle` is `[gateway].client_idle_timeout`: a connection whose preface has
+/// not come within it is closed, and one with no open stream for that long gets
+/// GOAWAY (NO_ERROR) and is closed, as nginx's `keepalive_timeout` and HAProxy's
+/// `timeout http-keep-alive` close an idle HTTP/2 connection.
+pub async fn serve<I>(
+    io: I,
+    info: Arc<ConnInfo>,
+    mut shutdown: watch::Receiver<bool>,
+    idle: Duration,
+) where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut conn = match builder().handshake::<_, Bytes>(io).await {
-        Ok(c) => c,
-        Err(e) => {
+    let mut conn = match tokio::time::timeout(idle, builder().handshake::<_, Bytes>(io)).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
             tracing::debug!("HTTP/2 handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("no HTTP/2 preface within the idle timeout");
             return;
         }
     };
     let mut streams = FuturesUnordered::new();
     let mut stop = pin!(shutdown.wait_for(|s| *s));
     let mut stopping = false;
+    let mut idle_timer = pin!(tokio::time::sleep(idle));
+    // The timer runs for the current stretch without streams.
+    let mut idle_armed = true;
     poll_fn(|cx| {
         if !stopping && stop.as_mut().poll(cx).is_ready() {
             // A closed sender means the gateway is gone: shut down too.
@@ -96,14 +113,37 @@ where
             match conn.poll_accept(cx) {
                 Poll::Ready(Some(Ok((req, respond)))) => {
                     streams.push(stream(info.clone(), req, respond));
+                    idle_armed = false;
+                    continue;
                 }
                 Poll::Ready(Some(Err(e))) => {
                     tracing::debug!("HTTP/2 client connection ended with an error: {e}");
                     return Poll::Ready(());
                 }
                 Poll::Ready(None) => return Poll::Ready(()),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {}
             }
+            if !streams.is_empty() || stopping {
+                return Poll::Pending;
+            }
+            if !idle_armed {
+                idle_timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + idle);
+                idle_armed = true;
+            }
+            if idle_timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            // Idle for `idle`: GOAWAY naming the last stream served, which the
+            // next poll_accept sends before it ends the connection (no stream
+            // is open). Not the graceful two-step GOAWAY, which waits for the
+            // client's PING answer: a dead client never sends it. A request
+            // the client sent meanwhile is past that id, so it knows it was
+            // not served and may send it again (RFC 9113 §6.8).
+            tracing::debug!("HTTP/2 client connection idle: GOAWAY");
+            stopping = true;
+            conn.abrupt_shutdown(Reason::NO_ERROR);
         }
     })
     .await;

@@ -306,13 +306,15 @@ impl Listeners {
         }
     }
 
-    /// Serves an HTTP/2 client connection until it ends (`h2server.rs`); on
-    /// shutdown, sends GOAWAY and lets the streams in progress finish.
+    /// Serves an HTTP/2 client connection until it ends (`h2server.rs`), with
+    /// the running snapshot's `client_idle_timeout`; on shutdown, sends GOAWAY
+    /// and lets the streams in progress finish.
     async fn serve_h2<I>(&self, io: I, info: Arc<ConnInfo>)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        h2server::serve(io, info, self.shutdown.subscribe()).await;
+        let idle = self.gateway.snapshot.load().idle_timeout;
+        h2server::serve(io, info, self.shutdown.subscribe(), idle).await;
     }
 
     async fn plain_http_on_https(&self, mut stream: TcpStream, peer: SocketAddr) {

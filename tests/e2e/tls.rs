@@ -157,14 +157,19 @@ async fn h2c_with_prior_knowledge() {
     assert_eq!(out.stdout.len(), 3_000_000);
 }
 
-/// An h2c client connection (prior knowledge) to the gateway on `port`.
-async fn h2c_client(port: u16) -> h2::client::SendRequest<bytes::Bytes> {
+/// An h2c client connection (prior knowledge) to the gateway on `port`, and
+/// the task that drives it, which ends when the connection does.
+async fn h2c_client(
+    port: u16,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
     let tcp = tokio::net::TcpStream::connect(local(port))
         .await
         .expect("connect");
     let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
-    tokio::spawn(conn);
-    client
+    (client, tokio::spawn(conn))
 }
 
 /// Opens a GET of `path` on `client` (which must still be open): the answer to
@@ -235,7 +240,7 @@ async fn h2c_request_bodies_and_streams_the_client_gives_up() {
     assert!(received >= 3_000_000, "{received}");
 
     // A reset stream (RST_STREAM CANCEL) on a connection that stays open.
-    let client = h2c_client(port).await;
+    let (client, _) = h2c_client(port).await;
     let (answer, mut stream) = h2_open(&client, port, "/hang?h2=reset").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     stream.send_reset(h2::Reason::CANCEL);
@@ -299,7 +304,7 @@ async fn h2_reset_during_a_stalled_body_and_no_length_for_204() {
     });
     let port = free_port();
     let gw = Gateway::start_one_core("h2stall", &basic_config(port, &[baddr.to_string()], ""));
-    let client = h2c_client(port).await;
+    let (client, _) = h2c_client(port).await;
     let (answer, mut stream) = h2_open(&client, port, "/stall?h2=stalled").await;
     let answer = answer.await.expect("answer");
     assert_eq!(answer.status(), 200);
@@ -326,6 +331,41 @@ async fn h2_reset_during_a_stalled_body_and_no_length_for_204() {
         !answer.headers().contains_key("content-length"),
         "{:?}",
         answer.headers()
+    );
+}
+
+/// `client_idle_timeout` applies to HTTP/2 connections: one with no open
+/// stream for that long gets GOAWAY and is closed; a stream open longer than
+/// that is not cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_h2_connections_are_closed_but_busy_ones_are_not() {
+    let app = DemoApp::start();
+    let port = free_port();
+    let _gw = Gateway::start_with(
+        "h2idle",
+        "client_idle_timeout = 1",
+        &basic_config(port, &[app.addr.to_string()], ""),
+    );
+    let (client, ended) = h2c_client(port).await;
+    let answer = h2_get(&client, port, "/slow?ms=2500").await;
+    assert_eq!(answer.status(), 200);
+    let mut body = answer.into_body();
+    let mut text = Vec::new();
+    while let Some(piece) = body.data().await {
+        text.extend_from_slice(&piece.expect("data"));
+    }
+    assert_eq!(String::from_utf8_lossy(&text), "slept 2500 ms\n");
+    let idle_from = std::time::Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(5), ended)
+        .await
+        .expect("the idle connection is closed within 5 s")
+        .expect("connection task");
+    // GOAWAY with NO_ERROR: a clean end for the client.
+    assert!(end.is_ok(), "{end:?}");
+    assert!(
+        idle_from.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        idle_from.elapsed()
     );
 }
 
