@@ -62,14 +62,9 @@ impl Body for ClientBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ClientBody::Empty => SizeHint::with_exact(0),
-            ClientBody::H2(b) => match b.length {
-                Some(n) => SizeHint::with_exact(n),
-                None => SizeHint::default(),
-            },
-            ClientBody::H1(b) => match b.length {
-                Some(n) => SizeHint::with_exact(n),
-                None => SizeHint::default(),
-            },
+            ClientBody::H2(H2Body { length, .. }) | ClientBody::H1(H1Body { length, .. }) => {
+                length.map_or_else(SizeHint::default, SizeHint::with_exact)
+            }
         }
     }
 }
