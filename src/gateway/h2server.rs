@@ -30,7 +30,7 @@ use http_body::Body as _;
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
@@ -266,13 +266,12 @@ fn poll_send_body(
     held: &mut Option<(Bytes, bool)>,
 ) -> Poll<Result<(), h2::Error>> {
     loop {
-        // Registered on every pass, so a reset wakes the stream whatever it waits for.
-        if let Poll::Ready(reason) = send.poll_reset(cx) {
-            return Poll::Ready(Err(reason.map_or_else(|e| e, h2::Error::from)));
-        }
         if held.is_some() {
             while send.capacity() == 0 {
-                match ready!(send.poll_capacity(cx)) {
+                let Poll::Ready(room) = send.poll_capacity(cx) else {
+                    return pending_unless_reset(cx, send);
+                };
+                match room {
                     Some(Ok(0)) => {}
                     Some(Ok(_)) => break,
                     Some(Err(e)) => return Poll::Ready(Err(e)),
@@ -288,11 +287,18 @@ fn poll_send_body(
             }
             continue;
         }
-        match ready!(Pin::new(&mut *body).poll_frame(cx)) {
+        let Poll::Ready(frame) = Pin::new(&mut *body).poll_frame(cx) else {
+            return pending_unless_reset(cx, send);
+        };
+        match frame {
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
                     let end = body.is_end_stream();
-                    if data.is_empty() {
+                    // The last piece goes at once: nothing more is taken from
+                    // the backend after it, so waiting for window first holds
+                    // back nothing, and `h2` sends what the window takes and
+                    // queues the rest, as it does for a held piece.
+                    if end || data.is_empty() {
                         send.send_data(data, end)?;
                         if end {
                             return Poll::Ready(Ok(()));
@@ -320,6 +326,21 @@ fn poll_send_body(
                 return Poll::Ready(Ok(()));
             }
         }
+    }
+}
+
+/// What [`poll_send_body`] returns when it has to wait (for the body or for
+/// window): `Pending`, with the stream's task registered for a reset from the
+/// client too, so a reset wakes the stream whatever it waits for; or the reset,
+/// if one came. Asked only when the stream waits: a body that is ready goes out
+/// without the check (a reset stream refuses its DATA with an error anyway).
+fn pending_unless_reset(
+    cx: &mut Context<'_>,
+    send: &mut SendStream<Bytes>,
+) -> Poll<Result<(), h2::Error>> {
+    match send.poll_reset(cx) {
+        Poll::Ready(reason) => Poll::Ready(Err(reason.map_or_else(|e| e, h2::Error::from))),
+        Poll::Pending => Poll::Pending,
     }
 }
 
