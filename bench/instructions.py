@@ -63,7 +63,6 @@ def peer_cmd(name, w, bin_path):
     port = run.PORTS[name.replace("-", "_")]
     if name == "portcullis-nolog":
         run.write_variant_config(w, "nolog", 'access_log = "off"')
-        urls["h2"] = urls["http"]  # the same listener, HTTP/2 with prior knowledge
         return [str(bin_path), "run", "-c", str(w / "portcullis-nolog.toml")], port, urls
     if name == "haproxy":
         return ["haproxy", "-f", str(w / "haproxy.cfg")], port, urls

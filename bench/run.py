@@ -274,9 +274,10 @@ TARGETS = {
     "portcullis-nometrics": {"http": f"http://127.0.0.1:{PORTS['portcullis_nometrics']}", "https": None, "h2": None,
                              "only": ("ka64",)},
     # The same portcullis with access_log = "off" (nginx's combined line is ~75 bytes,
-    # the Azure v2 record ~930): shows what the richer log costs. ka64 only.
-    "portcullis-nolog": {"http": f"http://127.0.0.1:{PORTS['portcullis_nolog']}", "https": None, "h2": None,
-                         "only": ("ka64",)},
+    # the Azure v2 record ~930): shows what the richer log costs. ka64, and h2, where
+    # it is the like-for-like figure beside HAProxy, which logs nothing here.
+    "portcullis-nolog": {"http": f"http://127.0.0.1:{PORTS['portcullis_nolog']}", "https": None,
+                         "h2": f"http://127.0.0.1:{PORTS['portcullis_nolog']}", "only": ("ka64", "h2")},
     # nginx writing the portcullis record (see write_configs). ka64 only.
     "nginx-azurelog": {"http": f"http://127.0.0.1:{PORTS['nginx_azurelog']}", "https": None, "h2": None,
                        "only": ("ka64",)},
