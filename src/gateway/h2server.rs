@@ -30,7 +30,7 @@ use http_body::Body as _;
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
@@ -73,8 +73,9 @@ fn builder() -> h2::server::Builder {
 /// (the client went away) is dropped, and its request is logged as 499.
 ///
 /// `idle` is `[gateway].client_idle_timeout`: a connection whose preface has
-/// not come within it is closed, and one with no open stream for that long gets
-/// GOAWAY (NO_ERROR) and is closed, as nginx's `keepalive_timeout` and HAProxy's
+/// not come within it is closed, and one with no open stream (none with answer
+/// data still queued in `h2` for the client's window) for that long gets GOAWAY
+/// (NO_ERROR) and is closed, as nginx's `keepalive_timeout` and HAProxy's
 /// `timeout http-keep-alive` close an idle HTTP/2 connection.
 pub async fn serve<I>(
     io: I,
@@ -123,7 +124,10 @@ pub async fn serve<I>(
                 Poll::Ready(None) => return Poll::Ready(()),
                 Poll::Pending => {}
             }
-            if !streams.is_empty() || stopping {
+            // `has_streams`: a stream whose future has ended may still have
+            // answer data queued in `h2`, waiting for the client's window; the
+            // connection is not idle until that is sent.
+            if !streams.is_empty() || conn.has_streams() || stopping {
                 return Poll::Pending;
             }
             if !idle_armed {
@@ -266,12 +270,13 @@ fn poll_send_body(
     held: &mut Option<(Bytes, bool)>,
 ) -> Poll<Result<(), h2::Error>> {
     loop {
+        // Registered on every pass, so a reset wakes the stream whatever it waits for.
+        if let Poll::Ready(reason) = send.poll_reset(cx) {
+            return Poll::Ready(Err(reason.map_or_else(|e| e, h2::Error::from)));
+        }
         if held.is_some() {
             while send.capacity() == 0 {
-                let Poll::Ready(room) = send.poll_capacity(cx) else {
-                    return pending_unless_reset(cx, send);
-                };
-                match room {
+                match ready!(send.poll_capacity(cx)) {
                     Some(Ok(0)) => {}
                     Some(Ok(_)) => break,
                     Some(Err(e)) => return Poll::Ready(Err(e)),
@@ -287,17 +292,16 @@ fn poll_send_body(
             }
             continue;
         }
-        let Poll::Ready(frame) = Pin::new(&mut *body).poll_frame(cx) else {
-            return pending_unless_reset(cx, send);
-        };
-        match frame {
+        match ready!(Pin::new(&mut *body).poll_frame(cx)) {
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
                     let end = body.is_end_stream();
                     // The last piece goes at once: nothing more is taken from
                     // the backend after it, so waiting for window first holds
                     // back nothing, and `h2` sends what the window takes and
-                    // queues the rest, as it does for a held piece.
+                    // queues the rest, as it does for a held piece. The stream
+                    // ends here; `h2` counts it until the queue is sent, which
+                    // the idle check in `serve` waits for (`has_streams`).
                     if end || data.is_empty() {
                         send.send_data(data, end)?;
                         if end {
@@ -326,21 +330,6 @@ fn poll_send_body(
                 return Poll::Ready(Ok(()));
             }
         }
-    }
-}
-
-/// What [`poll_send_body`] returns when it has to wait (for the body or for
-/// window): `Pending`, with the stream's task registered for a reset from the
-/// client too, so a reset wakes the stream whatever it waits for; or the reset,
-/// if one came. Asked only when the stream waits: a body that is ready goes out
-/// without the check (a reset stream refuses its DATA with an error anyway).
-fn pending_unless_reset(
-    cx: &mut Context<'_>,
-    send: &mut SendStream<Bytes>,
-) -> Poll<Result<(), h2::Error>> {
-    match send.poll_reset(cx) {
-        Poll::Ready(reason) => Poll::Ready(Err(reason.map_or_else(|e| e, h2::Error::from))),
-        Poll::Pending => Poll::Pending,
     }
 }
 

@@ -369,6 +369,48 @@ async fn idle_h2_connections_are_closed_but_busy_ones_are_not() {
     );
 }
 
+/// An answer whose last part waits in `h2`'s queue for the client's window
+/// keeps the connection out of the idle timeout: a client that opens a 1,000-byte
+/// window and reads only after three idle timeouts still gets the whole body
+/// (its stream's future ended when the last piece was handed to `h2`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_h2_answer_data_is_not_cut_by_the_idle_timeout() {
+    let app = DemoApp::start();
+    let port = free_port();
+    let _gw = Gateway::start_with(
+        "h2queued",
+        "client_idle_timeout = 1",
+        &basic_config(port, &[app.addr.to_string()], ""),
+    );
+    let tcp = tokio::net::TcpStream::connect(local(port))
+        .await
+        .expect("connect");
+    let (client, conn) = h2::client::Builder::new()
+        .initial_window_size(1000)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .expect("h2 handshake");
+    let ended = tokio::spawn(conn);
+    let answer = h2_get(&client, port, "/bytes?n=25000").await;
+    assert_eq!(answer.status(), 200);
+    // Three idle timeouts with 24,000 bytes of the answer still to come.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut body = answer.into_body();
+    let mut got = 0;
+    while let Some(piece) = body.data().await {
+        let piece = piece.expect("the whole answer, not a closed connection");
+        got += piece.len();
+        let _ = body.flow_control().release_capacity(piece.len());
+    }
+    assert_eq!(got, 25_000);
+    // Once it is sent, the connection is idle and closed as usual.
+    let end = tokio::time::timeout(Duration::from_secs(5), ended)
+        .await
+        .expect("closed when idle")
+        .expect("connection task");
+    assert!(end.is_ok(), "{end:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_to_the_backend_with_a_trusted_root() {
     let dir = temp_dir("tlsbackend");
