@@ -45,11 +45,8 @@ def main():
         got = {n: [] for n in names}
         for r in range(a.rounds):
             for n in (names if r % 2 == 0 else names[::-1]):
-                pid = s.worker_pid(n)
-                fn(base[n], 1)  # warm-up
-                c0 = run.cpu_seconds(pid)
-                res = fn(base[n], a.duration)
-                cpu = (run.cpu_seconds(pid) - c0) / max(res["requests"], 1) * 1e5
+                res = run.measure(fn, base[n], s.worker_pid(n), a.duration)
+                cpu = res["cpu_s_per_100k"]
                 got[n].append((res["rps"], cpu))
                 print(f"round {r + 1} {n}: {res['rps']:>9.0f} req/s, CPU {cpu:.3f} s per 100k, "
                       f"errors {res['non2xx']} {res['socket_errors']}", flush=True)

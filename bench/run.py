@@ -284,6 +284,17 @@ TARGETS = {
 }
 
 
+def measure(fn, base, pid, duration):
+    """One scenario run against one target: a 1 s warm-up, then `duration`
+    seconds counted. The scenario's result, with the CPU seconds (user +
+    system) process `pid` used per 100,000 requests (`cpu_s_per_100k`)."""
+    fn(base, 1)
+    c0 = cpu_seconds(pid)
+    res = fn(base, duration)
+    res["cpu_s_per_100k"] = round((cpu_seconds(pid) - c0) / max(res["requests"], 1) * 1e5, 3)
+    return res
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=2)
@@ -333,10 +344,7 @@ def main():
                         continue
                     if sc not in base.get("only", (sc,)):
                         continue
-                    fn(base, 1)  # warm-up
-                    c0 = cpu_seconds(pids[t])
-                    res = fn(base, a.duration)
-                    res["cpu_s_per_100k"] = round((cpu_seconds(pids[t]) - c0) / max(res["requests"], 1) * 1e5, 3)
+                    res = measure(fn, base, pids[t], a.duration)
                     res["peak_rss_mib"] = round(peak_rss(pids[t]) / 1048576, 1)
                     key = f"{sc}/{t}"
                     best = results.get(key)

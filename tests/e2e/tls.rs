@@ -157,19 +157,38 @@ async fn h2c_with_prior_knowledge() {
     assert_eq!(out.stdout.len(), 3_000_000);
 }
 
-/// An h2c client connection (prior knowledge) to the gateway on `port`, and
-/// the task that drives it, which ends when the connection does.
-async fn h2c_client(
+/// The task that drives an h2 client connection; it ends when the connection does.
+type H2Driver = tokio::task::JoinHandle<Result<(), h2::Error>>;
+
+/// An h2c client connection (prior knowledge) to the gateway on `port`, with
+/// `h2`'s default settings, and the task that drives it.
+async fn h2c_client(port: u16) -> (h2::client::SendRequest<bytes::Bytes>, H2Driver) {
+    h2c_client_with(port, &h2::client::Builder::new()).await
+}
+
+/// The same with the client settings of `builder` (a small window, say).
+async fn h2c_client_with(
     port: u16,
-) -> (
-    h2::client::SendRequest<bytes::Bytes>,
-    tokio::task::JoinHandle<Result<(), h2::Error>>,
-) {
+    builder: &h2::client::Builder,
+) -> (h2::client::SendRequest<bytes::Bytes>, H2Driver) {
     let tcp = tokio::net::TcpStream::connect(local(port))
         .await
         .expect("connect");
-    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let (client, conn) = builder
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .expect("h2 handshake");
     (client, tokio::spawn(conn))
+}
+
+/// Waits for the gateway to close an idle h2 connection (at most 5 s) and
+/// checks that it ended cleanly: GOAWAY with NO_ERROR.
+async fn closed_cleanly_when_idle(ended: H2Driver) {
+    let end = tokio::time::timeout(Duration::from_secs(5), ended)
+        .await
+        .expect("the idle connection is closed within 5 s")
+        .expect("connection task");
+    assert!(end.is_ok(), "{end:?}");
 }
 
 /// Opens a GET of `path` on `client` (which must still be open): the answer to
@@ -356,12 +375,7 @@ async fn idle_h2_connections_are_closed_but_busy_ones_are_not() {
     }
     assert_eq!(String::from_utf8_lossy(&text), "slept 2500 ms\n");
     let idle_from = std::time::Instant::now();
-    let end = tokio::time::timeout(Duration::from_secs(5), ended)
-        .await
-        .expect("the idle connection is closed within 5 s")
-        .expect("connection task");
-    // GOAWAY with NO_ERROR: a clean end for the client.
-    assert!(end.is_ok(), "{end:?}");
+    closed_cleanly_when_idle(ended).await;
     assert!(
         idle_from.elapsed() >= Duration::from_millis(800),
         "{:?}",
@@ -382,15 +396,8 @@ async fn queued_h2_answer_data_is_not_cut_by_the_idle_timeout() {
         "client_idle_timeout = 1",
         &basic_config(port, &[app.addr.to_string()], ""),
     );
-    let tcp = tokio::net::TcpStream::connect(local(port))
-        .await
-        .expect("connect");
-    let (client, conn) = h2::client::Builder::new()
-        .initial_window_size(1000)
-        .handshake::<_, bytes::Bytes>(tcp)
-        .await
-        .expect("h2 handshake");
-    let ended = tokio::spawn(conn);
+    let (client, ended) =
+        h2c_client_with(port, h2::client::Builder::new().initial_window_size(1000)).await;
     let answer = h2_get(&client, port, "/bytes?n=25000").await;
     assert_eq!(answer.status(), 200);
     // Three idle timeouts with 24,000 bytes of the answer still to come.
@@ -404,11 +411,7 @@ async fn queued_h2_answer_data_is_not_cut_by_the_idle_timeout() {
     }
     assert_eq!(got, 25_000);
     // Once it is sent, the connection is idle and closed as usual.
-    let end = tokio::time::timeout(Duration::from_secs(5), ended)
-        .await
-        .expect("closed when idle")
-        .expect("connection task");
-    assert!(end.is_ok(), "{end:?}");
+    closed_cleanly_when_idle(ended).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
