@@ -69,6 +69,12 @@ pub struct GatewayConfig {
     /// Default 75 s (Application Gateway v2's keep-alive timeout).
     #[serde(default = "default_client_idle_timeout")]
     pub client_idle_timeout: ConfDuration,
+    /// Send timeout of client connections, 1 s..1 h: an answer the client takes
+    /// no byte of for this long (it does not read, or leaves its HTTP/2
+    /// flow-control window shut) is given up and its connection (HTTP/1) or
+    /// stream (HTTP/2) closed. Default 60 s (nginx's `send_timeout`).
+    #[serde(default = "default_client_send_timeout")]
+    pub client_send_timeout: ConfDuration,
     /// How often alert rules are evaluated, 1 s..1 h. Default 5 s.
     #[serde(default = "default_alert_interval")]
     pub alert_evaluation_interval: ConfDuration,
@@ -80,6 +86,10 @@ fn default_header_timeout() -> ConfDuration {
 
 fn default_client_idle_timeout() -> ConfDuration {
     ConfDuration::secs(75)
+}
+
+fn default_client_send_timeout() -> ConfDuration {
+    ConfDuration::secs(60)
 }
 
 fn default_alert_interval() -> ConfDuration {
@@ -96,6 +106,7 @@ impl Default for GatewayConfig {
             alert_evaluation_interval: default_alert_interval(),
             request_header_timeout: default_header_timeout(),
             client_idle_timeout: default_client_idle_timeout(),
+            client_send_timeout: default_client_send_timeout(),
         }
     }
 }

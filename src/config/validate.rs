@@ -660,6 +660,12 @@ pub fn validate(config: Config) -> Result<Validated, Vec<ConfigError>> {
         3600,
     );
     c.range_dur(
+        "gateway.client_send_timeout".into(),
+        cfg.gateway.client_send_timeout,
+        1,
+        3600,
+    );
+    c.range_dur(
         "gateway.alert_evaluation_interval".into(),
         cfg.gateway.alert_evaluation_interval,
         1,
@@ -801,6 +807,9 @@ mod tests {
     #[test]
     fn collects_range_and_reference_errors() {
         let text = r#"
+            [gateway]
+            client_idle_timeout = 0
+            client_send_timeout = "2h"
             [[listeners]]
             name = "l"
             listen = "127.0.0.1:8080"
@@ -822,6 +831,8 @@ mod tests {
         let errs = validate(load_str(text).expect("parses")).expect_err("invalid");
         let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         for want in [
+            "gateway.client_idle_timeout: 0s is outside 1s..3600s",
+            "gateway.client_send_timeout: 2h is outside 1s..3600s",
             "backend_http_settings[0].port: 0 is outside 1..65535",
             "backend_http_settings[0].request_timeout: 0s is outside 1s..86400s",
             "probes[0].interval: 0s is outside 1s..86400s",

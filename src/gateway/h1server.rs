@@ -13,7 +13,12 @@
 //! - **Timeouts**: `[gateway].client_idle_timeout` between requests (close, no
 //!   answer; Application Gateway v2's 75 s by default), and
 //!   `[gateway].request_header_timeout` from the first byte of a head to its end
-//!   (408 `ERRORINFO_REQUEST_HEADER_TIMEOUT`).
+//!   (408 `ERRORINFO_REQUEST_HEADER_TIMEOUT`), and `[gateway].client_send_timeout`
+//!   while the client takes no byte of its answer (the socket stays full): the
+//!   connection is closed and the request logged with the status sent and
+//!   `CLIENT_CLOSED_REQUEST`, as nginx's `send_timeout` closes it. The
+//!   write-behind of a last answer and a close wait for the client that long
+//!   at most too.
 //! - **Refusals** (`guard.rs`): 4xx with its `error_info` and record, then a
 //!   lingering close (up to [`guard::LINGER`] / [`guard::LINGER_BYTES`]) so the
 //!   kernel does not reset the answer away.
@@ -80,6 +85,9 @@ pub struct Timeouts {
     pub header: Duration,
     /// Between requests (`client_idle_timeout`).
     pub idle: Duration,
+    /// An answer (or a close) the client takes no byte of for this long is
+    /// given up (`client_send_timeout`).
+    pub send: Duration,
 }
 
 /// How a connection left this server.
@@ -227,13 +235,15 @@ where
         read_eof: false,
         timer: None,
         stop: None,
+        send_timeout: timeouts.send,
+        stalled_since: None,
     };
     let mut first = true;
     loop {
         let next = conn.next_head(&mut first, timeouts, &shutdown).await;
         let exchange = match next {
             Next::Close => {
-                let _ = conn.io.shutdown().await;
+                let _ = tokio::time::timeout(timeouts.send, conn.io.shutdown()).await;
                 return Outcome::Closed;
             }
             Next::Http2 => return Outcome::Http2(Rewound::new(conn.input.freeze(), conn.io)),
@@ -257,8 +267,9 @@ where
             Err(e) => {
                 tracing::debug!(client = %info.peer, "client connection ended: {e}");
                 // An earlier answer still lent to the batch writer goes out
-                // (dropping it would cancel it).
-                let _ = poll_fn(|cx| conn.poll_settled(cx)).await;
+                // (dropping it would cancel it), if the client takes it.
+                let _ =
+                    tokio::time::timeout(timeouts.send, poll_fn(|cx| conn.poll_settled(cx))).await;
                 return Outcome::Closed;
             }
         }
@@ -310,6 +321,12 @@ struct Conn<I> {
     /// the first time the connection waits between requests and kept: a
     /// wait registered once per connection, not once per request.
     stop: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// `client_send_timeout`.
+    send_timeout: Duration,
+    /// Since when the answer in progress has waited for the client to take
+    /// bytes (its socket full) without any leaving; None while bytes move or
+    /// the answer waits for its backend.
+    stalled_since: Option<Instant>,
 }
 
 impl<I: AsyncRead + AsyncWrite + Lend + Unpin> Conn<I> {
@@ -343,6 +360,35 @@ impl<I: AsyncRead + AsyncWrite + Lend + Unpin> Conn<I> {
         match self.io.batch_socket() {
             Some(socket) => socket.poll_settled(cx, true),
             None => Poll::Ready(Ok(())),
+        }
+    }
+
+    /// Called when the answer waits for the client to take bytes. Ready with
+    /// the error that ends the connection once it has waited `send_timeout`
+    /// without a byte leaving (`stalled_since` is cleared when bytes leave)
+    /// (nginx's `send_timeout`: the time between two writes that move bytes,
+    /// not for the whole answer). The first call of a stall starts it; the
+    /// connection's one timer is moved only when it would fire too late, as
+    /// in `next_head`.
+    fn wait_for_client(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let since = *self.stalled_since.get_or_insert_with(Instant::now);
+        let until = since + self.send_timeout;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+        if timer.deadline() > until {
+            timer.as_mut().reset(until);
+        }
+        loop {
+            ready!(timer.as_mut().poll(cx));
+            if Instant::now() >= until {
+                return Poll::Ready(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client took no byte of its answer for client_send_timeout",
+                ));
+            }
+            // Left by an earlier, nearer deadline: wait for this one.
+            timer.as_mut().reset(until);
         }
     }
 
@@ -473,6 +519,7 @@ impl<I: AsyncRead + AsyncWrite + Lend + Unpin> Conn<I> {
         mut x: Exchange,
         shutdown: &watch::Receiver<bool>,
     ) -> io::Result<After> {
+        self.stalled_since = None;
         poll_fn(|cx| x.poll(self, shutdown, cx)).await
     }
 
@@ -480,7 +527,7 @@ impl<I: AsyncRead + AsyncWrite + Lend + Unpin> Conn<I> {
     /// unread body) read and discard for a while so that the kernel does not
     /// reset the connection before the client has read the answer.
     async fn close(&mut self, linger: bool) {
-        let _ = self.io.shutdown().await;
+        let _ = tokio::time::timeout(self.send_timeout, self.io.shutdown()).await;
         if !linger || self.read_eof {
             return;
         }
@@ -817,15 +864,25 @@ impl Exchange {
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => {}
                 }
-                progress |= conn.out.len != before;
+                if conn.out.len != before {
+                    progress = true;
+                    conn.stalled_since = None;
+                }
             }
             if conn.out.is_empty() {
                 if let Poll::Ready(Err(e)) = Pin::new(&mut conn.io).poll_flush(cx) {
                     return Poll::Ready(Err(e));
                 }
                 if matches!(self.stage, Stage::Done) {
-                    ready!(Pin::new(&mut conn.io).poll_flush(cx))?;
-                    return Poll::Ready(Ok(self.after(&mut conn.input)));
+                    if let Poll::Ready(r) = Pin::new(&mut conn.io).poll_flush(cx) {
+                        r?;
+                        return Poll::Ready(Ok(self.after(&mut conn.input)));
+                    }
+                    // The flush of a finished answer waits for the client.
+                    // (A TLS flush that moves some bytes is not seen as
+                    // progress: the last records, at most the TLS layer's
+                    // buffer, must leave within the timeout.)
+                    return conn.wait_for_client(cx).map(Err);
                 }
             }
             if !progress
@@ -846,9 +903,16 @@ impl Exchange {
                     Poll::Pending => {}
                 }
             }
-            if !progress {
+            if progress {
+                continue;
+            }
+            if conn.out.is_empty() {
+                // Waiting for the handler or the backend, not the client.
+                conn.stalled_since = None;
                 return Poll::Pending;
             }
+            // Bytes are queued and the socket took none.
+            return conn.wait_for_client(cx).map(Err);
         }
     }
 

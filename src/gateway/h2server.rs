@@ -18,6 +18,7 @@
 //! before GOAWAY, and [`H2_MAX_CONCURRENT_STREAMS`].
 
 use super::body::ResponseBody;
+use super::h1server::Timeouts;
 use super::proxy::{self, ConnInfo};
 use super::reqbody::{ClientBody, H2Body};
 use bytes::Bytes;
@@ -29,6 +30,7 @@ use http::{Request, Response};
 use http_body::Body as _;
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -72,19 +74,33 @@ fn builder() -> h2::server::Builder {
 /// streams in progress finish. A stream still open when the connection ends
 /// (the client went away) is dropped, and its request is logged as 499.
 ///
-/// `idle` is `[gateway].client_idle_timeout`: a connection whose preface has
-/// not come within it is closed, and one with no open stream (none with answer
-/// data still queued in `h2` for the client's window) for that long gets GOAWAY
-/// (NO_ERROR) and is closed, as nginx's `keepalive_timeout` and HAProxy's
-/// `timeout http-keep-alive` close an idle HTTP/2 connection.
+/// `timeouts.idle` is `[gateway].client_idle_timeout`: a connection whose
+/// preface has not come within it is closed, and one with no open stream (none
+/// with answer data still queued in `h2` for the client's window) for that long
+/// gets GOAWAY (NO_ERROR) and is closed, as nginx's `keepalive_timeout` and
+/// HAProxy's `timeout http-keep-alive` close an idle HTTP/2 connection.
+///
+/// `timeouts.send` is `[gateway].client_send_timeout`: a stream whose answer
+/// waits that long for the client's flow-control window without a piece
+/// leaving is reset (CANCEL, [`stream`]); and when all that is left is what
+/// `h2` has queued (answer data after the last piece, a GOAWAY) and the socket
+/// takes no byte of it for that long (checked at that interval, so between
+/// one and two of it), the connection is dropped without more ado: a client
+/// that reads nothing would not read a GOAWAY either.
 pub async fn serve<I>(
     io: I,
     info: Arc<ConnInfo>,
     mut shutdown: watch::Receiver<bool>,
-    idle: Duration,
+    timeouts: Timeouts,
 ) where
     I: AsyncRead + AsyncWrite + Unpin,
 {
+    let Timeouts { idle, send, .. } = timeouts;
+    let written = Arc::new(AtomicU64::new(0));
+    let io = Counted {
+        io,
+        written: written.clone(),
+    };
     let mut conn = match tokio::time::timeout(idle, builder().handshake::<_, Bytes>(io)).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
@@ -99,9 +115,10 @@ pub async fn serve<I>(
     let mut streams = FuturesUnordered::new();
     let mut stop = pin!(shutdown.wait_for(|s| *s));
     let mut stopping = false;
-    let mut idle_timer = pin!(tokio::time::sleep(idle));
-    // The timer runs for the current stretch without streams.
-    let mut idle_armed = true;
+    let mut timer = pin!(tokio::time::sleep(idle));
+    // What the timer runs for: the current stretch without streams, or the
+    // current check that the socket takes some of what `h2` has queued.
+    let mut armed = Armed::Idle;
     poll_fn(|cx| {
         if !stopping && stop.as_mut().poll(cx).is_ready() {
             // A closed sender means the gateway is gone: shut down too.
@@ -113,8 +130,8 @@ pub async fn serve<I>(
             while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
             match conn.poll_accept(cx) {
                 Poll::Ready(Some(Ok((req, respond)))) => {
-                    streams.push(stream(info.clone(), req, respond));
-                    idle_armed = false;
+                    streams.push(stream(info.clone(), req, respond, send));
+                    armed = Armed::No;
                     continue;
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -124,19 +141,36 @@ pub async fn serve<I>(
                 Poll::Ready(None) => return Poll::Ready(()),
                 Poll::Pending => {}
             }
-            // `has_streams`: a stream whose future has ended may still have
-            // answer data queued in `h2`, waiting for the client's window; the
-            // connection is not idle until that is sent.
-            if !streams.is_empty() || conn.has_streams() || stopping {
+            if !streams.is_empty() {
+                // Each stream's future watches its own sending.
+                armed = Armed::No;
                 return Poll::Pending;
             }
-            if !idle_armed {
-                idle_timer
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + idle);
-                idle_armed = true;
+            // `has_streams`: a stream whose future has ended may still have
+            // answer data queued in `h2`, waiting for the client's window; the
+            // connection is not idle until that is sent. Nor is a connection
+            // that is ending (its GOAWAY queued).
+            if conn.has_streams() || stopping {
+                let now = written.load(Ordering::Relaxed);
+                if armed != Armed::Queue(now) {
+                    // Bytes left since the last check (or none was running).
+                    timer.as_mut().reset(tokio::time::Instant::now() + send);
+                    armed = Armed::Queue(now);
+                }
+                if timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                if written.load(Ordering::Relaxed) != now {
+                    continue;
+                }
+                tracing::debug!("HTTP/2 client took no byte for client_send_timeout: closed");
+                return Poll::Ready(());
             }
-            if idle_timer.as_mut().poll(cx).is_pending() {
+            if armed != Armed::Idle {
+                timer.as_mut().reset(tokio::time::Instant::now() + idle);
+                armed = Armed::Idle;
+            }
+            if timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
             // Idle for `idle`: GOAWAY naming the last stream served, which the
@@ -153,9 +187,80 @@ pub async fn serve<I>(
     .await;
 }
 
+/// What the connection's one timer runs for, in [`serve`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Armed {
+    /// Nothing (streams are open).
+    No,
+    /// The idle timeout of a connection without streams.
+    Idle,
+    /// The send timeout of what `h2` has queued, with the count of bytes
+    /// written when it started.
+    Queue(u64),
+}
+
+/// The client's stream, counting the bytes written to it: how [`serve`] sees
+/// that `h2`'s queue moves (the `h2` connection owns the stream).
+struct Counted<I> {
+    io: I,
+    written: Arc<AtomicU64>,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Counted<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Counted<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let n = ready!(Pin::new(&mut self.io).poll_write(cx, buf))?;
+        self.written.fetch_add(n as u64, Ordering::Relaxed);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let n = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, bufs))?;
+        self.written.fetch_add(n as u64, Ordering::Relaxed);
+        Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
 /// One stream: the request to the handler, its answer back to the client. A
-/// reset from the client while the handler works drops the handler (499).
-async fn stream(info: Arc<ConnInfo>, req: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
+/// reset from the client while the handler works drops the handler (499). An
+/// answer that waits `send` (`client_send_timeout`) for the client's window
+/// without a piece leaving is given up: the stream is reset (CANCEL) and the
+/// request logged with the status sent and `CLIENT_CLOSED_REQUEST`.
+async fn stream(
+    info: Arc<ConnInfo>,
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    send_timeout: Duration,
+) {
     let (parts, recv) = req.into_parts();
     let body = ClientBody::H2(H2Body::new(&parts.headers, recv));
     let req = Request::from_parts(parts, body);
@@ -187,9 +292,57 @@ async fn stream(info: Arc<ConnInfo>, req: Request<RecvStream>, mut respond: Send
     };
     if !end {
         let mut held = None;
-        if let Err(e) = poll_fn(|cx| poll_send_body(cx, &mut body, &mut send, &mut held)).await {
+        let mut pieces = 0u64;
+        let mut stall = Stall::default();
+        let sent = poll_fn(|cx| {
+            let r = poll_send_body(cx, &mut body, &mut send, &mut held, &mut pieces);
+            if r.is_ready() || held.is_none() {
+                // Done, or waiting for the backend.
+                stall.since = None;
+                return r;
+            }
+            // A piece waits for the client's window.
+            if stall.poll(cx, pieces, send_timeout).is_ready() {
+                send.send_reset(Reason::CANCEL);
+                return Poll::Ready(Err(h2::Error::from(Reason::CANCEL)));
+            }
+            Poll::Pending
+        })
+        .await;
+        if let Err(e) = sent {
             tracing::debug!("HTTP/2 answer body not sent whole: {e}");
         }
+    }
+}
+
+/// A stream's wait for the client's window: since when, and how many pieces
+/// had left then; its timer is made at the first wait.
+#[derive(Default)]
+struct Stall {
+    since: Option<(tokio::time::Instant, u64)>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Stall {
+    /// Ready once no piece has left for `limit` (`pieces` counts those that
+    /// have); a piece leaving starts the wait again.
+    fn poll(&mut self, cx: &mut Context<'_>, pieces: u64, limit: Duration) -> Poll<()> {
+        let since = match self.since {
+            Some((t, p)) if p == pieces => t,
+            _ => {
+                let t = tokio::time::Instant::now();
+                self.since = Some((t, pieces));
+                t
+            }
+        };
+        let until = since + limit;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+        if timer.deadline() != until {
+            timer.as_mut().reset(until);
+        }
+        timer.as_mut().poll(cx)
     }
 }
 
@@ -263,11 +416,15 @@ fn is_connection_specific(name: &header::HeaderName) -> bool {
 /// byte ahead can stall the other streams of a client that sends WINDOW_UPDATE
 /// only when its window is used up; hyper issue 4003). Errors: the stream was
 /// reset or the connection closed.
+///
+/// `pieces` counts the pieces handed to `h2`. Pending with `held` set means
+/// waiting for the client's window; with `held` empty, for the backend.
 fn poll_send_body(
     cx: &mut Context<'_>,
     body: &mut ResponseBody,
     send: &mut SendStream<Bytes>,
     held: &mut Option<(Bytes, bool)>,
+    pieces: &mut u64,
 ) -> Poll<Result<(), h2::Error>> {
     loop {
         // Registered on every pass, so a reset wakes the stream whatever it waits for.
@@ -286,6 +443,7 @@ fn poll_send_body(
             if let Some((data, end)) = held.take() {
                 // `h2` sends what the window takes and queues the rest.
                 send.send_data(data, end)?;
+                *pieces += 1;
                 if end {
                     return Poll::Ready(Ok(()));
                 }

@@ -273,19 +273,14 @@ impl Listeners {
         }
     }
 
-    /// Serves an HTTP/1 client connection (plain or TLS) with the head and idle
-    /// timeouts of the running snapshot; hands it to HTTP/2 if it starts with
+    /// Serves an HTTP/1 client connection (plain or TLS) with the head, idle
+    /// and send timeouts of the running snapshot; hands it to HTTP/2 if it starts with
     /// the HTTP/2 preface.
     async fn serve_http1<I>(&self, io: I, bound: SocketAddr, peer: SocketAddr, tls: Option<TlsInfo>)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + h1server::Lend + Unpin + Send + 'static,
     {
-        let snapshot = self.gateway.snapshot.load();
-        let timeouts = Timeouts {
-            header: snapshot.header_timeout,
-            idle: snapshot.idle_timeout,
-        };
-        drop(snapshot);
+        let timeouts = self.timeouts();
         let info = Arc::new(ConnInfo::new(self.gateway.clone(), bound, peer, tls, true));
         let shutdown = self.shutdown.subscribe();
         if let Outcome::Http2(mut io) = h1server::serve(io, info.clone(), timeouts, shutdown).await
@@ -307,14 +302,24 @@ impl Listeners {
     }
 
     /// Serves an HTTP/2 client connection until it ends (`h2server.rs`), with
-    /// the running snapshot's `client_idle_timeout`; on shutdown, sends GOAWAY
-    /// and lets the streams in progress finish.
+    /// the running snapshot's `client_idle_timeout` and `client_send_timeout`;
+    /// on shutdown, sends GOAWAY and lets the streams in progress finish.
     async fn serve_h2<I>(&self, io: I, info: Arc<ConnInfo>)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        let idle = self.gateway.snapshot.load().idle_timeout;
-        h2server::serve(io, info, self.shutdown.subscribe(), idle).await;
+        h2server::serve(io, info, self.shutdown.subscribe(), self.timeouts()).await;
+    }
+
+    /// The client timeouts of the running snapshot (`[gateway]`
+    /// `request_header_timeout`, `client_idle_timeout`, `client_send_timeout`).
+    fn timeouts(&self) -> Timeouts {
+        let snapshot = self.gateway.snapshot.load();
+        Timeouts {
+            header: snapshot.header_timeout,
+            idle: snapshot.idle_timeout,
+            send: snapshot.send_timeout,
+        }
     }
 
     async fn plain_http_on_https(&self, mut stream: TcpStream, peer: SocketAddr) {

@@ -62,6 +62,8 @@ pub struct Snapshot {
     pub header_timeout: Duration,
     /// `[gateway].client_idle_timeout`.
     pub idle_timeout: Duration,
+    /// `[gateway].client_send_timeout`.
+    pub send_timeout: Duration,
 }
 
 impl Snapshot {
@@ -74,6 +76,7 @@ impl Snapshot {
             instance_id: instance_id.into(),
             header_timeout: guard::HEAD_TIMEOUT,
             idle_timeout: Duration::from_secs(75),
+            send_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -368,6 +371,7 @@ pub async fn build_snapshot(
             instance_id: instance_id.into(),
             header_timeout: config.gateway.request_header_timeout.get(),
             idle_timeout: config.gateway.client_idle_timeout.get(),
+            send_timeout: config.gateway.client_send_timeout.get(),
         })
     } else {
         Err(errors)

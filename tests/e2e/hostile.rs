@@ -314,3 +314,94 @@ async fn idle_keep_alive_connections_are_closed_but_busy_ones_are_not() {
     .await
     .expect("client thread");
 }
+
+/// Reads up to the end of a response head; returns how many body bytes came
+/// with it.
+fn read_head(s: &mut std::net::TcpStream) -> (String, usize) {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).expect("read the head");
+        assert!(n > 0, "closed before the head");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            return (head, buf.len() - end - 4);
+        }
+    }
+}
+
+/// Slow reading, the other half of slowloris: a client that takes no byte of
+/// its answer for `client_send_timeout` has its connection closed, which ends
+/// the request and frees its backend connection, and the request is logged
+/// with the status sent and `CLIENT_CLOSED_REQUEST`. A client that reads slowly
+/// but takes some bytes within every timeout gets its whole answer: the time is
+/// between writes that move bytes, not for the answer (nginx's `send_timeout`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_after_the_send_timeout() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    const BIG: usize = 64 * 1024 * 1024;
+    const STEADY: usize = 8 * 1024 * 1024;
+    let app = DemoApp::start();
+    let port = free_port();
+    let gw = std::sync::Arc::new(Gateway::start_with(
+        "sendtimeout",
+        "client_send_timeout = 1",
+        &basic_config(port, &[app.addr.to_string()], ""),
+    ));
+    let g = gw.clone();
+    tokio::task::spawn_blocking(move || {
+        // More than the sockets on the way hold: the gateway's writes block.
+        let mut stalled = std::net::TcpStream::connect(local(port)).expect("connect");
+        write!(stalled, "GET /bytes?n={BIG} HTTP/1.1\r\nHost: a\r\n\r\n").expect("write");
+        let (head, _) = read_head(&mut stalled);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let stopped = Instant::now();
+        let rec = g.client_left_record(&format!("/bytes?n={BIG}"), 200);
+        assert!(
+            stopped.elapsed() >= Duration::from_millis(900),
+            "given up after {:?}",
+            stopped.elapsed()
+        );
+        let sent = rec["properties"]["sentBytes"].as_u64().expect("sentBytes");
+        assert!(sent < BIG as u64, "{sent}");
+        // What was on the way arrives, then the connection's end.
+        let rest = read_until_closed(&mut stalled);
+        assert!(rest < BIG, "{rest}");
+        let mut chunk = vec![0u8; 1 << 16];
+
+        // 512 KiB every 300 ms: slow, but never a full second without a byte.
+        let mut steady = std::net::TcpStream::connect(local(port)).expect("connect");
+        write!(steady, "GET /bytes?n={STEADY} HTTP/1.1\r\nHost: a\r\n\r\n").expect("write");
+        let (head, mut got) = read_head(&mut steady);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        steady
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let started = Instant::now();
+        while got < STEADY {
+            std::thread::sleep(Duration::from_millis(300));
+            let mut step = 0;
+            while step < 512 * 1024 && got < STEADY {
+                let n = steady.read(&mut chunk).expect("the answer goes on");
+                assert!(n > 0, "closed after {got} bytes");
+                step += n;
+                got += n;
+            }
+        }
+        assert_eq!(got, STEADY);
+        assert!(
+            started.elapsed() > Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    })
+    .await
+    .expect("client thread");
+    let uri = format!("/bytes?n={STEADY}");
+    let rec = gw.record_where(|r| r["properties"]["originalRequestUriWithArgs"] == uri);
+    assert_eq!(rec["properties"]["error_info"], "ERRORINFO_NO_ERROR");
+    assert_eq!(rec["properties"]["httpStatus"], 200);
+}

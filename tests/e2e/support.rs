@@ -237,6 +237,20 @@ impl Gateway {
         }
     }
 
+    /// The record of the request for `uri` (path and query), waited for as in
+    /// [`Gateway::record_where`]; asserts that it says the client left
+    /// (`ERRORINFO_CLIENT_CLOSED_REQUEST`) with `status` (499, or the status
+    /// already sent).
+    pub fn client_left_record(&self, uri: &str, status: u16) -> Value {
+        let rec = self.record_where(|r| r["properties"]["originalRequestUriWithArgs"] == uri);
+        assert_eq!(rec["properties"]["httpStatus"], status, "{rec:#}");
+        assert_eq!(
+            rec["properties"]["error_info"], "ERRORINFO_CLIENT_CLOSED_REQUEST",
+            "{rec:#}"
+        );
+        rec
+    }
+
     /// Sends a signal to the process.
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
@@ -866,4 +880,23 @@ pub async fn load<F: FnOnce()>(
         all.extend(t.await.expect("client task"));
     }
     all
+}
+
+/// Reads what is still on the way on `s` until the peer closes (end of stream
+/// or reset); returns the bytes read. Panics if it is still open after 10 s
+/// without a byte.
+pub fn read_until_closed(s: &mut std::net::TcpStream) -> usize {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut buf = vec![0u8; 1 << 16];
+    let mut got = 0;
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
+            Err(e) => panic!("the connection was not closed: {e} after {got} bytes"),
+        }
+    }
 }

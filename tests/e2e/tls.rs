@@ -264,33 +264,21 @@ async fn h2c_request_bodies_and_streams_the_client_gives_up() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     stream.send_reset(h2::Reason::CANCEL);
     drop(answer);
-    let rec =
-        gw.record_where(|r| r["properties"]["originalRequestUriWithArgs"] == "/hang?h2=reset");
-    assert_eq!(rec["properties"]["httpStatus"], 499);
-    assert_eq!(
-        rec["properties"]["error_info"],
-        "ERRORINFO_CLIENT_CLOSED_REQUEST"
-    );
+    gw.client_left_record("/hang?h2=reset", 499);
     let answer = h2_get(&client, port, "/status/201?h2=after").await;
     assert_eq!(answer.status(), 201);
     assert!(answer.headers().contains_key("x-transaction-id"));
     assert!(answer.headers().contains_key("date"));
 
     // The client closes the whole connection while the backend works.
-    let (_, err) = curl(&[
+    let _ = curl(&[
         "-s",
         "--http2-prior-knowledge",
         "--max-time",
         "1",
         &format!("http://127.0.0.1:{port}/hang?h2=leaver"),
     ]);
-    let rec =
-        gw.record_where(|r| r["properties"]["originalRequestUriWithArgs"] == "/hang?h2=leaver");
-    assert_eq!(rec["properties"]["httpStatus"], 499, "{err}");
-    assert_eq!(
-        rec["properties"]["error_info"],
-        "ERRORINFO_CLIENT_CLOSED_REQUEST"
-    );
+    let rec = gw.client_left_record("/hang?h2=leaver", 499);
     assert_eq!(rec["properties"]["httpVersion"], "HTTP/2.0");
 }
 
@@ -332,17 +320,11 @@ async fn h2_reset_during_a_stalled_body_and_no_length_for_204() {
     assert_eq!(&first[..], b"first part");
     let asked = std::time::Instant::now();
     stream.send_reset(h2::Reason::CANCEL);
-    let rec =
-        gw.record_where(|r| r["properties"]["originalRequestUriWithArgs"] == "/stall?h2=stalled");
+    gw.client_left_record("/stall?h2=stalled", 200);
     assert!(
         asked.elapsed() < Duration::from_secs(10),
         "{:?}",
         asked.elapsed()
-    );
-    assert_eq!(rec["properties"]["httpStatus"], 200);
-    assert_eq!(
-        rec["properties"]["error_info"],
-        "ERRORINFO_CLIENT_CLOSED_REQUEST"
     );
     let answer = h2_get(&client, port, "/no-content").await;
     assert_eq!(answer.status(), 204);
@@ -412,6 +394,114 @@ async fn queued_h2_answer_data_is_not_cut_by_the_idle_timeout() {
     assert_eq!(got, 25_000);
     // Once it is sent, the connection is idle and closed as usual.
     closed_cleanly_when_idle(ended).await;
+}
+
+/// `client_send_timeout` on HTTP/2: a stream whose answer waits that long for
+/// a window the client never opens is reset (CANCEL) and logged with the status
+/// sent and `CLIENT_CLOSED_REQUEST`, and the connection goes on serving; an
+/// answer whose last part sits in `h2`'s queue for a client that takes nothing
+/// more ends the connection after that long (the idle timeout would wait for
+/// the queue: `queued_h2_answer_data_is_not_cut_by_the_idle_timeout`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_answers_the_client_takes_nothing_of_are_given_up_after_the_send_timeout() {
+    let app = DemoApp::start();
+    let port = free_port();
+    let gw = Gateway::start_with(
+        "h2sendtimeout",
+        "client_send_timeout = 1",
+        &basic_config(port, &[app.addr.to_string()], ""),
+    );
+    let small_window = || {
+        let mut b = h2::client::Builder::new();
+        b.initial_window_size(1000);
+        b
+    };
+    let (client, _driver) = h2c_client_with(port, &small_window()).await;
+    // Pieces of 64 KiB from the backend: the second waits for window.
+    let answer = h2_get(&client, port, "/bytes?n=200000").await;
+    assert_eq!(answer.status(), 200);
+    let mut body = answer.into_body();
+    let first = body.data().await.expect("a first piece").expect("data");
+    assert_eq!(first.len(), 1000);
+    let waited = std::time::Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(10), body.data())
+        .await
+        .expect("the stream ends within 10 s");
+    let err = match end {
+        Some(Err(e)) => e,
+        other => panic!("not a reset: {other:?}"),
+    };
+    assert_eq!(err.reason(), Some(h2::Reason::CANCEL), "{err:?}");
+    assert!(
+        waited.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        waited.elapsed()
+    );
+    gw.client_left_record("/bytes?n=200000", 200);
+    let answer = h2_get(&client, port, "/status/204").await;
+    assert_eq!(answer.status(), 204);
+
+    // The whole answer handed to `h2` at once, 24,000 bytes of it queued.
+    let (client, ended) = h2c_client_with(port, &small_window()).await;
+    let answer = h2_get(&client, port, "/bytes?n=25000").await;
+    assert_eq!(answer.status(), 200);
+    let waited = std::time::Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(10), ended)
+        .await
+        .expect("the connection ends within 10 s");
+    assert!(
+        waited.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        waited.elapsed()
+    );
+    drop((end, answer));
+}
+
+/// An HTTP/2 client that opens every window wide and then reads nothing (the
+/// socket fills): the stream's pieces wait for room in `h2`'s send buffer, and
+/// after `client_send_timeout` the stream is given up and logged, which ends
+/// its backend request; the connection then closes. A raw client, as an `h2`
+/// client always reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_client_that_reads_nothing_is_given_up_after_the_send_timeout() {
+    use std::io::Write;
+    const PATH: &str = "/bytes?n=67108864";
+    let app = DemoApp::start();
+    let port = free_port();
+    let gw = Gateway::start_with(
+        "h2noread",
+        "client_send_timeout = 1\nclient_idle_timeout = 2",
+        &basic_config(port, &[app.addr.to_string()], ""),
+    );
+    let mut s = std::net::TcpStream::connect(local(port)).expect("connect");
+    let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend_from_slice(&[kind, flags]);
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    };
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    // SETTINGS: INITIAL_WINDOW_SIZE 2^31-1; the connection's window as wide.
+    out.extend(frame(0x4, 0, 0, &[0, 4, 0x7f, 0xff, 0xff, 0xff]));
+    out.extend(frame(0x8, 0, 0, &(0x7fff_ffffu32 - 65_535).to_be_bytes()));
+    // HEADERS, END_STREAM | END_HEADERS: GET, http, :authority a, :path PATH
+    // (HPACK: indexed 2 and 6, literals with indexed names 1 and 4).
+    let mut block = vec![0x82, 0x86, 0x41, 1, b'a', 0x44, PATH.len() as u8];
+    block.extend_from_slice(PATH.as_bytes());
+    out.extend(frame(0x1, 0x5, 1, &block));
+    s.write_all(&out).expect("write");
+    let asked = std::time::Instant::now();
+    let rec = gw.client_left_record(PATH, 200);
+    assert!(
+        asked.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        asked.elapsed()
+    );
+    let sent = rec["properties"]["sentBytes"].as_u64().expect("sentBytes");
+    assert!(sent < 67_108_864, "{sent}");
+    // What was on the way, then the end of the connection.
+    read_until_closed(&mut s);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
