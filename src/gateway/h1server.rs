@@ -15,8 +15,9 @@
 //!   `[gateway].request_header_timeout` from the first byte of a head to its end
 //!   (408 `ERRORINFO_REQUEST_HEADER_TIMEOUT`), and `[gateway].client_send_timeout`
 //!   while the client takes no byte of its answer (the socket stays full): the
-//!   connection is closed and the request logged with the status sent and
-//!   `CLIENT_CLOSED_REQUEST`, as nginx's `send_timeout` closes it. The
+//!   connection is closed, as nginx's `send_timeout` closes it, and a request
+//!   whose body was still coming from the backend is logged with the status
+//!   sent and `CLIENT_CLOSED_REQUEST` (one read whole was logged then). The
 //!   write-behind of a last answer and a close wait for the client that long
 //!   at most too.
 //! - **Refusals** (`guard.rs`): 4xx with its `error_info` and record, then a
@@ -267,9 +268,13 @@ where
             Err(e) => {
                 tracing::debug!(client = %info.peer, "client connection ended: {e}");
                 // An earlier answer still lent to the batch writer goes out
-                // (dropping it would cancel it), if the client takes it.
-                let _ =
-                    tokio::time::timeout(timeouts.send, poll_fn(|cx| conn.poll_settled(cx))).await;
+                // (dropping it would cancel it), if the client takes it; not
+                // after the send timeout, which that answer may be what waited.
+                if e.kind() != io::ErrorKind::TimedOut {
+                    let _ =
+                        tokio::time::timeout(timeouts.send, poll_fn(|cx| conn.poll_settled(cx)))
+                            .await;
+                }
                 return Outcome::Closed;
             }
         }

@@ -51,6 +51,11 @@ const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
 /// Bytes of answer body the `h2` crate buffers per stream before `send_data`
 /// waits for capacity (hyper's default).
 const MAX_SEND_BUFFER: usize = 400 * 1024;
+/// Bytes that must reach the socket in each `client_send_timeout` while all
+/// that is left of a connection is what `h2` has queued ([`serve`]): one
+/// frame's worth of DATA, so that the small control frames a client can
+/// provoke (a PING ACK is 17 bytes) do not keep a shut window's queue for ever.
+const MIN_QUEUE_PROGRESS: u64 = MAX_FRAME_SIZE as u64;
 /// Streams this side may reset for errors before the connection is closed
 /// with GOAWAY (hyper's default; a guard against a client that provokes reset
 /// after reset).
@@ -83,10 +88,11 @@ fn builder() -> h2::server::Builder {
 /// `timeouts.send` is `[gateway].client_send_timeout`: a stream whose answer
 /// waits that long for the client's flow-control window without a piece
 /// leaving is reset (CANCEL, [`stream`]); and when all that is left is what
-/// `h2` has queued (answer data after the last piece, a GOAWAY) and the socket
-/// takes no byte of it for that long (checked at that interval, so between
-/// one and two of it), the connection is dropped without more ado: a client
-/// that reads nothing would not read a GOAWAY either.
+/// `h2` has queued (answer data after the last piece, a GOAWAY) and fewer than
+/// [`MIN_QUEUE_PROGRESS`] bytes reach the socket in one such interval
+/// (counted from when that state began, checked at each interval's end), the
+/// connection is dropped without more ado: a client that reads nothing would
+/// not read a GOAWAY either.
 pub async fn serve<I>(
     io: I,
     info: Arc<ConnInfo>,
@@ -151,19 +157,25 @@ pub async fn serve<I>(
             // connection is not idle until that is sent. Nor is a connection
             // that is ending (its GOAWAY queued).
             if conn.has_streams() || stopping {
-                let now = written.load(Ordering::Relaxed);
-                if armed != Armed::Queue(now) {
-                    // Bytes left since the last check (or none was running).
-                    timer.as_mut().reset(tokio::time::Instant::now() + send);
-                    armed = Armed::Queue(now);
-                }
+                let since = match armed {
+                    Armed::Queue(since) => since,
+                    _ => {
+                        let now = written.load(Ordering::Relaxed);
+                        timer.as_mut().reset(tokio::time::Instant::now() + send);
+                        armed = Armed::Queue(now);
+                        now
+                    }
+                };
                 if timer.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
-                if written.load(Ordering::Relaxed) != now {
+                let now = written.load(Ordering::Relaxed);
+                if now.saturating_sub(since) >= MIN_QUEUE_PROGRESS {
+                    // The queue moves: check again one interval on.
+                    armed = Armed::No;
                     continue;
                 }
-                tracing::debug!("HTTP/2 client took no byte for client_send_timeout: closed");
+                tracing::debug!("HTTP/2 client took too little for client_send_timeout: closed");
                 return Poll::Ready(());
             }
             if armed != Armed::Idle {
@@ -195,7 +207,7 @@ enum Armed {
     /// The idle timeout of a connection without streams.
     Idle,
     /// The send timeout of what `h2` has queued, with the count of bytes
-    /// written when it started.
+    /// written when the current interval started.
     Queue(u64),
 }
 

@@ -441,11 +441,29 @@ async fn h2_answers_the_client_takes_nothing_of_are_given_up_after_the_send_time
     let answer = h2_get(&client, port, "/status/204").await;
     assert_eq!(answer.status(), 204);
 
-    // The whole answer handed to `h2` at once, 24,000 bytes of it queued.
-    let (client, ended) = h2c_client_with(port, &small_window()).await;
+    // The whole answer handed to `h2` at once, 24,000 bytes of it queued;
+    // the client PINGs every 200 ms meanwhile: the 17-byte answers are not
+    // progress of the queue.
+    let tcp = tokio::net::TcpStream::connect(local(port))
+        .await
+        .expect("connect");
+    let (client, mut conn) = small_window()
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .expect("h2 handshake");
+    let mut pings = conn.ping_pong().expect("ping_pong");
+    let ended = tokio::spawn(conn);
     let answer = h2_get(&client, port, "/bytes?n=25000").await;
     assert_eq!(answer.status(), 200);
     let waited = std::time::Instant::now();
+    let pinger = tokio::spawn(async move {
+        let mut answered = 0;
+        while pings.ping(h2::Ping::opaque()).await.is_ok() {
+            answered += 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        answered
+    });
     let end = tokio::time::timeout(Duration::from_secs(10), ended)
         .await
         .expect("the connection ends within 10 s");
@@ -454,6 +472,8 @@ async fn h2_answers_the_client_takes_nothing_of_are_given_up_after_the_send_time
         "{:?}",
         waited.elapsed()
     );
+    let answered = pinger.await.expect("pinger");
+    assert!(answered >= 3, "{answered} PINGs answered");
     drop((end, answer));
 }
 
