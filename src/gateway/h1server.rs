@@ -48,6 +48,7 @@ use super::h1client::{decode_body, Framing};
 use super::headers::connection_options;
 use super::proxy::{self, ConnInfo};
 use super::reqbody::{BodySlot, ClientBody, H1Body};
+use super::stall::Stall;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
@@ -237,7 +238,7 @@ where
         timer: None,
         stop: None,
         send_timeout: timeouts.send,
-        stalled_since: None,
+        stall: Stall::default(),
     };
     let mut first = true;
     loop {
@@ -328,10 +329,9 @@ struct Conn<I> {
     stop: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     /// `client_send_timeout`.
     send_timeout: Duration,
-    /// Since when the answer in progress has waited for the client to take
-    /// bytes (its socket full) without any leaving; None while bytes move or
-    /// the answer waits for its backend.
-    stalled_since: Option<Instant>,
+    /// The answer in progress's wait for the client to take bytes (its socket
+    /// full); cleared when bytes leave or the answer waits for its backend.
+    stall: Stall,
 }
 
 impl<I: AsyncRead + AsyncWrite + Lend + Unpin> Conn<I> {
@@ -370,31 +370,14 @@ impl<I: AsyncRead + AsyncWrite + Lend + Unpin> Conn<I> {
 
     /// Called when the answer waits for the client to take bytes. Ready with
     /// the error that ends the connection once it has waited `send_timeout`
-    /// without a byte leaving (`stalled_since` is cleared when bytes leave)
-    /// (nginx's `send_timeout`: the time between two writes that move bytes,
-    /// not for the whole answer). The first call of a stall starts it; the
-    /// connection's one timer is moved only when it would fire too late, as
-    /// in `next_head`.
+    /// without a byte leaving ([`Stall`]).
     fn wait_for_client(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        let since = *self.stalled_since.get_or_insert_with(Instant::now);
-        let until = since + self.send_timeout;
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
-        if timer.deadline() > until {
-            timer.as_mut().reset(until);
-        }
-        loop {
-            ready!(timer.as_mut().poll(cx));
-            if Instant::now() >= until {
-                return Poll::Ready(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the client took no byte of its answer for client_send_timeout",
-                ));
-            }
-            // Left by an earlier, nearer deadline: wait for this one.
-            timer.as_mut().reset(until);
-        }
+        self.stall.poll(cx, self.send_timeout).map(|()| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client took no byte of its answer for client_send_timeout",
+            )
+        })
     }
 
     /// Reads once (through the scratch buffer) and appends to `input`.
@@ -524,7 +507,7 @@ impl<I: AsyncRead + AsyncWrite + Lend + Unpin> Conn<I> {
         mut x: Exchange,
         shutdown: &watch::Receiver<bool>,
     ) -> io::Result<After> {
-        self.stalled_since = None;
+        self.stall.clear();
         poll_fn(|cx| x.poll(self, shutdown, cx)).await
     }
 
@@ -871,7 +854,7 @@ impl Exchange {
                 }
                 if conn.out.len != before {
                     progress = true;
-                    conn.stalled_since = None;
+                    conn.stall.clear();
                 }
             }
             if conn.out.is_empty() {
@@ -913,7 +896,7 @@ impl Exchange {
             }
             if conn.out.is_empty() {
                 // Waiting for the handler or the backend, not the client.
-                conn.stalled_since = None;
+                conn.stall.clear();
                 return Poll::Pending;
             }
             // Bytes are queued and the socket took none.

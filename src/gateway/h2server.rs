@@ -21,6 +21,7 @@ use super::body::ResponseBody;
 use super::h1server::Timeouts;
 use super::proxy::{self, ConnInfo};
 use super::reqbody::{ClientBody, H2Body};
+use super::stall::Stall;
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use h2::server::SendResponse;
@@ -304,17 +305,16 @@ async fn stream(
     };
     if !end {
         let mut held = None;
-        let mut pieces = 0u64;
         let mut stall = Stall::default();
         let sent = poll_fn(|cx| {
-            let r = poll_send_body(cx, &mut body, &mut send, &mut held, &mut pieces);
+            let r = poll_send_body(cx, &mut body, &mut send, &mut held, &mut stall);
             if r.is_ready() || held.is_none() {
                 // Done, or waiting for the backend.
-                stall.since = None;
+                stall.clear();
                 return r;
             }
             // A piece waits for the client's window.
-            if stall.poll(cx, pieces, send_timeout).is_ready() {
+            if stall.poll(cx, send_timeout).is_ready() {
                 send.send_reset(Reason::CANCEL);
                 return Poll::Ready(Err(h2::Error::from(Reason::CANCEL)));
             }
@@ -324,37 +324,6 @@ async fn stream(
         if let Err(e) = sent {
             tracing::debug!("HTTP/2 answer body not sent whole: {e}");
         }
-    }
-}
-
-/// A stream's wait for the client's window: since when, and how many pieces
-/// had left then; its timer is made at the first wait.
-#[derive(Default)]
-struct Stall {
-    since: Option<(tokio::time::Instant, u64)>,
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl Stall {
-    /// Ready once no piece has left for `limit` (`pieces` counts those that
-    /// have); a piece leaving starts the wait again.
-    fn poll(&mut self, cx: &mut Context<'_>, pieces: u64, limit: Duration) -> Poll<()> {
-        let since = match self.since {
-            Some((t, p)) if p == pieces => t,
-            _ => {
-                let t = tokio::time::Instant::now();
-                self.since = Some((t, pieces));
-                t
-            }
-        };
-        let until = since + limit;
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
-        if timer.deadline() != until {
-            timer.as_mut().reset(until);
-        }
-        timer.as_mut().poll(cx)
     }
 }
 
@@ -429,14 +398,15 @@ fn is_connection_specific(name: &header::HeaderName) -> bool {
 /// only when its window is used up; hyper issue 4003). Errors: the stream was
 /// reset or the connection closed.
 ///
-/// `pieces` counts the pieces handed to `h2`. Pending with `held` set means
-/// waiting for the client's window; with `held` empty, for the backend.
+/// `stall` is cleared each time a piece is handed to `h2`. Pending with `held`
+/// set means waiting for the client's window; with `held` empty, for the
+/// backend.
 fn poll_send_body(
     cx: &mut Context<'_>,
     body: &mut ResponseBody,
     send: &mut SendStream<Bytes>,
     held: &mut Option<(Bytes, bool)>,
-    pieces: &mut u64,
+    stall: &mut Stall,
 ) -> Poll<Result<(), h2::Error>> {
     loop {
         // Registered on every pass, so a reset wakes the stream whatever it waits for.
@@ -455,7 +425,7 @@ fn poll_send_body(
             if let Some((data, end)) = held.take() {
                 // `h2` sends what the window takes and queues the rest.
                 send.send_data(data, end)?;
-                *pieces += 1;
+                stall.clear();
                 if end {
                     return Poll::Ready(Ok(()));
                 }

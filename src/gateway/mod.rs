@@ -23,6 +23,7 @@ pub mod probe;
 pub mod proxy;
 pub mod reqbody;
 pub mod routing;
+pub mod stall;
 pub mod tls;
 pub mod upstream;
 
