@@ -75,6 +75,12 @@ pub struct GatewayConfig {
     /// stream (HTTP/2) closed. Default 60 s (nginx's `send_timeout`).
     #[serde(default = "default_client_send_timeout")]
     pub client_send_timeout: ConfDuration,
+    /// Idle timeout of upgraded connections (a 101 answer: WebSocket), 1 s..24 h:
+    /// a tunnel through which no byte moves either way for this long is closed,
+    /// both sides. Default 240 s (the 4-minute TCP idle timeout an idle
+    /// WebSocket meets behind Azure; HAProxy's `timeout tunnel`).
+    #[serde(default = "default_tunnel_idle_timeout")]
+    pub tunnel_idle_timeout: ConfDuration,
     /// How often alert rules are evaluated, 1 s..1 h. Default 5 s.
     #[serde(default = "default_alert_interval")]
     pub alert_evaluation_interval: ConfDuration,
@@ -92,6 +98,10 @@ fn default_client_send_timeout() -> ConfDuration {
     ConfDuration::secs(60)
 }
 
+fn default_tunnel_idle_timeout() -> ConfDuration {
+    ConfDuration::secs(240)
+}
+
 fn default_alert_interval() -> ConfDuration {
     ConfDuration::secs(5)
 }
@@ -107,6 +117,7 @@ impl Default for GatewayConfig {
             request_header_timeout: default_header_timeout(),
             client_idle_timeout: default_client_idle_timeout(),
             client_send_timeout: default_client_send_timeout(),
+            tunnel_idle_timeout: default_tunnel_idle_timeout(),
         }
     }
 }

@@ -666,6 +666,12 @@ pub fn validate(config: Config) -> Result<Validated, Vec<ConfigError>> {
         3600,
     );
     c.range_dur(
+        "gateway.tunnel_idle_timeout".into(),
+        cfg.gateway.tunnel_idle_timeout,
+        1,
+        86400,
+    );
+    c.range_dur(
         "gateway.alert_evaluation_interval".into(),
         cfg.gateway.alert_evaluation_interval,
         1,
@@ -810,6 +816,7 @@ mod tests {
             [gateway]
             client_idle_timeout = 0
             client_send_timeout = "2h"
+            tunnel_idle_timeout = "25h"
             [[listeners]]
             name = "l"
             listen = "127.0.0.1:8080"
@@ -833,6 +840,7 @@ mod tests {
         for want in [
             "gateway.client_idle_timeout: 0s is outside 1s..3600s",
             "gateway.client_send_timeout: 2h is outside 1s..3600s",
+            "gateway.tunnel_idle_timeout: 25h is outside 1s..86400s",
             "backend_http_settings[0].port: 0 is outside 1..65535",
             "backend_http_settings[0].request_timeout: 0s is outside 1s..86400s",
             "probes[0].interval: 0s is outside 1s..86400s",

@@ -25,6 +25,7 @@ pub mod reqbody;
 pub mod routing;
 pub mod stall;
 pub mod tls;
+pub mod tunnel;
 pub mod upstream;
 
 use crate::config::{parse_backend_address, parse_status_range, Config, Protocol, RuleType};
@@ -65,6 +66,8 @@ pub struct Snapshot {
     pub idle_timeout: Duration,
     /// `[gateway].client_send_timeout`.
     pub send_timeout: Duration,
+    /// `[gateway].tunnel_idle_timeout`.
+    pub tunnel_idle_timeout: Duration,
 }
 
 impl Snapshot {
@@ -78,6 +81,7 @@ impl Snapshot {
             header_timeout: guard::HEAD_TIMEOUT,
             idle_timeout: Duration::from_secs(75),
             send_timeout: Duration::from_secs(60),
+            tunnel_idle_timeout: Duration::from_secs(240),
         }
     }
 }
@@ -373,6 +377,7 @@ pub async fn build_snapshot(
             header_timeout: config.gateway.request_header_timeout.get(),
             idle_timeout: config.gateway.client_idle_timeout.get(),
             send_timeout: config.gateway.client_send_timeout.get(),
+            tunnel_idle_timeout: config.gateway.tunnel_idle_timeout.get(),
         })
     } else {
         Err(errors)

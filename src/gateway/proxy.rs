@@ -14,7 +14,7 @@ use super::body::{Inner, PendingRecord, ResponseBody};
 use super::failure::{builtin_page, custom_page, ErrorInfo};
 use super::guard::Rejection;
 use super::h1client;
-use super::h1server::{OnUpgrade, Rewound};
+use super::h1server::OnUpgrade;
 use super::headers::{self, X_TRANSACTION_ID};
 use super::health::ServerHealth;
 use super::pool::{affinity_key, Backend, Candidate, HostRewrite, PoolSource, ServerAddr};
@@ -810,7 +810,14 @@ fn route_and_forward<'a>(
                             if let (Some(client_up), Some(backend_conn)) =
                                 (client_upgrade, rbody.into_conn())
                             {
-                                tokio::spawn(tunnel(client_up, backend_conn));
+                                tokio::spawn(super::tunnel::tunnel(
+                                    client_up,
+                                    backend_conn,
+                                    super::tunnel::Limits {
+                                        idle: snapshot.tunnel_idle_timeout,
+                                        send: snapshot.send_timeout,
+                                    },
+                                ));
                             }
                             if let Some(u) = keep_upgrade {
                                 rparts.headers.insert(header::UPGRADE, u);
@@ -1032,17 +1039,6 @@ fn tls_name_for(
         (HostRewrite::Client, Some(h)) | (HostRewrite::Fixed(_), Some(h)) => h.into(),
         _ => server.name.clone(),
     }
-}
-
-/// Joins an upgraded client connection to its backend connection (bytes the
-/// backend sent after its 101 head go first) until either side closes.
-async fn tunnel(client: OnUpgrade, backend: Conn) {
-    let Some(mut c) = client.connection().await else {
-        return;
-    };
-    // Bytes the backend sent after its 101 head come first.
-    let mut backend = Rewound::new(backend.buf.freeze(), backend.io);
-    let _ = tokio::io::copy_bidirectional(&mut c, &mut backend).await;
 }
 
 /// RFC 3986 §5.2.4 "remove_dot_segments" for a request path, so that

@@ -2,7 +2,6 @@
 //! under load (issue 3).
 
 use crate::support::*;
-use bytes::Bytes;
 use std::time::Duration;
 
 fn probe_config(port: u16, servers: &[String], probe: &str, settings_extra: &str) -> String {
@@ -375,29 +374,6 @@ async fn a_refused_connection_ejects_at_once_and_fails_over() {
             .starts_with(&format!("ejected after a refused connection to {dead}")),
         "{s}"
     );
-}
-
-/// Replaces the first `from` in the gateway's config file by `to` (the next
-/// pool that still lists it) and reloads through the API, expecting 200.
-async fn replace_first_and_reload(
-    gw: &Gateway,
-    from: std::net::SocketAddr,
-    to: std::net::SocketAddr,
-) {
-    let text = std::fs::read_to_string(&gw.config).expect("read");
-    let from = from.to_string();
-    let at = text.find(&from).expect("server in the config");
-    let new = format!("{}{}{}", &text[..at], to, &text[at + from.len()..]);
-    std::fs::write(&gw.config, new).expect("write");
-    let ok = request(
-        gw.console,
-        "POST",
-        "/api/reload",
-        &[("authorization", "Bearer test-token")],
-        Bytes::new(),
-    )
-    .await;
-    assert_eq!(ok.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

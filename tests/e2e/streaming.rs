@@ -43,11 +43,9 @@ async fn chunked_upload_is_forwarded() {
     assert!(text.contains("hello") && text.contains(" world"), "{text}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_upgrade_passes_through() {
-    let app = DemoApp::start();
-    let port = free_port();
-    let gw = Gateway::start_one_core("ws", &basic_config(port, &[app.addr.to_string()], ""));
+/// Sends a WebSocket handshake (RFC 6455 §1.3's example key) to the gateway on
+/// `port` and reads the answer's head: the connection and the head, lowercased.
+fn open_websocket(port: u16) -> (std::net::TcpStream, String) {
     let mut s = std::net::TcpStream::connect(local(port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
@@ -56,15 +54,33 @@ async fn websocket_upgrade_passes_through() {
           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
     )
     .expect("write");
-    let mut buf = vec![0u8; 4096];
+    let mut buf = [0u8; 1];
     let mut got = Vec::new();
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+    // Byte by byte: what follows the head is the tunnel's.
+    while !got.ends_with(b"\r\n\r\n") {
         let n = s.read(&mut buf).expect("read head");
         assert!(n > 0, "closed before the 101");
-        got.extend_from_slice(&buf[..n]);
+        got.push(buf[0]);
     }
     let head = String::from_utf8_lossy(&got).to_lowercase();
     assert!(head.starts_with("http/1.1 101"), "{head}");
+    (s, head)
+}
+
+/// One message through the tunnel and back (the demo app echoes raw bytes).
+fn echo(s: &mut std::net::TcpStream, msg: &[u8]) {
+    s.write_all(msg).expect("write");
+    let mut echoed = vec![0u8; msg.len()];
+    s.read_exact(&mut echoed).expect("echo");
+    assert_eq!(echoed, msg);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrade_passes_through() {
+    let app = DemoApp::start();
+    let port = free_port();
+    let gw = Gateway::start_one_core("ws", &basic_config(port, &[app.addr.to_string()], ""));
+    let (mut s, head) = open_websocket(port);
     // RFC 6455 §1.3's example key and accept value.
     assert!(
         head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
@@ -73,13 +89,158 @@ async fn websocket_upgrade_passes_through() {
     assert!(head.contains("upgrade: websocket"));
     // After the upgrade, bytes flow both ways through the gateway.
     for msg in [&b"\x81\x05hello"[..], b"frames pass through untouched"] {
-        s.write_all(msg).expect("write");
-        let mut echoed = vec![0u8; msg.len()];
-        s.read_exact(&mut echoed).expect("echo");
-        assert_eq!(echoed, msg);
+        echo(&mut s, msg);
     }
     let rec = gw.record_where(|r| r["properties"]["requestUri"] == "/ws");
     assert_eq!(rec["properties"]["httpStatus"], 101);
+}
+
+/// `tunnel_idle_timeout` closes a tunnel through which nothing moves, not one
+/// that is used, however long it lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_tunnel_is_closed_after_the_tunnel_idle_timeout() {
+    use std::time::Instant;
+    let app = DemoApp::start();
+    let port = free_port();
+    let _gw = Gateway::start_with(
+        "tunnelidle",
+        "tunnel_idle_timeout = 1",
+        &basic_config(port, &[app.addr.to_string()], ""),
+    );
+    tokio::task::spawn_blocking(move || {
+        let (mut s, _) = open_websocket(port);
+        // A message every 400 ms for 3.2 s: more than the timeout in all.
+        let opened = Instant::now();
+        for i in 0..8 {
+            std::thread::sleep(Duration::from_millis(400));
+            echo(&mut s, format!("message {i}").as_bytes());
+        }
+        assert!(opened.elapsed() > Duration::from_secs(3));
+        // Then nothing: the gateway closes it after a second.
+        let quiet = Instant::now();
+        let mut buf = [0u8; 16];
+        let n = s.read(&mut buf).expect("an end, not a read timeout");
+        assert_eq!(n, 0, "closed");
+        let waited = quiet.elapsed();
+        assert!(
+            waited >= Duration::from_millis(900) && waited < Duration::from_secs(4),
+            "closed after {waited:?}"
+        );
+    })
+    .await
+    .expect("client thread");
+}
+
+/// A tunnel ends when its server leaves the pool (a reload that removes it, no
+/// connection draining), as the server's other connections do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_to_a_server_removed_from_its_pool_is_closed() {
+    let (a, b) = (DemoApp::start(), DemoApp::start());
+    let port = free_port();
+    let gw = Gateway::start("tunnelcut", &basic_config(port, &[a.addr.to_string()], ""));
+    let mut s = tokio::task::spawn_blocking(move || {
+        let (mut s, _) = open_websocket(port);
+        echo(&mut s, b"before the reload");
+        s
+    })
+    .await
+    .expect("client thread");
+    replace_first_and_reload(&gw, a.addr, b.addr).await;
+    tokio::task::spawn_blocking(move || {
+        let mut buf = [0u8; 16];
+        let n = s.read(&mut buf).expect("an end, not a read timeout");
+        assert_eq!(n, 0, "closed");
+        // A new tunnel goes to the pool's new server.
+        let (mut s, _) = open_websocket(port);
+        echo(&mut s, b"after the reload");
+    })
+    .await
+    .expect("client thread");
+    let rec = gw.record_where(|r| {
+        r["properties"]["requestUri"] == "/ws"
+            && r["properties"]["serverRouted"] == b.addr.to_string()
+    });
+    assert_eq!(rec["properties"]["httpStatus"], 101);
+}
+
+/// A backend that pushes into a tunnel (a WebSocket feed) to a client that
+/// stopped reading, but still sends, meets `client_send_timeout`: the gateway
+/// closes both sides, freeing the backend. A raw backend: it answers the probe,
+/// and an upgrade with a 101 and then 64 KiB writes until its connection fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_whose_client_stops_reading_is_cut_after_the_send_timeout() {
+    use std::time::Instant;
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = backend.local_addr().expect("addr");
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<Instant>();
+    std::thread::spawn(move || {
+        for conn in backend.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let done = done_tx.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match conn.read(&mut b) {
+                        Ok(1) => head.push(b[0]),
+                        _ => return,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).to_lowercase();
+                if !head.contains("upgrade: websocket") {
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    return;
+                }
+                let _ = conn.write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+                );
+                let chunk = vec![b'x'; 1 << 16];
+                while conn.write_all(&chunk).is_ok() {}
+                let _ = done.send(Instant::now());
+            });
+        }
+    });
+    let port = free_port();
+    let _gw = Gateway::start_with(
+        "tunnelsend",
+        "client_send_timeout = 1",
+        &basic_config(port, &[addr.to_string()], ""),
+    );
+    tokio::task::spawn_blocking(move || {
+        let (mut s, _) = open_websocket(port);
+        // Reads nothing more, but sends a byte every 200 ms, so the tunnel is
+        // never idle.
+        let stopped = Instant::now();
+        let cut = loop {
+            match done_rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(at) => break at,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    assert!(
+                        stopped.elapsed() < Duration::from_secs(20),
+                        "the backend still writes after {:?}",
+                        stopped.elapsed()
+                    );
+                    // The backend does not read: once its buffers are full the
+                    // write would block, so it is best-effort.
+                    s.set_nonblocking(true).expect("nonblocking");
+                    let _ = s.write(b"x");
+                    s.set_nonblocking(false).expect("blocking");
+                }
+                Err(e) => panic!("backend thread: {e}"),
+            }
+        };
+        assert!(
+            cut.duration_since(stopped) >= Duration::from_millis(900),
+            "cut after {:?}",
+            cut.duration_since(stopped)
+        );
+        // What was on the way arrives, then the connection's end.
+        read_until_closed(&mut s);
+    })
+    .await
+    .expect("client thread");
 }
 
 /// The gateway's HTTP/1.1 client reads every framing a backend may use

@@ -900,3 +900,26 @@ pub fn read_until_closed(s: &mut std::net::TcpStream) -> usize {
         }
     }
 }
+
+/// Replaces the first `from` in the gateway's config file by `to` (the next
+/// pool that still lists it) and reloads through the API, expecting 200.
+pub async fn replace_first_and_reload(
+    gw: &Gateway,
+    from: std::net::SocketAddr,
+    to: std::net::SocketAddr,
+) {
+    let text = std::fs::read_to_string(&gw.config).expect("read");
+    let from = from.to_string();
+    let at = text.find(&from).expect("server in the config");
+    let new = format!("{}{}{}", &text[..at], to, &text[at + from.len()..]);
+    std::fs::write(&gw.config, new).expect("write");
+    let ok = request(
+        gw.console,
+        "POST",
+        "/api/reload",
+        &[("authorization", "Bearer test-token")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+}
