@@ -75,6 +75,22 @@ def machine():
             "kernel": os.uname().release, "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
+def rss_parts(pid):
+    """VmRSS split as the kernel counts it: {"anon": RssAnon, "file": RssFile} in bytes
+    (file = pages of mapped files, mostly the binary's code, shared and reclaimable;
+    anon = the heap and stacks), zeros if the process is gone."""
+    parts = {"anon": 0, "file": 0}
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("RssAnon:"):
+                parts["anon"] = int(line.split()[1]) * 1024
+            elif line.startswith("RssFile:"):
+                parts["file"] = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return parts
+
+
 def rss(pid):
     """Resident set size in bytes (VmRSS), 0 if the process is gone."""
     try:

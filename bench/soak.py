@@ -41,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (ROOT, TOKEN, Setup, start_checked, alive, api, brief, copy_binary, fd_count, kill_and_reap, machine, pc_cli,  # noqa: E402
-                    pin_self, raise_nofile, read_access_log, rid_of, rss, signal_proc, summarize_access_log, tools_check,
+                    pin_self, raise_nofile, read_access_log, rid_of, rss, rss_parts, signal_proc, summarize_access_log, tools_check,
                     wait_app_ready, wait_port)
 from loadgen import Load, Req  # noqa: E402
 
@@ -193,7 +193,9 @@ class Soak:
     def sampler(self):
         pid = self.pc.pid
         while self.sampling:
-            self.samples.append({"t": self.now(), "rss": rss(pid), "fds": fd_count(pid)})
+            parts = rss_parts(pid)
+            self.samples.append({"t": self.now(), "rss": rss(pid), "anon": parts["anon"], "file": parts["file"],
+                                 "fds": fd_count(pid)})
             time.sleep(2)
 
     def idle_figures(self, baseline_fds=None, wait=6.0, limit=30.0):
@@ -411,6 +413,14 @@ def check(res, recs, load, sk, end_alive, base_fds, end_fds, base_rss, end_rss, 
     rss_first, rss_last = med(first), med(last)
     growth = (rss_last - rss_first) / rss_first if rss_first else None
     idle_growth = (end_rss - base_rss) / base_rss if base_rss else None
+    # The same medians for each part of RSS: a step in "file" is code of the binary run
+    # for the first time (a rare path), not memory the gateway holds.
+    parts = {}
+    for part in ("anon", "file"):
+        a = med(sorted(s.get(part, 0) for s in sk.samples if s["t"] <= win))
+        b = med(sorted(s.get(part, 0) for s in sk.samples if s["t"] >= dur - win))
+        parts[part] = {"median_first_window": a, "median_last_window": b,
+                       "growth_pct": round((b - a) / a * 100, 1) if a else None}
     n = len(sk.samples)
     slope = None
     if n > 2:
@@ -436,6 +446,7 @@ def check(res, recs, load, sk, end_alive, base_fds, end_fds, base_rss, end_rss, 
                     "rss_idle_after_warmup": base_rss, "rss_idle_end": end_rss,
                     "rss_idle_growth_pct": round(idle_growth * 100, 1) if idle_growth is not None else None,
                     "rss_peak_during_run": max((s["rss"] for s in sk.samples), default=0),
+                    "rss_parts": parts,
                     "fds_peak_during_run": max((s["fds"] for s in sk.samples), default=0)},
         "warmup": {k: v for k, v in wres.items() if k not in ("failures", "timeline")},
         "client": res_small,
@@ -472,6 +483,11 @@ def report(doc):
           f"{mib(f.get('rss_median_last_window', 0))} ({f.get('rss_growth_pct')} %; slope "
           f"{f.get('rss_slope_mib_per_min')} MiB/min; peak {mib(f.get('rss_peak_during_run', 0))}; idle readings "
           f"{mib(f.get('rss_idle_after_warmup', 0))} -> {mib(f.get('rss_idle_end', 0))}, {f.get('rss_idle_growth_pct')} %) |")
+    for part, what in (("anon", "heap and stacks"), ("file", "mapped files: the binary's code")):
+        pp = f.get("rss_parts", {}).get(part)
+        if pp:
+            print(f"| (RSS part {part}: {what}; not a check) | | {mib(pp['median_first_window'])} -> "
+                  f"{mib(pp['median_last_window'])} ({pp['growth_pct']} %) |")
     print(f"\nEvents: {doc.get('event_counts')}")
     print(f"Client failures by kind: {c.get('by_kind')}")
     print(f"Failures by event: {doc.get('failures_by_event')}")
