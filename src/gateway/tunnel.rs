@@ -220,9 +220,15 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<'_, I> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let r = Pin::new(&mut self.io).poll_flush(cx);
-        if self.client && r.is_pending() {
-            // What was written waits in a buffer (TLS) for the client.
-            self.activity.client_write(self.activity.now(), false);
+        if self.client {
+            match r {
+                // What was written waits in a buffer (TLS) for the client.
+                Poll::Pending => self.activity.client_write(self.activity.now(), false),
+                // It left: a flush that waited must not leave the clock running
+                // while the backend then sends nothing.
+                Poll::Ready(Ok(())) => self.activity.client_write(self.activity.now(), true),
+                Poll::Ready(Err(_)) => {}
+            }
         }
         r
     }
