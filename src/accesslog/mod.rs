@@ -9,7 +9,6 @@ mod json;
 mod record;
 mod writer;
 
-pub use json::write_record;
 pub use record::{AccessRecord, Attempt, Properties, Text};
 pub use writer::{wait_for_writers, AccessLog, AccessLogTarget};
 
