@@ -64,8 +64,8 @@ def peer_cmd(name, w, bin_path):
     if name == "portcullis-nolog":
         run.write_variant_config(w, "nolog", 'access_log = "off"')
         return [str(bin_path), "run", "-c", str(w / "portcullis-nolog.toml")], port, urls
-    if name == "haproxy":
-        return ["haproxy", "-f", str(w / "haproxy.cfg")], port, urls
+    if name.startswith("haproxy"):
+        return ["haproxy", "-f", str(w / f"{name}.cfg")], port, urls
     conf = w / f"cg-{name}.conf"
     conf.write_text("master_process off;\n" + (w / f"{name}.conf").read_text())
     return ["nginx", "-c", str(conf)], port, urls
@@ -154,7 +154,7 @@ def main():
         runs = [(str(b), portcullis_cmd(b, w, f"b{i}")) for i, b in enumerate(bins)]
         if a.peers:
             peers = [(name, peer_cmd(name, w, bins[0]))
-                     for name in ("portcullis-nolog", "nginx", "nginx-azurelog", "haproxy")]
+                     for name in ("portcullis-nolog", "nginx", "nginx-azurelog", "haproxy", "haproxy-nolog")]
             # nginx-azurelog has no HTTP/2 listener.
             runs += [(name, cmd) for name, cmd in peers if a.scenario != "h2" or cmd[2]["h2"]]
         first = None

@@ -3,9 +3,9 @@
 Every proxy runs pinned to core 1 (`taskset -c 1`), the load generator to core 0;
 the backend is one nginx worker serving a fixed 6-byte body and a 1 MiB file.
 Proxies: portcullis (release build, access log on), nginx (1 worker, upstream
-keep-alive, access log on, buffered), HAProxy (nbthread 1, no log; and
-"haproxy-log", the same with its standard HTTP log, `option httplog`, to stderr,
-a file here), and
+keep-alive, access log on, buffered), HAProxy (nbthread 1, its standard HTTP
+log on, `option httplog`, to stderr, a file here; and "haproxy-nolog", the same
+without a log, beside "portcullis-nolog"), and
 "direct" (the backend itself, the ceiling). Order alternates between rounds;
 the best of the rounds is reported.
 """
@@ -19,7 +19,7 @@ PGO_BIN = ROOT / "target/pgo/use/release/portcullis"
 PORTS = {"backend": 18080, "portcullis": 18081, "nginx": 18082, "haproxy": 18083, "console": 18090,
          "portcullis_nometrics": 18084, "console_nometrics": 18091,
          "portcullis_nolog": 18085, "console_nolog": 18092, "nginx_azurelog": 18086,
-         "portcullis_pgo": 18087, "console_pgo": 18093, "haproxy_log": 18088,
+         "portcullis_pgo": 18087, "console_pgo": 18093, "haproxy_nolog": 18088,
          "portcullis_tls": 18441, "nginx_tls": 18442, "haproxy_tls": 18443,
          "portcullis_nometrics_tls": 18444, "portcullis_nolog_tls": 18445, "portcullis_pgo_tls": 18446}
 
@@ -137,11 +137,17 @@ http {{ log_format azure escape=json '{azure}';
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_buffering on; }} }} }}
 """)
     (w / "both.pem").write_text((w / "cert.pem").read_text() + (w / "key.pem").read_text())
+    # HAProxy logging every request, as portcullis and nginx do: its standard HTTP
+    # log line (`option httplog`, ~150 bytes), written to stderr (a file here) one
+    # write per line, as HAProxy logs in a container. Every scenario.
     (w / "haproxy.cfg").write_text(f"""global
   nbthread 1
   maxconn 9000
+  log stderr format raw local0 info
 defaults
   mode http
+  log global
+  option httplog
   timeout connect 5s
   timeout client 60s
   timeout server 60s
@@ -156,25 +162,20 @@ frontend f
 backend b
   server s1 127.0.0.1:{PORTS['backend']}
 """)
-    # HAProxy logging every request, as portcullis and nginx do: its standard HTTP
-    # log line (`option httplog`, ~150 bytes), written to stderr (a file here) one
-    # write per line, as HAProxy logs in a container. ka64 and h2 only.
-    (w / "haproxy-log.cfg").write_text(f"""global
+    # The same HAProxy without a log, beside portcullis-nolog. ka64 and h2 only.
+    (w / "haproxy-nolog.cfg").write_text(f"""global
   nbthread 1
   maxconn 9000
-  log stderr format raw local0 info
 defaults
   mode http
-  log global
-  option httplog
   timeout connect 5s
   timeout client 60s
   timeout server 60s
   option http-keep-alive
   http-reuse always
 frontend f
-  bind 127.0.0.1:{PORTS['haproxy_log']}
-  bind 127.0.0.1:{PORTS['haproxy_log']+100} proto h2
+  bind 127.0.0.1:{PORTS['haproxy_nolog']}
+  bind 127.0.0.1:{PORTS['haproxy_nolog']+100} proto h2
   option forwardfor
   default_backend b
 backend b
@@ -300,14 +301,13 @@ TARGETS = {
     "portcullis-nometrics": {"http": f"http://127.0.0.1:{PORTS['portcullis_nometrics']}", "https": None, "h2": None,
                              "only": ("ka64",)},
     # The same portcullis with access_log = "off" (nginx's combined line is ~75 bytes,
-    # the Azure v2 record ~930): shows what the richer log costs. ka64, and h2, where
-    # it is the like-for-like figure beside HAProxy, which logs nothing here.
+    # the Azure v2 record ~930): shows what the richer log costs. ka64 and h2, beside
+    # haproxy-nolog.
     "portcullis-nolog": {"http": f"http://127.0.0.1:{PORTS['portcullis_nolog']}", "https": None,
                          "h2": f"http://127.0.0.1:{PORTS['portcullis_nolog']}", "only": ("ka64", "h2")},
-    # HAProxy with its HTTP log on (see write_configs): beside portcullis, which
-    # always logs, as portcullis-nolog is beside "haproxy". ka64 and h2.
-    "haproxy-log": {"http": f"http://127.0.0.1:{PORTS['haproxy_log']}", "https": None,
-                    "h2": f"http://127.0.0.1:{PORTS['haproxy_log']+100}", "only": ("ka64", "h2")},
+    # HAProxy without a log (see write_configs), beside portcullis-nolog. ka64 and h2.
+    "haproxy-nolog": {"http": f"http://127.0.0.1:{PORTS['haproxy_nolog']}", "https": None,
+                      "h2": f"http://127.0.0.1:{PORTS['haproxy_nolog']+100}", "only": ("ka64", "h2")},
     # nginx writing the portcullis record (see write_configs). ka64 only.
     "nginx-azurelog": {"http": f"http://127.0.0.1:{PORTS['nginx_azurelog']}", "https": None, "h2": None,
                        "only": ("ka64",)},
@@ -346,7 +346,7 @@ def main():
         s.start("nginx", ["nginx", "-c", str(work / "nginx.conf")], pin=1, port=PORTS["nginx"])
         s.start("nginx-azurelog", ["nginx", "-c", str(work / "nginx-azurelog.conf")], pin=1, port=PORTS["nginx_azurelog"])
         s.start("haproxy", ["haproxy", "-f", str(work / "haproxy.cfg")], pin=1, port=PORTS["haproxy"])
-        s.start("haproxy-log", ["haproxy", "-f", str(work / "haproxy-log.cfg")], pin=1, port=PORTS["haproxy_log"])
+        s.start("haproxy-nolog", ["haproxy", "-f", str(work / "haproxy-nolog.cfg")], pin=1, port=PORTS["haproxy_nolog"])
         s.start("portcullis", [str(BIN), "run", "-c", str(work / "portcullis.toml")], pin=1, port=PORTS["portcullis"])
         write_variant_config(work, "nometrics")
         os.environ["PORTCULLIS_BENCH_NO_METRICS"] = "1"
@@ -362,7 +362,7 @@ def main():
                     port=PORTS["portcullis_pgo"])
         time.sleep(1)
         pids = {n: s.worker_pid(n) for n in ("portcullis", "portcullis-nometrics", "portcullis-nolog", "nginx", "nginx-azurelog", "haproxy",
-                                             "haproxy-log", "backend") + (("portcullis-pgo",) if a.pgo else ())}
+                                             "haproxy-nolog", "backend") + (("portcullis-pgo",) if a.pgo else ())}
         pids["direct"] = pids["backend"]
         results = {}
         for r in range(a.rounds):
