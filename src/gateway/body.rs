@@ -258,6 +258,77 @@ impl PendingRecord {
         });
         ResponseBody { inner, completion }
     }
+
+    /// Splits the record of a 101 answer off its (empty) body, for the tunnel
+    /// the connection becomes (`tunnel.rs`), which writes it when it ends.
+    /// `head_bytes`: size of the 101's head.
+    pub fn into_tunnel(mut self, head_bytes: u64) -> (ResponseBody, TunnelRecord) {
+        let completion = self.0.take().map(|mut c| {
+            c.head_bytes = head_bytes;
+            c
+        });
+        let body = ResponseBody {
+            inner: Inner::Full(None),
+            completion: None,
+        };
+        (
+            body,
+            TunnelRecord {
+                completion,
+                switched: Instant::now(),
+            },
+        )
+    }
+}
+
+/// The record of a request whose backend answered 101 (Switching Protocols,
+/// RFC 9110 §15.2.2) and whose connection became a tunnel. It is written when
+/// the tunnel ends, as Azure Application Gateway writes a WebSocket's record:
+/// `timeTaken` is the time from the request's arrival to the tunnel's end (the
+/// connection's life), `clientResponseTime` the time from the 101 to that
+/// end, and `sentBytes` and `receivedBytes` count the bytes that crossed the
+/// tunnel to and from the client after the heads. A tunnel whose client was
+/// gone before it opened is written with `ERRORINFO_CLIENT_CLOSED_REQUEST`.
+/// Dropped without [`TunnelRecord::finish`] (the tunnel's task dropped at
+/// shutdown), it is written with no tunnel bytes.
+pub struct TunnelRecord {
+    completion: Option<Box<Completion>>,
+    /// When the 101 arrived from the backend.
+    switched: Instant,
+}
+
+impl TunnelRecord {
+    /// Writes the record: `to_client` and `from_client` bytes crossed the
+    /// tunnel; `client_gone`: the client went away before the tunnel opened.
+    pub fn finish(mut self, to_client: u64, from_client: u64, client_gone: bool) {
+        self.write(to_client, from_client, client_gone);
+    }
+
+    fn write(&mut self, to_client: u64, from_client: u64, client_gone: bool) {
+        let Some(mut c) = self.completion.take() else {
+            return;
+        };
+        let received = c.received_bytes() + from_client;
+        let p = &mut c.record.properties;
+        if client_gone && p.error_info == ErrorInfo::NoError.as_str() {
+            p.error_info = ErrorInfo::ClientClosedRequest.text();
+        }
+        p.sent_bytes = c.head_bytes + to_client;
+        p.received_bytes = received;
+        let now = Instant::now();
+        let total = now.saturating_duration_since(c.start);
+        p.time_taken = secs_number(total);
+        p.client_response_time = secs_number(now.saturating_duration_since(self.switched));
+        c.obs.total = total;
+        c.telemetry.observe(&c.record, &c.obs);
+        c.log.log(&c.record);
+    }
+}
+
+impl Drop for TunnelRecord {
+    fn drop(&mut self) {
+        self.write(0, 0, false);
+    }
 }
 
 impl Drop for PendingRecord {

@@ -352,15 +352,19 @@ pub fn error_response(
     p.http_status = status.as_u16();
     p.error_info = info.as_str().into();
     p.content_type = "text/html; charset=utf-8".into();
-    let head = head_size(resp.headers(), &[]) + 20;
+    let head = head_size(status, resp.headers(), &[]) + 20;
     let (parts, ()) = resp.into_parts();
     Response::from_parts(parts, pending.into_body(Inner::Full(Some(page)), head))
 }
 
-/// A response head's size in bytes as the record counts it: status line,
-/// fields (the map's and `listed`, [`ResponseBody::listed_fields`]), CRLF.
-fn head_size(h: &HeaderMap, listed: &[(HeaderName, HeaderValue)]) -> u64 {
-    17 + headers::wire_size(h) + headers::wire_size(listed.iter().map(|(k, v)| (k, v))) + 2
+/// A response head's size in bytes as the record counts it: the status line as
+/// the HTTP/1.1 server writes it (`HTTP/1.1 101 Switching Protocols`, the
+/// status's canonical reason phrase), the fields (the map's and `listed`,
+/// [`ResponseBody::listed_fields`]), CRLF.
+fn head_size(status: StatusCode, h: &HeaderMap, listed: &[(HeaderName, HeaderValue)]) -> u64 {
+    let reason = status.canonical_reason().unwrap_or("").len() as u64;
+    let line = "HTTP/1.1 200 \r\n".len() as u64 + reason;
+    line + headers::wire_size(h) + headers::wire_size(listed.iter().map(|(k, v)| (k, v))) + 2
 }
 
 fn is_idempotent(m: &Method) -> bool {
@@ -807,18 +811,6 @@ fn route_and_forward<'a>(
                             for (name, value) in rbody.take_fields() {
                                 rparts.headers.append(name, value);
                             }
-                            if let (Some(client_up), Some(backend_conn)) =
-                                (client_upgrade, rbody.into_conn())
-                            {
-                                tokio::spawn(super::tunnel::tunnel(
-                                    client_up,
-                                    backend_conn,
-                                    super::tunnel::Limits {
-                                        idle: snapshot.tunnel_idle_timeout,
-                                        send: snapshot.send_timeout,
-                                    },
-                                ));
-                            }
                             if let Some(u) = keep_upgrade {
                                 rparts.headers.insert(header::UPGRADE, u);
                                 rparts.headers.insert(
@@ -827,11 +819,25 @@ fn route_and_forward<'a>(
                                 );
                             }
                             add_txid(&mut rparts.headers, txid);
-                            let head = head_size(&rparts.headers, &[]);
-                            return Response::from_parts(
-                                rparts,
-                                pending.into_body(Inner::Full(None), head),
-                            );
+                            let head = head_size(status, &rparts.headers, &[]);
+                            let body = match (client_upgrade, rbody.into_conn()) {
+                                (Some(client_up), Some(backend_conn)) => {
+                                    // The tunnel writes the record when it ends.
+                                    let (body, record) = pending.into_tunnel(head);
+                                    tokio::spawn(super::tunnel::tunnel(
+                                        client_up,
+                                        backend_conn,
+                                        super::tunnel::Limits {
+                                            idle: snapshot.tunnel_idle_timeout,
+                                            send: snapshot.send_timeout,
+                                        },
+                                        record,
+                                    ));
+                                    body
+                                }
+                                _ => pending.into_body(Inner::Full(None), head),
+                            };
+                            return Response::from_parts(rparts, body);
                         }
                         if wants_upgrade {
                             // A refused upgrade: the guard stopped checking this
@@ -858,7 +864,7 @@ fn route_and_forward<'a>(
                                 );
                             }
                         }
-                        let head = head_size(&rparts.headers, rbody.fields());
+                        let head = head_size(status, &rparts.headers, rbody.fields());
                         if wants_upgrade {
                             rbody.no_reuse();
                         }

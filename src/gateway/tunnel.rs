@@ -12,8 +12,11 @@
 //! - its backend server leaves the pool and its connections are cut
 //!   (`upstream.rs` `Upstream::close_server`: removed, drained, or ejected).
 //!
-//! Ending it closes both connections.
+//! Ending it closes both connections. Then the request's access-log record is
+//! written (`body.rs` `TunnelRecord`), with the tunnel's life and the bytes
+//! that crossed it, as Azure writes a WebSocket's record when it closes.
 
+use super::body::TunnelRecord;
 use super::h1server::{OnUpgrade, Rewound};
 use super::upstream::Conn;
 use std::io;
@@ -49,13 +52,20 @@ enum End {
 
 /// Joins an upgraded client connection to its backend connection (bytes the
 /// backend sent after its 101 head go first) until a side closes or the gateway
-/// ends it (module docs).
-pub async fn tunnel(client: OnUpgrade, backend: Conn, limits: Limits) {
+/// ends it (module docs), then writes `record`.
+pub async fn tunnel(client: OnUpgrade, backend: Conn, limits: Limits, record: TunnelRecord) {
     let Some(client) = client.connection().await else {
+        // The client's connection ended before its 101 was written.
+        record.finish(0, 0, true);
         return;
     };
     let Conn { io, buf, cut, .. } = backend;
     let activity = Activity::new();
+    // Writes the record however the tunnel's task ends, dropped at shutdown too.
+    let _record = Ending {
+        record: Some(record),
+        activity: &activity,
+    };
     let mut client = Watched {
         io: client,
         activity: &activity,
@@ -87,11 +97,35 @@ pub async fn tunnel(client: OnUpgrade, backend: Conn, limits: Limits) {
     tracing::debug!(?end, "tunnel ended");
 }
 
+/// Writes a tunnel's record, with the bytes its [`Activity`] counted, when
+/// dropped.
+struct Ending<'a> {
+    record: Option<TunnelRecord>,
+    activity: &'a Activity,
+}
+
+impl Drop for Ending<'_> {
+    fn drop(&mut self) {
+        if let Some(r) = self.record.take() {
+            let a = self.activity;
+            r.finish(
+                a.to_client.load(Ordering::Relaxed),
+                a.from_client.load(Ordering::Relaxed),
+                false,
+            );
+        }
+    }
+}
+
 /// What both directions of one tunnel have done, in milliseconds since it
-/// opened (atomics: the copy and the timer run in one task, but the task must
-/// be `Send`).
+/// opened, and the bytes that crossed it (atomics: the copy and the timer run
+/// in one task, but the task must be `Send`).
 struct Activity {
     opened: Instant,
+    /// Bytes written to the client.
+    to_client: AtomicU64,
+    /// Bytes read from the client.
+    from_client: AtomicU64,
     /// When a byte last moved, either way.
     moved: AtomicU64,
     /// When the pending write to the client started waiting, plus one; 0 while
@@ -103,6 +137,8 @@ impl Activity {
     fn new() -> Activity {
         Activity {
             opened: Instant::now(),
+            to_client: AtomicU64::new(0),
+            from_client: AtomicU64::new(0),
             moved: AtomicU64::new(0),
             client_waits: AtomicU64::new(0),
         }
@@ -170,6 +206,9 @@ impl<I> Watched<'_, I> {
                 self.activity.moved(now);
                 if self.client {
                     self.activity.client_write(now, true);
+                    self.activity
+                        .to_client
+                        .fetch_add(*n as u64, Ordering::Relaxed);
                 }
             }
             Poll::Pending if self.client => self.activity.client_write(self.activity.now(), false),
@@ -186,8 +225,14 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<'_, I> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.io).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+        let read = buf.filled().len() - before;
+        if matches!(r, Poll::Ready(Ok(()))) && read > 0 {
             self.activity.moved(self.activity.now());
+            if self.client {
+                self.activity
+                    .from_client
+                    .fetch_add(read as u64, Ordering::Relaxed);
+            }
         }
         r
     }

@@ -43,17 +43,18 @@ async fn chunked_upload_is_forwarded() {
     assert!(text.contains("hello") && text.contains(" world"), "{text}");
 }
 
-/// Sends a WebSocket handshake (RFC 6455 §1.3's example key) to the gateway on
-/// `port` and reads the answer's head: the connection and the head, lowercased.
+/// A WebSocket handshake with RFC 6455 §1.3's example key.
+const WS_REQUEST: &[u8] =
+    b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+/// Sends [`WS_REQUEST`] to the gateway on `port` and reads the answer's head:
+/// the connection and the head, lowercased.
 fn open_websocket(port: u16) -> (std::net::TcpStream, String) {
     let mut s = std::net::TcpStream::connect(local(port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .expect("write");
+    s.write_all(WS_REQUEST).expect("write");
     let mut buf = [0u8; 1];
     let mut got = Vec::new();
     // Byte by byte: what follows the head is the tunnel's.
@@ -88,11 +89,42 @@ async fn websocket_upgrade_passes_through() {
     );
     assert!(head.contains("upgrade: websocket"));
     // After the upgrade, bytes flow both ways through the gateway.
-    for msg in [&b"\x81\x05hello"[..], b"frames pass through untouched"] {
+    let msgs = [&b"\x81\x05hello"[..], b"frames pass through untouched"];
+    for msg in msgs {
         echo(&mut s, msg);
     }
+    // The record is written when the tunnel ends, as Azure writes a
+    // WebSocket's: none while it is open.
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(
+        gw.records()
+            .iter()
+            .all(|r| r["properties"]["requestUri"] != "/ws"),
+        "a record before the tunnel ended"
+    );
+    drop(s);
     let rec = gw.record_where(|r| r["properties"]["requestUri"] == "/ws");
-    assert_eq!(rec["properties"]["httpStatus"], 101);
+    let p = &rec["properties"];
+    assert_eq!(p["httpStatus"], 101, "{rec:#}");
+    assert_eq!(p["error_info"], "ERRORINFO_NO_ERROR", "{rec:#}");
+    // Its time is the tunnel's life; its bytes are the heads' and the
+    // tunnel's, each message once each way.
+    let tunnel: u64 = msgs.iter().map(|m| m.len() as u64).sum();
+    let as_u64 = |v: &serde_json::Value| v.as_u64().expect("a number");
+    assert!(
+        p["timeTaken"].as_f64().expect("timeTaken") >= 0.6,
+        "{rec:#}"
+    );
+    assert_eq!(
+        as_u64(&p["sentBytes"]),
+        head.len() as u64 + tunnel,
+        "{rec:#}"
+    );
+    assert_eq!(
+        as_u64(&p["receivedBytes"]),
+        WS_REQUEST.len() as u64 + tunnel,
+        "{rec:#}"
+    );
 }
 
 /// `tunnel_idle_timeout` closes a tunnel through which nothing moves, not one
@@ -102,7 +134,7 @@ async fn an_idle_tunnel_is_closed_after_the_tunnel_idle_timeout() {
     use std::time::Instant;
     let app = DemoApp::start();
     let port = free_port();
-    let _gw = Gateway::start_with(
+    let gw = Gateway::start_with(
         "tunnelidle",
         "tunnel_idle_timeout = 1",
         &basic_config(port, &[app.addr.to_string()], ""),
@@ -129,6 +161,11 @@ async fn an_idle_tunnel_is_closed_after_the_tunnel_idle_timeout() {
     })
     .await
     .expect("client thread");
+    // The record, written as the tunnel ended, spans its whole life.
+    let rec = gw.record_where(|r| r["properties"]["requestUri"] == "/ws");
+    let taken = rec["properties"]["timeTaken"].as_f64().expect("timeTaken");
+    assert!((4.1..8.0).contains(&taken), "{rec:#}");
+    assert_eq!(rec["properties"]["httpStatus"], 101, "{rec:#}");
 }
 
 /// A tunnel ends when its server leaves the pool (a reload that removes it, no
