@@ -127,6 +127,35 @@ async fn websocket_upgrade_passes_through() {
     );
 }
 
+/// A tunnel still open when the gateway stops is closed, and its 101's record
+/// written before the process exits, with the bytes that crossed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_open_at_shutdown_is_logged_as_the_gateway_stops() {
+    let app = DemoApp::start();
+    let port = free_port();
+    let mut gw = Gateway::start(
+        "tunnelstop",
+        &basic_config(port, &[app.addr.to_string()], ""),
+    );
+    let mut s = tokio::task::spawn_blocking(move || {
+        let (mut s, _) = open_websocket(port);
+        echo(&mut s, b"still open");
+        s
+    })
+    .await
+    .expect("client thread");
+    assert_eq!(gw.stop(), 0);
+    let rec = gw.record_where(|r| r["properties"]["requestUri"] == "/ws");
+    assert_eq!(rec["properties"]["httpStatus"], 101, "{rec:#}");
+    assert_eq!(
+        rec["properties"]["receivedBytes"].as_u64(),
+        Some(WS_REQUEST.len() as u64 + 10),
+        "{rec:#}"
+    );
+    let mut buf = [0u8; 8];
+    assert_eq!(s.read(&mut buf).ok(), Some(0), "closed by the stop");
+}
+
 /// `tunnel_idle_timeout` closes a tunnel through which nothing moves, not one
 /// that is used, however long it lives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
