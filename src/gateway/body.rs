@@ -261,10 +261,13 @@ impl PendingRecord {
 
     /// Splits the record of a 101 answer off its (empty) body, for the tunnel
     /// the connection becomes (`tunnel.rs`), which writes it when it ends.
-    /// `head_bytes`: size of the 101's head.
+    /// `head_bytes`: size of the 101's head. The request's place in its app's
+    /// concurrency limit is given back here, as when a 101's body ended: an open
+    /// WebSocket does not hold one of the app's request slots.
     pub fn into_tunnel(mut self, head_bytes: u64) -> (ResponseBody, TunnelRecord) {
         let completion = self.0.take().map(|mut c| {
             c.head_bytes = head_bytes;
+            c.admission = None;
             c
         });
         let body = ResponseBody {
