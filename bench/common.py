@@ -76,16 +76,22 @@ def machine():
 
 
 def rss_parts(pid):
-    """VmRSS split as the kernel counts it: {"anon": RssAnon, "file": RssFile} in bytes
-    (file = pages of mapped files, mostly the binary's code, shared and reclaimable;
-    anon = the heap and stacks), zeros if the process is gone."""
-    parts = {"anon": 0, "file": 0}
+    """VmRSS split as the kernel counts it: {"anon": RssAnon, "file": RssFile, "thp":
+    AnonHugePages} in bytes (file = pages of mapped files, mostly the binary's code,
+    shared and reclaimable; anon = the heap and stacks; thp = the part of anon in
+    transparent huge pages, whose 2 MiB count whole however little of them is used:
+    khugepaged collapsing them made the soak's RSS steps before portcullis's heap
+    stopped asking for them), zeros if the process is gone."""
+    parts = {"anon": 0, "file": 0, "thp": 0}
     try:
         for line in open(f"/proc/{pid}/status"):
             if line.startswith("RssAnon:"):
                 parts["anon"] = int(line.split()[1]) * 1024
             elif line.startswith("RssFile:"):
                 parts["file"] = int(line.split()[1]) * 1024
+        for line in open(f"/proc/{pid}/smaps_rollup"):
+            if line.startswith("AnonHugePages:"):
+                parts["thp"] = int(line.split()[1]) * 1024
     except OSError:
         pass
     return parts

@@ -195,7 +195,7 @@ class Soak:
         while self.sampling:
             parts = rss_parts(pid)
             self.samples.append({"t": self.now(), "rss": rss(pid), "anon": parts["anon"], "file": parts["file"],
-                                 "fds": fd_count(pid)})
+                                 "thp": parts["thp"], "fds": fd_count(pid)})
             time.sleep(2)
 
     def idle_figures(self, baseline_fds=None, wait=6.0, limit=30.0):
@@ -416,11 +416,12 @@ def check(res, recs, load, sk, end_alive, base_fds, end_fds, base_rss, end_rss, 
     # The same medians for each part of RSS: a step in "file" is code of the binary run
     # for the first time (a rare path), not memory the gateway holds.
     parts = {}
-    for part in ("anon", "file"):
+    for part in ("anon", "file", "thp"):
         a = med(sorted(s.get(part, 0) for s in sk.samples if s["t"] <= win))
         b = med(sorted(s.get(part, 0) for s in sk.samples if s["t"] >= dur - win))
         parts[part] = {"median_first_window": a, "median_last_window": b,
-                       "growth_pct": round((b - a) / a * 100, 1) if a else None}
+                       "growth_pct": round((b - a) / a * 100, 1) if a else None,
+                       "max": max((s.get(part, 0) for s in sk.samples), default=0)}
     n = len(sk.samples)
     slope = None
     if n > 2:
@@ -483,11 +484,12 @@ def report(doc):
           f"{mib(f.get('rss_median_last_window', 0))} ({f.get('rss_growth_pct')} %; slope "
           f"{f.get('rss_slope_mib_per_min')} MiB/min; peak {mib(f.get('rss_peak_during_run', 0))}; idle readings "
           f"{mib(f.get('rss_idle_after_warmup', 0))} -> {mib(f.get('rss_idle_end', 0))}, {f.get('rss_idle_growth_pct')} %) |")
-    for part, what in (("anon", "heap and stacks"), ("file", "mapped files: the binary's code")):
+    for part, what in (("anon", "heap and stacks"), ("file", "mapped files: the binary's code"),
+                       ("thp", "of anon, in transparent huge pages")):
         pp = f.get("rss_parts", {}).get(part)
         if pp:
             print(f"| (RSS part {part}: {what}; not a check) | | {mib(pp['median_first_window'])} -> "
-                  f"{mib(pp['median_last_window'])} ({pp['growth_pct']} %) |")
+                  f"{mib(pp['median_last_window'])} ({pp['growth_pct']} %; max {mib(pp.get('max', 0))}) |")
     print(f"\nEvents: {doc.get('event_counts')}")
     print(f"Client failures by kind: {c.get('by_kind')}")
     print(f"Failures by event: {doc.get('failures_by_event')}")
