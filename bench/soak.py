@@ -32,8 +32,10 @@ Then idle again and the checks:
      (every 2 s) in the last fifth of the measured phase against the median in its first
      fifth (single readings swing by +-15 % within seconds; they are reported too, with
      the slope of a straight-line fit).
-Also reported (not part of the verdict): requests without a record, and records with an
-error whose request the client saw succeed. Results: bench/soak-results.json.
+Also reported (not part of the verdict): requests without a record, records with an
+error whose request the client saw succeed, and RSS split into heap (RssAnon), mapped
+files (RssFile) and the heap's transparent huge pages (AnonHugePages). Results:
+bench/soak-results.json.
 """
 import argparse, json, os, random, shutil, signal, subprocess, sys, tempfile, threading, time
 from collections import Counter
