@@ -290,8 +290,11 @@ impl PendingRecord {
 /// `timeTaken` is the time from the request's arrival to the tunnel's end (the
 /// connection's life), `clientResponseTime` the time from the 101 to that
 /// end, and `sentBytes` and `receivedBytes` count the bytes that crossed the
-/// tunnel to and from the client after the heads. A tunnel whose client was
-/// gone before it opened is written with `ERRORINFO_CLIENT_CLOSED_REQUEST`.
+/// tunnel to and from the client after the heads. The metrics are recorded
+/// then too, with the 101's own time as the response time (Azure's metrics
+/// take the WebSocket's life, a known source of false latency alerts). A tunnel
+/// whose client was gone before it opened is written with
+/// `ERRORINFO_CLIENT_CLOSED_REQUEST`.
 /// Dropped without [`TunnelRecord::finish`] (the tunnel's task dropped at
 /// shutdown), it is written with no tunnel bytes.
 pub struct TunnelRecord {
@@ -322,7 +325,9 @@ impl TunnelRecord {
         let total = now.saturating_duration_since(c.start);
         p.time_taken = secs_number(total);
         p.client_response_time = secs_number(now.saturating_duration_since(self.switched));
-        c.obs.total = total;
+        // The metrics time the 101 itself: a WebSocket's life is not a response
+        // time, and would swamp the series that alerts and autoscale read.
+        c.obs.total = self.switched.saturating_duration_since(c.start);
         c.telemetry.observe(&c.record, &c.obs);
         c.log.log(&c.record);
     }

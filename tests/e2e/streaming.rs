@@ -125,6 +125,16 @@ async fn websocket_upgrade_passes_through() {
         WS_REQUEST.len() as u64 + tunnel,
         "{rec:#}"
     );
+    // The metrics take the 101's own time, not the tunnel's life.
+    let auth = [("authorization", "Bearer test-token")];
+    let metrics = request(gw.console, "GET", "/metrics", &auth, Bytes::new()).await;
+    let sum = metrics
+        .text()
+        .lines()
+        .find(|l| l.starts_with("portcullis_total_time_seconds_sum{"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .expect("a total time sum");
+    assert!(sum < 0.5, "total time {sum} s");
 }
 
 /// A tunnel still open when the gateway stops is closed, and its 101's record
