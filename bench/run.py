@@ -88,6 +88,33 @@ class Setup:
         return kids[0] if name.startswith("nginx") and kids else p.pid
 
 
+def haproxy_config(w, port, log, tls=None):
+    """HAProxy (1 thread, keep-alive, `http-reuse always`) on `port` (HTTP/1.1),
+    `port`+100 (HTTP/2 with prior knowledge) and, with `tls`, TLS on that port;
+    with `log`, its standard HTTP log (`option httplog`) to stderr."""
+    log_global = "\n  log stderr format raw local0 info" if log else ""
+    log_defaults = "\n  log global\n  option httplog" if log else ""
+    tls_bind = f"\n  bind 127.0.0.1:{tls} ssl crt {w}/both.pem alpn h2,http/1.1" if tls else ""
+    return f"""global
+  nbthread 1
+  maxconn 9000{log_global}
+defaults
+  mode http{log_defaults}
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+  http-reuse always
+frontend f
+  bind 127.0.0.1:{port}
+  bind 127.0.0.1:{port+100} proto h2{tls_bind}
+  option forwardfor
+  default_backend b
+backend b
+  server s1 127.0.0.1:{PORTS['backend']}
+"""
+
+
 def write_configs(w):
     (w / "www").mkdir()
     (w / "www/1m").write_bytes(b"x" * 1048576)
@@ -140,47 +167,9 @@ http {{ log_format azure escape=json '{azure}';
     # HAProxy logging every request, as portcullis and nginx do: its standard HTTP
     # log line (`option httplog`, ~150 bytes), written to stderr (a file here) one
     # write per line, as HAProxy logs in a container. Every scenario.
-    (w / "haproxy.cfg").write_text(f"""global
-  nbthread 1
-  maxconn 9000
-  log stderr format raw local0 info
-defaults
-  mode http
-  log global
-  option httplog
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  option http-keep-alive
-  http-reuse always
-frontend f
-  bind 127.0.0.1:{PORTS['haproxy']}
-  bind 127.0.0.1:{PORTS['haproxy']+100} proto h2
-  bind 127.0.0.1:{PORTS['haproxy_tls']} ssl crt {w}/both.pem alpn h2,http/1.1
-  option forwardfor
-  default_backend b
-backend b
-  server s1 127.0.0.1:{PORTS['backend']}
-""")
+    (w / "haproxy.cfg").write_text(haproxy_config(w, PORTS["haproxy"], log=True, tls=PORTS["haproxy_tls"]))
     # The same HAProxy without a log, beside portcullis-nolog. ka64 and h2 only.
-    (w / "haproxy-nolog.cfg").write_text(f"""global
-  nbthread 1
-  maxconn 9000
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  option http-keep-alive
-  http-reuse always
-frontend f
-  bind 127.0.0.1:{PORTS['haproxy_nolog']}
-  bind 127.0.0.1:{PORTS['haproxy_nolog']+100} proto h2
-  option forwardfor
-  default_backend b
-backend b
-  server s1 127.0.0.1:{PORTS['backend']}
-""")
+    (w / "haproxy-nolog.cfg").write_text(haproxy_config(w, PORTS["haproxy_nolog"], log=False))
     (w / "portcullis.toml").write_text(f"""
 [gateway]
 state_dir = "{w}/state"
