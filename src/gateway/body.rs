@@ -55,6 +55,14 @@ pub struct Completion {
 }
 
 impl Completion {
+    /// Records the finished request in the metrics, `response_time` as its
+    /// time (arrival to last byte sent), and hands its record to the log.
+    fn emit(&mut self, response_time: std::time::Duration) {
+        self.obs.total = response_time;
+        self.telemetry.observe(&self.record, &self.obs);
+        self.log.log(&self.record);
+    }
+
     /// `received_bytes` of the record: the head and the body bytes read so far.
     fn received_bytes(&self) -> u64 {
         self.received_head
@@ -119,9 +127,7 @@ impl ResponseBody {
             .first_poll
             .map(|t| secs_number(now.saturating_duration_since(t)))
             .unwrap_or(0.0);
-        c.obs.total = total;
-        c.telemetry.observe(&c.record, &c.obs);
-        c.log.log(&c.record);
+        c.emit(total);
     }
 }
 
@@ -327,9 +333,7 @@ impl TunnelRecord {
         p.client_response_time = secs_number(now.saturating_duration_since(self.switched));
         // The metrics time the 101 itself: a WebSocket's life is not a response
         // time, and would swamp the series that alerts and autoscale read.
-        c.obs.total = self.switched.saturating_duration_since(c.start);
-        c.telemetry.observe(&c.record, &c.obs);
-        c.log.log(&c.record);
+        c.emit(self.switched.saturating_duration_since(c.start));
     }
 }
 
@@ -351,8 +355,6 @@ impl Drop for PendingRecord {
         let total = c.start.elapsed();
         p.time_taken = secs_number(total);
         p.received_bytes = received;
-        c.obs.total = total;
-        c.telemetry.observe(&c.record, &c.obs);
-        c.log.log(&c.record);
+        c.emit(total);
     }
 }
