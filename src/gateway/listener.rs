@@ -69,7 +69,9 @@ impl OpenCount {
 /// listener. Large uploads are unaffected (a delayed-ACK receiver still
 /// acknowledges every second full segment, RFC 9293 section 3.8.6.3); a slow
 /// answer delays only that first acknowledgement, by the delayed-ACK timer
-/// (40 ms at most on Linux). Best effort: a system without the option keeps
+/// (40 ms, up to 200 ms on Linux), as it already did for every later request of a
+/// keep-alive connection (Linux leaves quick-ACK mode once a connection answers;
+/// docs/behaviour.md section 4). Best effort: a system without the option keeps
 /// quick ACKs.
 fn delay_first_ack(l: &TcpListener) {
     #[cfg(target_os = "linux")]
