@@ -58,8 +58,9 @@ impl OpenCount {
 }
 
 /// Puts a listening socket's connections in delayed-ACK mode from their first
-/// segment (`TCP_QUICKACK` off on the listening socket; Linux copies the
-/// setting to every socket it accepts, tcp(7)).
+/// segment (`TCP_QUICKACK` off on the listening socket; Linux makes each
+/// accepted socket as a copy of the listening one, so the setting carries over:
+/// tcp(7) does not say so, the unit test below checks it).
 ///
 /// A new connection otherwise starts in quick-ACK mode, and its request is
 /// acknowledged at once by a segment of its own, just before the answer that
