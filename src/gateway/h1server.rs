@@ -844,6 +844,16 @@ impl Exchange {
                 // A whole small answer on a connection that stays open goes
                 // out with the other connections' writes (batch.rs).
                 conn.lend_answer(cx)?;
+            } else if matches!(self.stage, Stage::Done)
+                && !self.keep_alive
+                && !self.upgrading
+                && !conn.out.is_empty()
+            {
+                // The last answer: the FIN of the shutdown that follows
+                // leaves in its last segment.
+                if let Some(socket) = conn.io.batch_socket() {
+                    socket.last_writes();
+                }
             }
             if !conn.out.is_empty() {
                 let before = conn.out.len;
