@@ -91,10 +91,12 @@ class Setup:
 def haproxy_config(w, port, log, tls=None):
     """HAProxy (1 thread, keep-alive, `http-reuse always`) on `port` (HTTP/1.1),
     `port`+100 (HTTP/2 with prior knowledge) and, with `tls`, TLS on that port;
-    with `log`, its standard HTTP log (`option httplog`) to stderr."""
+    with `log`, its standard HTTP log (`option httplog`) to stderr. Every bind has
+    `defer-accept`, as portcullis's listeners defer accepts (and the nginx proxies
+    have `deferred`): equivalent settings."""
     log_global = "\n  log stderr format raw local0 info" if log else ""
     log_defaults = "\n  log global\n  option httplog" if log else ""
-    tls_bind = f"\n  bind 127.0.0.1:{tls} ssl crt {w}/both.pem alpn h2,http/1.1" if tls else ""
+    tls_bind = f"\n  bind 127.0.0.1:{tls} ssl crt {w}/both.pem alpn h2,http/1.1 defer-accept" if tls else ""
     return f"""global
   nbthread 1
   maxconn 9000{log_global}
@@ -106,8 +108,8 @@ defaults
   option http-keep-alive
   http-reuse always
 frontend f
-  bind 127.0.0.1:{port}
-  bind 127.0.0.1:{port+100} proto h2{tls_bind}
+  bind 127.0.0.1:{port} defer-accept
+  bind 127.0.0.1:{port+100} proto h2 defer-accept{tls_bind}
   option forwardfor
   default_backend b
 backend b
@@ -133,8 +135,8 @@ http {{ access_log off; keepalive_requests 1000000; keepalive_timeout 75s;
     (w / "nginx.conf").write_text(common % ("nginx", "nginx") + f"""
 http {{ access_log {w}/nginx.access.log combined buffer=64k flush=1s; keepalive_requests 1000000;
   upstream b {{ server 127.0.0.1:{PORTS['backend']}; keepalive 128; }}
-  server {{ listen 127.0.0.1:{PORTS['nginx']} backlog=4096; listen 127.0.0.1:{PORTS['nginx']+100} http2;
-    listen 127.0.0.1:{PORTS['nginx_tls']} ssl http2; ssl_certificate {w}/cert.pem; ssl_certificate_key {w}/key.pem;
+  server {{ listen 127.0.0.1:{PORTS['nginx']} backlog=4096 deferred; listen 127.0.0.1:{PORTS['nginx']+100} http2 deferred;
+    listen 127.0.0.1:{PORTS['nginx_tls']} ssl http2 deferred; ssl_certificate {w}/cert.pem; ssl_certificate_key {w}/key.pem;
     location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_buffering on; }} }} }}
 """)
@@ -159,7 +161,7 @@ http {{ access_log {w}/nginx.access.log combined buffer=64k flush=1s; keepalive_
 http {{ log_format azure escape=json '{azure}';
   access_log {w}/nginx-azurelog.access.log azure buffer=64k flush=1s; keepalive_requests 1000000;
   upstream b {{ server 127.0.0.1:{PORTS['backend']}; keepalive 128; }}
-  server {{ listen 127.0.0.1:{PORTS['nginx_azurelog']} backlog=4096;
+  server {{ listen 127.0.0.1:{PORTS['nginx_azurelog']} backlog=4096 deferred;
     location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_buffering on; }} }} }}
 """)

@@ -812,6 +812,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn last_writes_arrive_whole_and_are_followed_by_the_fin() {
+        start();
+        let (mut a, mut b) = pair().await;
+        a.last_writes();
+        // A partial segment, a write larger than many segments, and a
+        // gathering write: all made with `MSG_MORE`, all sent by the shutdown.
+        let big = vec![9u8; 100 * 1024];
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            let read =
+                tokio::time::timeout(std::time::Duration::from_secs(10), b.read_to_end(&mut all))
+                    .await;
+            read.expect("the held bytes and the FIN came")
+                .expect("read");
+            all
+        });
+        a.write_all(b"head ").await.expect("write");
+        a.write_all(&big).await.expect("write");
+        let n = a
+            .write_vectored(&[IoSlice::new(b" tail"), IoSlice::new(b"!")])
+            .await
+            .expect("write");
+        assert_eq!(n, 6);
+        a.shutdown().await.expect("shutdown");
+        let all = reader.await.expect("reader");
+        assert_eq!(&all[..5], b"head ");
+        assert!(all[5..5 + big.len()].iter().all(|&x| x == 9));
+        assert_eq!(&all[5 + big.len()..], b" tail!");
+    }
+
+    #[tokio::test]
     async fn a_hand_over_dropped_before_the_writer_ran_is_not_written() {
         start();
         let (mut a, mut b) = pair().await;
