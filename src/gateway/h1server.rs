@@ -835,24 +835,17 @@ impl Exchange {
                 continue;
             }
             let mut progress = produced || fed;
-            if matches!(self.stage, Stage::Done)
-                && self.keep_alive
-                && !self.upgrading
-                && conn.out.ready.is_empty()
-                && !conn.out.is_empty()
-            {
-                // A whole small answer on a connection that stays open goes
-                // out with the other connections' writes (batch.rs).
-                conn.lend_answer(cx)?;
-            } else if matches!(self.stage, Stage::Done)
-                && !self.keep_alive
-                && !self.upgrading
-                && !conn.out.is_empty()
-            {
-                // The last answer: the FIN of the shutdown that follows
-                // leaves in its last segment.
-                if let Some(socket) = conn.io.batch_socket() {
-                    socket.last_writes();
+            if matches!(self.stage, Stage::Done) && !self.upgrading && !conn.out.is_empty() {
+                if !self.keep_alive {
+                    // The last answer: the FIN of the shutdown that follows
+                    // leaves in its last segment.
+                    if let Some(socket) = conn.io.batch_socket() {
+                        socket.last_writes();
+                    }
+                } else if conn.out.ready.is_empty() {
+                    // A whole small answer on a connection that stays open goes
+                    // out with the other connections' writes (batch.rs).
+                    conn.lend_answer(cx)?;
                 }
             }
             if !conn.out.is_empty() {
