@@ -33,7 +33,7 @@ instruction count: docs/benchmarks.md §2.
 import argparse, re, subprocess, sys, tempfile, time
 from pathlib import Path
 
-import run
+import locked, run
 
 PORT, CONSOLE, TLS = 18181, 18191, 18541
 # --scenario close counts for a fixed time (wrk) rather than a fixed number of requests.
@@ -71,13 +71,16 @@ def peer_cmd(name, w, bin_path):
     return ["nginx", "-c", str(conf)], port, urls
 
 
-def count(cmd, w, label, scenario, requests, top, cache_sim=False):
-    """Instructions per request, the --top lines and, with `cache_sim`, the
-    simulated misses per request ({event: count})."""
+def count(cmd, w, label, scenario, requests, top, cache_sim=False, atomics=False):
+    """Instructions per request, the --top lines, with `cache_sim` the
+    simulated misses per request ({event: count}), and with `atomics` the
+    locked instructions per request and their top sites (locked.py)."""
     argv, port, urls = cmd
     out = w / f"callgrind-{label}.out"
     s = run.Setup(w)
     sim = ["--cache-sim=yes", "--branch-sim=yes"] if cache_sim else []
+    if atomics:
+        sim += ["--dump-instr=yes", "--dump-line=no", "--compress-pos=no", "--compress-strings=no"]
     # Pinned to one core like the throughput harness: the single-threaded runtime.
     s.start(label, ["valgrind", "--tool=callgrind", "--instr-atstart=no", *sim, f"--callgrind-out-file={out}",
                     *argv], pin=1, port=port)
@@ -130,6 +133,8 @@ def count(cmd, w, label, scenario, requests, top, cache_sim=False):
     if top:
         body = text.split("file:function", 1)[1].splitlines()[2:]
         lines = [l for l in body if l.strip()][:top]
+    if atomics:
+        misses["locked"] = locked.count(str(dumps[-1]), requests, top=max(top, 10))
     return total / requests, lines, misses, requests
 
 
@@ -143,6 +148,8 @@ def main():
                     help="also simulate the first-level caches and branch prediction (misses per request)")
     ap.add_argument("--peers", action="store_true",
                     help="count portcullis-nolog, nginx, nginx-azurelog and HAProxy too, under the same load")
+    ap.add_argument("--atomics", action="store_true",
+                    help="also count the locked (atomic read-modify-write) instructions per request and where they are")
     a = ap.parse_args()
     bins = [Path(b).resolve() for b in (a.bin or [run.BIN])]
     w = Path(tempfile.mkdtemp(prefix="pc-instr-"))
@@ -159,10 +166,16 @@ def main():
             runs += [(name, cmd) for name, cmd in peers if a.scenario != "h2" or cmd[2]["h2"]]
         first = None
         for i, (name, cmd) in enumerate(runs):
-            per, lines, misses, n = count(cmd, w, f"b{i}", a.scenario, a.requests, a.top, a.cache_sim)
+            per, lines, misses, n = count(cmd, w, f"b{i}", a.scenario, a.requests, a.top, a.cache_sim,
+                                          a.atomics)
             first = first or per
             print(f"{name}: {per:,.0f} instructions per request ({a.scenario}, {n} requests)"
                   + (f", {per / first:.3f} x the first" if i else ""), flush=True)
+            if "locked" in misses:
+                n_locked, sites = misses.pop("locked")
+                print(f"    locked instructions per request: {n_locked:.1f}", flush=True)
+                for per_req, insn, sym in sites:
+                    print(f"      {per_req:6.2f}  {insn:22s} {sym[:150]}", flush=True)
             if misses:
                 print(f"    simulated misses per request: I1 {misses['I1']:,.0f}, D1 {misses['D1']:,.0f},"
                       f" branches {misses['branch']:,.0f}", flush=True)

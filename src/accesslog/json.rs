@@ -261,9 +261,17 @@ fn unsigned(out: &mut Vec<u8>, v: u64) {
     let _ = serde_json::Serializer::new(Line(out)).serialize_u64(v);
 }
 
-/// A JSON number (`null` when not finite), formatted by serde_json.
+/// A JSON number (`null` when not finite), formatted by serde_json; a whole
+/// number of milliseconds under ten seconds, as the record's times nearly
+/// always are, is copied from the table of [`super::ms_number_text`], which
+/// holds the same text (about 50 instructions a number less).
 fn float(out: &mut Vec<u8>, v: f64) {
-    let _ = serde_json::Serializer::new(Line(out)).serialize_f64(v);
+    match super::ms_number_text(v) {
+        Some(text) => out.extend_from_slice(text.as_bytes()),
+        None => {
+            let _ = serde_json::Serializer::new(Line(out)).serialize_f64(v);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -369,6 +377,22 @@ mod tests {
         r.properties.time_taken = f64::INFINITY;
         r.properties.client_response_time = 1e-7;
         same_as_serde(&r);
+    }
+
+    #[test]
+    fn every_whole_millisecond_under_ten_seconds_is_written_as_serde_writes_it() {
+        for ms in 0..10_000u64 {
+            let v = crate::accesslog::secs_number(std::time::Duration::from_millis(ms));
+            let mut ours = Vec::new();
+            super::float(&mut ours, v);
+            let theirs = serde_json::to_vec(&v).expect("a number serializes");
+            assert_eq!(ours, theirs, "{ms} ms");
+            assert!(crate::accesslog::ms_number_text(v).is_some(), "{ms} ms");
+        }
+        // Not a whole millisecond, or not under ten seconds: serde_json's own text.
+        for v in [0.0005, 1e-7, 10.0, 12.345, 9.9995, -0.001, f64::NAN] {
+            assert_eq!(crate::accesslog::ms_number_text(v), None, "{v}");
+        }
     }
 
     #[test]

@@ -40,7 +40,7 @@ use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -58,6 +58,7 @@ enum Outcome {
 }
 
 /// Where a hand-over stands; shared by the connection and the writer.
+#[derive(Default)]
 struct State {
     /// None while queued.
     outcome: Option<Outcome>,
@@ -85,17 +86,135 @@ impl State {
     }
 }
 
+/// The hand-over states of this thread, which is the writer's: a table of
+/// slots that [`Lent`] and [`Pending`] name by [`Key`], where each used to
+/// hold an `Arc<Mutex<State>>`. Every access is on this thread (batching
+/// runs only on a single-threaded runtime), so a `RefCell` does what the
+/// mutex did without its locked instructions: the `Arc` made, cloned and
+/// dropped and the mutex taken four or five times per hand-over cost about
+/// 12 locked (atomic) instructions each, about 5 ns apiece on the benchmark
+/// VM (docs/benchmarks.md section 2, `bench/instructions.py --atomics`).
+#[derive(Default)]
+struct Slots {
+    /// This table's identity among the threads' tables.
+    id: u32,
+    entries: Vec<Slot>,
+    /// Indexes of unused entries.
+    free: Vec<u32>,
+}
+
+struct Slot {
+    /// Bumped each time the slot is freed, so a stale key finds nothing.
+    generation: u32,
+    /// How many of the hand-over's two ends ([`Lent`], [`Pending`]) still
+    /// hold it; freed at zero.
+    holders: u8,
+    state: State,
+}
+
+/// Names a slot of one thread's [`Slots`]; `Send`, unlike the slot.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Key {
+    table: u32,
+    index: u32,
+    generation: u32,
+}
+
+/// Identities of the threads' tables.
+static NEXT_TABLE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
+thread_local! {
+    static SLOTS: RefCell<Slots> = RefCell::new(Slots {
+        id: NEXT_TABLE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        ..Slots::default()
+    });
+}
+
+impl Slots {
+    /// A new slot holding `state`, held by both ends.
+    fn insert(&mut self, state: State) -> Key {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.entries.push(Slot {
+                    generation: 0,
+                    holders: 0,
+                    state: State::default(),
+                });
+                u32::try_from(self.entries.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        let slot = &mut self.entries[index as usize];
+        slot.holders = 2;
+        slot.state = state;
+        Key {
+            table: self.id,
+            index,
+            generation: slot.generation,
+        }
+    }
+
+    fn get(&mut self, key: Key) -> Option<&mut State> {
+        if key.table != self.id {
+            return None;
+        }
+        self.entries
+            .get_mut(key.index as usize)
+            .filter(|s| s.generation == key.generation && s.holders > 0)
+            .map(|s| &mut s.state)
+    }
+
+    /// One end lets go; the slot is freed (its waker and outcome dropped)
+    /// when both have.
+    fn release(&mut self, key: Key) {
+        if key.table != self.id {
+            return;
+        }
+        let Some(slot) = self.entries.get_mut(key.index as usize) else {
+            return;
+        };
+        if slot.generation != key.generation || slot.holders == 0 {
+            return;
+        }
+        slot.holders -= 1;
+        if slot.holders == 0 {
+            slot.generation = slot.generation.wrapping_add(1);
+            slot.state = State::default();
+            self.free.push(key.index);
+        }
+    }
+}
+
+/// Runs `f` on the state `key` names, if this thread holds it (None on
+/// another thread, after the thread's table is gone, or when called while
+/// the table is in use).
+fn with_state<R>(key: Key, f: impl FnOnce(&mut State) -> R) -> Option<R> {
+    SLOTS
+        .try_with(|t| t.try_borrow_mut().ok().and_then(|mut t| t.get(key).map(f)))
+        .ok()
+        .flatten()
+}
+
+fn release(key: Key) {
+    let _ = SLOTS.try_with(|t| {
+        if let Ok(mut t) = t.try_borrow_mut() {
+            t.release(key);
+        }
+    });
+}
+
 /// Bytes lent to the writer task, until they are settled. Dropping it before
 /// then cancels the write, unless it outlives its socket.
-struct Lent(Arc<Mutex<State>>);
+struct Lent(Key);
 
 impl Drop for Lent {
     fn drop(&mut self) {
-        if let Ok(mut st) = self.0.lock() {
+        with_state(self.0, |st| {
             if st.outcome.is_none() && !st.outlives_socket {
                 st.cancelled = true;
             }
-        }
+        });
+        release(self.0);
     }
 }
 
@@ -105,17 +224,19 @@ impl Lent {
     /// when all was written (a task that waits for an answer on the same
     /// socket is woken by the answer and asks only to hear of a rest).
     fn poll_settled(&self, cx: &mut Context<'_>, wake_on_sent: bool) -> Poll<Outcome> {
-        let Ok(mut st) = self.0.lock() else {
-            return Poll::Ready(Outcome::Failed(io::Error::other(
-                "write hand-over poisoned",
-            )));
-        };
-        if let Some(done) = st.outcome.take() {
-            return Poll::Ready(done);
-        }
-        st.wake_on_sent = wake_on_sent;
-        st.register(cx.waker());
-        Poll::Pending
+        with_state(self.0, |st| {
+            if let Some(done) = st.outcome.take() {
+                return Poll::Ready(done);
+            }
+            st.wake_on_sent = wake_on_sent;
+            st.register(cx.waker());
+            Poll::Pending
+        })
+        .unwrap_or_else(|| {
+            Poll::Ready(Outcome::Failed(io::Error::other(
+                "write hand-over lost (another thread)",
+            )))
+        })
     }
 
     /// Like [`Lent::poll_settled`], for a task that does not wait for the
@@ -125,44 +246,54 @@ impl Lent {
     /// write fails, and Pending after a failure too, which stays for
     /// [`Lent::poll_settled`] (a read may still find the peer's last words).
     fn poll_written(&self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        let Ok(mut st) = self.0.lock() else {
-            return Poll::Pending;
-        };
-        match st.outcome.take() {
-            Some(Outcome::Sent) => return Poll::Ready(None),
-            Some(Outcome::Left(rest)) => return Poll::Ready(Some(rest)),
-            Some(failed) => {
-                st.outcome = Some(failed);
-                return Poll::Pending;
+        with_state(self.0, |st| {
+            match st.outcome.take() {
+                Some(Outcome::Sent) => return Poll::Ready(None),
+                Some(Outcome::Left(rest)) => return Poll::Ready(Some(rest)),
+                Some(failed) => {
+                    st.outcome = Some(failed);
+                    return Poll::Pending;
+                }
+                None => {}
             }
-            None => {}
-        }
-        st.register(cx.waker());
-        Poll::Pending
+            st.register(cx.waker());
+            Poll::Pending
+        })
+        .unwrap_or(Poll::Pending)
+    }
+
+    /// Whether the writer wrote it whole.
+    fn is_sent(&self) -> bool {
+        with_state(self.0, |st| matches!(st.outcome, Some(Outcome::Sent))).unwrap_or(false)
     }
 }
 
 /// What the writer holds of a hand-over.
-struct Pending(Arc<Mutex<State>>);
+struct Pending(Key);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        release(self.0);
+    }
+}
 
 impl Pending {
     fn cancelled(&self) -> bool {
-        self.0.lock().map_or(true, |st| st.cancelled)
+        with_state(self.0, |st| st.cancelled).unwrap_or(true)
     }
 
     fn settle(&self, outcome: Outcome) {
-        let waker = match self.0.lock() {
-            Ok(mut st) => {
-                let wake = st.wake_on_sent || !matches!(outcome, Outcome::Sent);
-                st.outcome = Some(outcome);
-                if wake {
-                    st.waker.take()
-                } else {
-                    None
-                }
+        let waker = with_state(self.0, |st| {
+            let wake = st.wake_on_sent || !matches!(outcome, Outcome::Sent);
+            st.outcome = Some(outcome);
+            if wake {
+                st.waker.take()
+            } else {
+                None
             }
-            Err(_) => None,
-        };
+        })
+        .flatten();
+        // Woken with the table no longer in use.
         if let Some(w) = waker {
             w.wake();
         }
@@ -428,22 +559,29 @@ impl Socket {
             if !q.takes() {
                 return Err(bytes);
             }
-            let state = Arc::new(Mutex::new(State {
-                outcome: None,
-                waker: None,
-                wake_on_sent: false,
-                cancelled: false,
-                outlives_socket,
-            }));
+            let Some(key) = SLOTS
+                .try_with(|t| {
+                    t.try_borrow_mut().ok().map(|mut t| {
+                        t.insert(State {
+                            outlives_socket,
+                            ..State::default()
+                        })
+                    })
+                })
+                .ok()
+                .flatten()
+            else {
+                return Err(bytes);
+            };
             q.items.push(Item {
                 socket: stream,
                 bytes,
-                pending: Pending(state.clone()),
+                pending: Pending(key),
             });
             if let Some(w) = q.writer.take() {
                 w.wake();
             }
-            Ok(Lent(state))
+            Ok(Lent(key))
         })?;
         self.lent = Some(lent);
         Ok(())
@@ -491,13 +629,9 @@ impl Socket {
     /// failed, is left for [`Socket::poll_settled`].
     pub fn settle_now(&mut self) -> bool {
         if let Some(lent) = &self.lent {
-            let Ok(st) = lent.0.lock() else {
-                return false;
-            };
-            if !matches!(st.outcome, Some(Outcome::Sent)) {
+            if !lent.is_sent() {
                 return false;
             }
-            drop(st);
             self.lent = None;
         }
         self.left.is_none()

@@ -11,6 +11,7 @@
 //! conditions.
 
 use super::body::{Inner, PendingRecord, ResponseBody};
+use super::deadline;
 use super::failure::{builtin_page, custom_page, ErrorInfo};
 use super::guard::Rejection;
 use super::h1client;
@@ -725,9 +726,10 @@ fn route_and_forward<'a>(
                 // The deadline from that clock reading: `timeout` would read
                 // the clock again. `request_timeout` is at most a day
                 // (validated), so the sum cannot overflow.
+                // A timer an earlier request left spare (deadline.rs).
                 let deadline = tokio::time::Instant::from_std(sent_at + settings.request_timeout);
                 let result =
-                    tokio::time::timeout_at(deadline, h1client::send(c, request_head, b)).await;
+                    deadline::timeout_at(deadline, h1client::send(c, request_head, b)).await;
                 let answered = Instant::now();
                 let since_arrival = pending.elapsed_at(answered);
                 if matches!(result, Ok(Ok(_))) {

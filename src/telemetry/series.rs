@@ -133,12 +133,23 @@ impl Series {
     }
 
     /// Records one value (negative values count as 0).
+    ///
+    /// The minimum and maximum are updated only when `v` is a new one, which a
+    /// plain load tells: an atomic `fetch_min`/`fetch_max` is a locked
+    /// compare-and-swap (about 5 ns on the benchmark VM, docs/benchmarks.md
+    /// section 2) and most values are neither, while a series of ones
+    /// (`requests`, `http_2xx`) never is after its first.
     pub fn record(&self, v: f64) {
         let x = (v.max(0.0) * SCALE) as u64;
-        self.current.count.fetch_add(1, Ordering::Relaxed);
-        self.current.sum.fetch_add(x, Ordering::Relaxed);
-        self.current.min.fetch_min(x, Ordering::Relaxed);
-        self.current.max.fetch_max(x, Ordering::Relaxed);
+        let c = &self.current;
+        c.count.fetch_add(1, Ordering::Relaxed);
+        c.sum.fetch_add(x, Ordering::Relaxed);
+        if x < c.min.load(Ordering::Relaxed) {
+            c.min.fetch_min(x, Ordering::Relaxed);
+        }
+        if x > c.max.load(Ordering::Relaxed) {
+            c.max.fetch_max(x, Ordering::Relaxed);
+        }
     }
 
     fn roll(&self, now: u64) {
