@@ -34,6 +34,11 @@ impl TransactionId {
     pub fn header_value(&self) -> HeaderValue {
         self.0.clone()
     }
+
+    /// The id as a field value, borrowed (no reference count taken).
+    pub fn as_header_value(&self) -> &HeaderValue {
+        &self.0
+    }
 }
 
 impl Default for TransactionId {

@@ -10,9 +10,9 @@
 
 use super::failure::ErrorInfo;
 use super::h1client::BackendBody;
-use super::proxy::InFlight;
-use crate::accesslog::{secs_number, AccessLog, AccessRecord};
-use crate::telemetry::{Observation, Telemetry};
+use super::proxy::{Gateway, InFlight};
+use crate::accesslog::{secs_number, AccessRecord};
+use crate::telemetry::Observation;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
@@ -34,8 +34,9 @@ pub enum Inner {
 /// boxed, when the request arrives ([`PendingRecord::new`]) and handed on as
 /// that box to the response body, so the ~1 KiB record is not copied on the way.
 pub struct Completion {
-    log: AccessLog,
-    telemetry: Arc<Telemetry>,
+    /// Where the record goes (its access log and telemetry): one reference
+    /// count taken per request where the two were two.
+    gateway: Arc<Gateway>,
     /// Typed facts for the metrics (app, connect and first-byte times).
     pub obs: Observation,
     /// The record so far; the handler fills it as it learns.
@@ -59,8 +60,8 @@ impl Completion {
     /// time (arrival to last byte sent), and hands its record to the log.
     fn emit(&mut self, response_time: std::time::Duration) {
         self.obs.total = response_time;
-        self.telemetry.observe(&self.record, &self.obs);
-        self.log.log(&self.record);
+        self.gateway.telemetry.observe(&self.record, &self.obs);
+        self.gateway.log.log(&self.record);
     }
 
     /// `received_bytes` of the record: the head and the body bytes read so far.
@@ -222,15 +223,9 @@ impl std::ops::DerefMut for PendingRecord {
 
 impl PendingRecord {
     /// Starts the record of a request that arrived at `start`.
-    pub fn new(
-        log: AccessLog,
-        telemetry: Arc<Telemetry>,
-        record: AccessRecord,
-        start: Instant,
-    ) -> Self {
+    pub fn new(gateway: Arc<Gateway>, record: AccessRecord, start: Instant) -> Self {
         PendingRecord(Some(Box::new(Completion {
-            log,
-            telemetry,
+            gateway,
             obs: Observation::default(),
             record,
             start,

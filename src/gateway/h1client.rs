@@ -267,7 +267,7 @@ pub struct RequestHead<'a> {
     pub host: Option<&'a HeaderValue>,
     /// Fields written after `headers`: the gateway's own (`headers.rs`
     /// `forwarding_fields`), whose names `headers` no longer holds.
-    pub added: &'a [(&'static HeaderName, HeaderValue)],
+    pub added: &'a [(&'static HeaderName, std::borrow::Cow<'a, HeaderValue>)],
     /// Bytes to set aside for the head as it goes out: the client's head and
     /// what the gateway adds, so a large head is not copied as it grows.
     pub size_hint: usize,

@@ -219,6 +219,31 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; SCRATCH_BYTES]);
 }
 
+/// The gateway's shutdown flag as one connection reads it, twice a request:
+/// `watch::Receiver::borrow` takes the channel's lock (two locked
+/// instructions, about 10 ns on the benchmark VM, docs/benchmarks.md §2),
+/// where `has_changed` is one plain load of the channel's version. A change
+/// since the connection subscribed can only be the flag turning true; the
+/// value it had when the connection subscribed is read once, at the start.
+struct Shutdown {
+    rx: watch::Receiver<bool>,
+    /// The flag was already true when the connection started.
+    at_start: bool,
+}
+
+impl Shutdown {
+    fn new(rx: watch::Receiver<bool>) -> Shutdown {
+        let at_start = *rx.borrow();
+        Shutdown { rx, at_start }
+    }
+
+    /// Whether the gateway is shutting down (the sender gone counts as the
+    /// value it last sent).
+    fn asked(&self) -> bool {
+        self.at_start || (!matches!(self.rx.has_changed(), Ok(false)) && *self.rx.borrow())
+    }
+}
+
 /// Serves HTTP/1.x requests on `io` until the connection ends, is upgraded, or
 /// turns out to be HTTP/2.
 pub async fn serve<I>(
@@ -240,6 +265,7 @@ where
         send_timeout: timeouts.send,
         stall: Stall::default(),
     };
+    let shutdown = Shutdown::new(shutdown);
     let mut first = true;
     loop {
         let next = conn.next_head(&mut first, timeouts, &shutdown).await;
@@ -406,7 +432,7 @@ impl<I: AsyncRead + AsyncWrite + Lend + Unpin> Conn<I> {
         &mut self,
         first: &mut bool,
         timeouts: Timeouts,
-        shutdown: &watch::Receiver<bool>,
+        shutdown: &Shutdown,
     ) -> Next {
         let idle_until = Instant::now() + timeouts.idle;
         let mut head_until: Option<Instant> = None;
@@ -434,7 +460,7 @@ impl<I: AsyncRead + AsyncWrite + Lend + Unpin> Conn<I> {
             }
             let between = self.input.is_empty();
             let until = if between {
-                if *shutdown.borrow() {
+                if shutdown.asked() {
                     return Next::Close;
                 }
                 // Hold no buffer while idle, nor the state of an answer
@@ -462,7 +488,7 @@ impl<I: AsyncRead + AsyncWrite + Lend + Unpin> Conn<I> {
                 timer.as_mut().reset(until);
             }
             if between && self.stop.is_none() {
-                let mut rx = shutdown.clone();
+                let mut rx = shutdown.rx.clone();
                 self.stop = Some(Box::pin(async move {
                     let _ = rx.wait_for(|stop| *stop).await;
                 }));
@@ -502,11 +528,7 @@ impl<I: AsyncRead + AsyncWrite + Lend + Unpin> Conn<I> {
     }
 
     /// Runs one exchange to its end.
-    async fn run(
-        &mut self,
-        mut x: Exchange,
-        shutdown: &watch::Receiver<bool>,
-    ) -> io::Result<After> {
+    async fn run(&mut self, mut x: Exchange, shutdown: &Shutdown) -> io::Result<After> {
         self.stall.clear();
         poll_fn(|cx| x.poll(self, shutdown, cx)).await
     }
@@ -769,7 +791,7 @@ impl Exchange {
     fn poll<I: AsyncRead + AsyncWrite + Lend + Unpin>(
         &mut self,
         conn: &mut Conn<I>,
-        shutdown: &watch::Receiver<bool>,
+        shutdown: &Shutdown,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<After>> {
         loop {
@@ -777,7 +799,7 @@ impl Exchange {
             match &mut self.stage {
                 Stage::Waiting(handler) => {
                     if let Poll::Ready(resp) = handler.as_mut().poll(cx) {
-                        if *shutdown.borrow() {
+                        if shutdown.asked() {
                             self.keep_alive = false;
                         }
                         self.start_response(resp, &mut conn.out, &mut conn.input);

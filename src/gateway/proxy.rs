@@ -286,12 +286,7 @@ fn pending_record(conn: &ConnInfo, snapshot: &Snapshot, txid: &str) -> PendingRe
         conn.tls.as_ref(),
         txid,
     );
-    PendingRecord::new(
-        conn.gateway.log.clone(),
-        conn.gateway.telemetry.clone(),
-        record,
-        Instant::now(),
-    )
+    PendingRecord::new(conn.gateway.clone(), record, Instant::now())
 }
 
 /// The answer to a request head the guard refused (4xx, `Connection: close`),
@@ -577,7 +572,7 @@ fn route_and_forward<'a>(
             listener.https,
             &client_host,
             &listener.port_value,
-            txid.header_value(),
+            txid.as_header_value(),
         );
 
         let has_body = !http_body::Body::is_end_stream(&body);

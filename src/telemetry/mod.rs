@@ -118,7 +118,13 @@ impl Telemetry {
             connected: o.connect.is_some(),
             first_byte: o.first_byte.is_some(),
         };
-        let h = self.handles.get(&shape, &self.metrics, &self.series);
+        self.handles.with(&shape, &self.metrics, &self.series, |h| {
+            self.record(h, p, o)
+        });
+    }
+
+    /// Adds one request to the handles of its shape.
+    fn record(&self, h: &handles::Handles, p: &crate::accesslog::Properties, o: &Observation) {
         let total = o.total.as_secs_f64();
         h.requests.inc();
         if let Some(c) = &h.failed {
