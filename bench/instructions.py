@@ -14,6 +14,7 @@ counted: this measures only the proxy's own work (portcullis, its libraries, lib
     bash bench/run.sh instructions --bin OLD --bin NEW  # A/B, each line with its ratio to the first
     bash bench/run.sh instructions --scenario browser --top 25
     bash bench/run.sh instructions --peers              # portcullis-nolog, nginx, nginx-azurelog, HAProxy too
+    bash bench/run.sh instructions --atomics            # and the locked instructions per request (locked.py)
 
 --peers counts the throughput harness's peers (run.py's configs) the same way, each as
 one process: where CPU seconds per request on a noisy VM put two proxies within 10 %

@@ -5,7 +5,7 @@
 # Reliability half (docs/benchmarks.md): the first word picks the script instead of run.py.
 #   bench/run.sh failover [--duration S]   bench/run.sh idle [--conns N]   bench/run.sh soak [--minutes M]
 # Instructions per request under callgrind, for A/B comparisons of builds on a noisy machine:
-#   bench/run.sh instructions [--bin OLD --bin NEW] [--scenario ka64|browser|h2|close] [--top K] [--peers] [--cache-sim]
+#   bench/run.sh instructions [--bin OLD --bin NEW] [--scenario ka64|browser|h2|close] [--top K] [--peers] [--cache-sim] [--atomics]
 #   (--peers: nginx, nginx-azurelog, HAProxy and portcullis without its access log, counted the same way)
 # The same in wall-clock time, two builds side by side (req/s and CPU per 100k, rounds alternating):
 #   bench/run.sh ab --bin OLD --bin NEW [--scenario ka64|h2|...] [--rounds 6]
