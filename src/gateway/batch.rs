@@ -92,7 +92,7 @@ impl State {
 /// runs only on a single-threaded runtime), so a `RefCell` does what the
 /// mutex did without its locked instructions: the `Arc` made, cloned and
 /// dropped and the mutex taken four or five times per hand-over cost about
-/// 12 locked (atomic) instructions each, about 5 ns apiece on the benchmark
+/// 16 locked (atomic) instructions each, about 4.3 ns apiece on the benchmark
 /// VM (docs/benchmarks.md section 2, `bench/instructions.py --atomics`).
 #[derive(Default)]
 struct Slots {

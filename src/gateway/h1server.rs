@@ -221,7 +221,7 @@ thread_local! {
 
 /// The gateway's shutdown flag as one connection reads it, twice a request:
 /// `watch::Receiver::borrow` takes the channel's lock (two locked
-/// instructions, about 10 ns on the benchmark VM, docs/benchmarks.md §2),
+/// instructions, about 9 ns on the benchmark VM, docs/benchmarks.md §2),
 /// where `has_changed` is one plain load of the channel's version. A change
 /// since the connection subscribed can only be the flag turning true; the
 /// value it had when the connection subscribed is read once, at the start.

@@ -249,7 +249,7 @@ pub fn strip_request_fields(headers: &mut HeaderMap) -> RequestFields {
 /// connection): with no earlier hop it is the whole field, and nothing is made.
 /// Values the caller holds are borrowed, not cloned: a clone of a shared field
 /// value is a locked increment of its reference count, and its drop a locked
-/// decrement (about 5 ns each on the benchmark VM, docs/benchmarks.md §2).
+/// decrement (about 4.3 ns each on the benchmark VM, docs/benchmarks.md §2).
 pub fn forwarding_fields<'a>(
     prior: Option<Vec<u8>>,
     client_ip: &str,

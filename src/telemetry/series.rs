@@ -136,7 +136,7 @@ impl Series {
     ///
     /// The minimum and maximum are updated only when `v` is a new one, which a
     /// plain load tells: an atomic `fetch_min`/`fetch_max` is a locked
-    /// compare-and-swap (about 5 ns on the benchmark VM, docs/benchmarks.md
+    /// compare-and-swap (about 4.3 ns on the benchmark VM, docs/benchmarks.md
     /// section 2) and most values are neither, while a series of ones
     /// (`requests`, `http_2xx`) never is after its first.
     pub fn record(&self, v: f64) {
