@@ -22,7 +22,7 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::{pin, Pin};
-use std::task::{ready, Poll};
+use std::task::Poll;
 use tokio::runtime::{Handle, Id};
 use tokio::time::{Instant, Sleep};
 
@@ -131,7 +131,20 @@ pub async fn timeout_at<F: Future>(deadline: Instant, fut: F) -> Result<F::Outpu
             return Poll::Ready(Err(Elapsed));
         };
         loop {
-            ready!(sleep.as_mut().poll(cx));
+            // `Sleep::poll` spends the task's cooperative budget before it
+            // looks at (or first arms) its timer: when the future above used
+            // the budget up (an upload whose client and backend are always
+            // ready), it would say Pending without looking, poll after poll,
+            // and the deadline would wait for the future. So, as tokio's own
+            // `timeout_at` does, the timer is polled outside the budget then.
+            let fired = if tokio::task::coop::has_budget_remaining() {
+                sleep.as_mut().poll(cx)
+            } else {
+                Pin::new(&mut tokio::task::coop::unconstrained(sleep.as_mut())).poll(cx)
+            };
+            if fired.is_pending() {
+                return Poll::Pending;
+            }
             // Fired: at this deadline, or at an earlier one it was armed for.
             if sleep.deadline() >= deadline || Instant::now() >= deadline {
                 return Poll::Ready(Err(Elapsed));
@@ -193,6 +206,20 @@ mod tests {
             assert!(start.elapsed() >= Duration::from_millis(ms), "{ms} ms");
         }
         assert_eq!(spares(), 1, "one timer served every wait");
+    }
+
+    /// A future that spends the task's whole cooperative budget on every poll
+    /// (and would finish long after the deadline) is still cut at the deadline.
+    #[tokio::test]
+    async fn a_future_that_spends_the_budget_is_still_cut_at_its_deadline() {
+        let start = Instant::now();
+        let busy = async {
+            for _ in 0..20_000_000u64 {
+                tokio::task::consume_budget().await;
+            }
+        };
+        let got = timeout_at(start + Duration::from_millis(50), busy).await;
+        assert_eq!(got, Err(Elapsed));
     }
 
     #[tokio::test]
