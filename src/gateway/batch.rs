@@ -154,28 +154,22 @@ impl Slots {
         }
     }
 
-    fn get(&mut self, key: Key) -> Option<&mut State> {
+    /// The slot `key` names, while one of its ends still holds it.
+    fn slot(&mut self, key: Key) -> Option<&mut Slot> {
         if key.table != self.id {
             return None;
         }
         self.entries
             .get_mut(key.index as usize)
             .filter(|s| s.generation == key.generation && s.holders > 0)
-            .map(|s| &mut s.state)
     }
 
     /// One end lets go; the slot is freed (its waker and outcome dropped)
     /// when both have.
     fn release(&mut self, key: Key) {
-        if key.table != self.id {
-            return;
-        }
-        let Some(slot) = self.entries.get_mut(key.index as usize) else {
+        let Some(slot) = self.slot(key) else {
             return;
         };
-        if slot.generation != key.generation || slot.holders == 0 {
-            return;
-        }
         slot.holders -= 1;
         if slot.holders == 0 {
             slot.generation = slot.generation.wrapping_add(1);
@@ -189,18 +183,20 @@ impl Slots {
 /// another thread, after the thread's table is gone, or when called while
 /// the table is in use).
 fn with_state<R>(key: Key, f: impl FnOnce(&mut State) -> R) -> Option<R> {
+    with_slots(|t| t.slot(key).map(|s| f(&mut s.state))).flatten()
+}
+
+/// Runs `f` on this thread's table; None after the table is gone or while it
+/// is in use.
+fn with_slots<R>(f: impl FnOnce(&mut Slots) -> R) -> Option<R> {
     SLOTS
-        .try_with(|t| t.try_borrow_mut().ok().and_then(|mut t| t.get(key).map(f)))
+        .try_with(|t| t.try_borrow_mut().ok().map(|mut t| f(&mut t)))
         .ok()
         .flatten()
 }
 
 fn release(key: Key) {
-    let _ = SLOTS.try_with(|t| {
-        if let Ok(mut t) = t.try_borrow_mut() {
-            t.release(key);
-        }
-    });
+    with_slots(|t| t.release(key));
 }
 
 /// Bytes lent to the writer task, until they are settled. Dropping it before
@@ -559,18 +555,11 @@ impl Socket {
             if !q.takes() {
                 return Err(bytes);
             }
-            let Some(key) = SLOTS
-                .try_with(|t| {
-                    t.try_borrow_mut().ok().map(|mut t| {
-                        t.insert(State {
-                            outlives_socket,
-                            ..State::default()
-                        })
-                    })
-                })
-                .ok()
-                .flatten()
-            else {
+            let state = State {
+                outlives_socket,
+                ..State::default()
+            };
+            let Some(key) = with_slots(|t| t.insert(state)) else {
                 return Err(bytes);
             };
             q.items.push(Item {
