@@ -340,6 +340,7 @@ mod tests {
             "127.0.0.1",
             None,
             txid,
+            std::time::Instant::now(),
         );
         r.properties.http_status = 200;
         r

@@ -423,7 +423,7 @@ async fn writer() {
 /// Writes what the socket takes without waiting.
 fn write_all_now(socket: &TcpStream, mut bytes: Bytes) -> Outcome {
     while !bytes.is_empty() {
-        match socket.try_write(&bytes) {
+        match try_send(socket, &[IoSlice::new(&bytes)], false) {
             Ok(0) => return Outcome::Failed(io::ErrorKind::WriteZero.into()),
             Ok(n) => bytes.advance(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -657,7 +657,7 @@ impl Socket {
                 break;
             }
             std::task::ready!(self.stream.poll_write_ready(cx))?;
-            match self.stream.try_write(left) {
+            match try_send(&self.stream, &[IoSlice::new(left)], false) {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Ok(n) => left.advance(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -737,21 +737,45 @@ impl AsyncRead for Socket {
     }
 }
 
-/// A write with `MSG_MORE` (send(2)): what does not fill a segment waits
-/// for the next write without it, or the shutdown. WouldBlock clears the
-/// stream's write readiness, as `try_write` does.
-fn write_more(stream: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+/// Writes what the socket takes without waiting, as `TcpStream::try_write`
+/// and `try_write_vectored` do: WouldBlock clears the stream's write
+/// readiness. `more`: with `MSG_MORE` (send(2)), what does not fill a segment
+/// waits for the next write without it, or the shutdown.
+///
+/// On Linux the system call is made directly (rustix's `linux_raw` backend:
+/// `sendto` for one slice, `sendmsg` for several, both with `MSG_NOSIGNAL`)
+/// instead of through glibc's `send` and `writev`. In a process with more
+/// than one thread, glibc brackets each of those with its thread-cancellation
+/// bookkeeping (`__pthread_enable_asynccancel` and `..._disable_...`): two
+/// locked instructions and about 40 others a call, for a cancellation this
+/// program never asks for. nginx's worker, single-threaded, pays none of it.
+/// Reads still go through the runtime (`TcpStream::try_read_buf`): a direct
+/// `recv` would need the read buffer's spare room marked initialised, which
+/// takes `unsafe`.
+fn try_send(stream: &TcpStream, bufs: &[IoSlice<'_>], more: bool) -> io::Result<usize> {
     #[cfg(target_os = "linux")]
     {
-        let sock = socket2::SockRef::from(stream);
-        stream.try_io(tokio::io::Interest::WRITABLE, || match bufs {
-            [one] => sock.send_with_flags(one, libc::MSG_MORE),
-            _ => sock.send_vectored_with_flags(bufs, libc::MSG_MORE),
+        use rustix::net::{SendAncillaryBuffer, SendFlags};
+        let flags = if more {
+            SendFlags::NOSIGNAL | SendFlags::MORE
+        } else {
+            SendFlags::NOSIGNAL
+        };
+        stream.try_io(tokio::io::Interest::WRITABLE, || {
+            match bufs {
+                [one] => rustix::net::send(stream, one, flags),
+                _ => rustix::net::sendmsg(stream, bufs, &mut SendAncillaryBuffer::default(), flags),
+            }
+            .map_err(io::Error::from)
         })
     }
     #[cfg(not(target_os = "linux"))]
     {
-        stream.try_write_vectored(bufs)
+        let _ = more;
+        match bufs {
+            [one] => stream.try_write(one),
+            _ => stream.try_write_vectored(bufs),
+        }
     }
 }
 
@@ -797,15 +821,7 @@ impl AsyncWrite for Socket {
         }
         loop {
             std::task::ready!(this.stream.poll_write_ready(cx))?;
-            let r = if this.more {
-                write_more(&this.stream, bufs)
-            } else {
-                match bufs {
-                    [one] => this.stream.try_write(one),
-                    _ => this.stream.try_write_vectored(bufs),
-                }
-            };
-            match r {
+            match try_send(&this.stream, bufs, this.more) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 r => return Poll::Ready(r),
             }

@@ -121,7 +121,7 @@ impl ResponseBody {
         }
         p.sent_bytes = c.head_bytes + c.body_bytes;
         p.received_bytes = received;
-        let now = now.unwrap_or_else(Instant::now);
+        let now = now.unwrap_or_else(super::clock::now);
         let total = now.saturating_duration_since(c.start);
         p.time_taken = secs_number(total);
         p.client_response_time = c
@@ -148,7 +148,7 @@ impl Body for ResponseBody {
         let mut now = None;
         if let Some(c) = this.completion.as_mut() {
             if c.first_poll.is_none() {
-                let t = Instant::now();
+                let t = super::clock::now();
                 c.first_poll = Some(t);
                 now = Some(t);
             }
@@ -322,7 +322,7 @@ impl TunnelRecord {
         }
         p.sent_bytes = c.head_bytes + to_client;
         p.received_bytes = received;
-        let now = Instant::now();
+        let now = super::clock::now();
         let total = now.saturating_duration_since(c.start);
         p.time_taken = secs_number(total);
         p.client_response_time = secs_number(now.saturating_duration_since(self.switched));

@@ -610,7 +610,7 @@ fn build_head(
     // `Connection` values that name fields to remove (rare).
     let mut naming: Vec<HeaderValue> = Vec::new();
     for (name, range) in &h.fields {
-        let raw = bytes.slice(range.clone());
+        let raw = &bytes[range.clone()];
         if *name == http::header::CONTENT_LENGTH {
             for part in raw.split(|b| *b == b',') {
                 let v = std::str::from_utf8(part)
@@ -633,27 +633,38 @@ fn build_head(
                 .rfind(|c| !c.iter().all(u8::is_ascii_whitespace))
                 .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         }
-        let value = HeaderValue::from_maybe_shared(raw)
-            .map_err(|_| SendError::Malformed(format!("invalid value of {name}")))?;
-        match super::headers::hop_by_hop(name) {
-            None if as_list => list.push((name.clone(), value)),
-            None => {
-                headers.append(name.clone(), value);
-            }
-            Some(hop) => {
-                if *hop == http::header::UPGRADE {
+        // A value kept is a slice of the head (a reference count, no copy);
+        // a hop-by-hop one that is only read is checked where it lies.
+        let hop = super::headers::hop_by_hop(name);
+        if hop.is_none_or(|h| *h == http::header::UPGRADE) {
+            let Ok(value) = HeaderValue::from_maybe_shared(bytes.slice(range.clone())) else {
+                return Err(invalid_value(name));
+            };
+            match hop {
+                Some(_) => {
                     upgrade.get_or_insert(value);
-                } else if *hop == http::header::CONNECTION {
-                    let o = super::headers::connection_options(value.as_bytes());
-                    saw_close |= o.close;
-                    saw_keep_alive |= o.keep_alive;
-                    if o.names {
-                        naming.push(value);
-                    }
                 }
-                continue;
+                None if as_list => list.push((name.clone(), value)),
+                None => {
+                    headers.append(name.clone(), value);
+                }
             }
-        };
+            continue;
+        }
+        if !super::headers::valid_value(raw) {
+            return Err(invalid_value(name));
+        }
+        if name == http::header::CONNECTION {
+            let o = super::headers::connection_options(raw);
+            saw_close |= o.close;
+            saw_keep_alive |= o.keep_alive;
+            if o.names {
+                let Ok(value) = HeaderValue::from_maybe_shared(bytes.slice(range.clone())) else {
+                    return Err(invalid_value(name));
+                };
+                naming.push(value);
+            }
+        }
     }
     if !naming.is_empty() {
         super::headers::remove_named(&mut headers, &naming);
@@ -724,6 +735,12 @@ fn build_head(
         upgrade,
         fields: list,
     })
+}
+
+/// A backend's field value that `HeaderValue` refuses.
+#[cold]
+fn invalid_value(name: &HeaderName) -> SendError {
+    SendError::Malformed(format!("invalid value of {name}"))
 }
 
 /// Where a message body ends: a backend's response, or (in `h1server.rs`) a

@@ -41,6 +41,16 @@ pub fn hop_by_hop(name: &HeaderName) -> Option<&'static HeaderName> {
     HOP_BY_HOP.get(i)
 }
 
+/// Whether `value` is a field value `HeaderValue` accepts: visible ASCII,
+/// obs-text (0x80–0xFF), SP and HTAB; no other control byte (RFC 9110 §5.5,
+/// `http`'s `HeaderValue::from_bytes`). For a value checked and dropped
+/// without being made into a `HeaderValue`.
+pub fn valid_value(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
+}
+
 /// Removes `found` (hop-by-hop names present in `headers`) and, when
 /// `Connection` is among them, every field it names.
 fn remove_hop_by_hop(headers: &mut HeaderMap, found: &[Option<&'static HeaderName>]) {
@@ -349,6 +359,20 @@ pub fn wire_size<'a>(fields: impl IntoIterator<Item = (&'a HeaderName, &'a Heade
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn valid_value_accepts_what_header_value_accepts() {
+        for b in 0..=255u8 {
+            for v in [vec![b], vec![b'a', b, b'z']] {
+                assert_eq!(
+                    valid_value(&v),
+                    HeaderValue::from_bytes(&v).is_ok(),
+                    "byte {b:#04x}"
+                );
+            }
+        }
+        assert!(valid_value(b""));
+    }
 
     #[test]
     fn every_hop_by_hop_name_is_found_by_its_text_and_no_other_name_is() {

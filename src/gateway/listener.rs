@@ -418,6 +418,7 @@ impl Listeners {
             &peer.ip().to_string(),
             None,
             &txid,
+            Instant::now(),
         );
         let line = head
             .split(|b| *b == b'\r' || *b == b'\n')

@@ -9,6 +9,7 @@
 pub mod batch;
 pub mod body;
 pub mod chunked;
+pub mod clock;
 pub mod deadline;
 pub mod failure;
 pub mod fieldname;

@@ -149,8 +149,13 @@ thread_local! {
 /// The time now as RFC 3339 with milliseconds (`2026-11-22T08:20:15.123Z`, 24
 /// bytes: stored inline). The date and time of day are formatted (humantime)
 /// once per second per thread; only the milliseconds change in between.
+#[cfg(test)]
 fn now_rfc3339() -> Text {
-    let now = SystemTime::now();
+    rfc3339_at(SystemTime::now())
+}
+
+/// `now` as [`now_rfc3339`] writes it.
+fn rfc3339_at(now: SystemTime) -> Text {
     let since = now
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -179,16 +184,19 @@ fn now_rfc3339() -> Text {
 }
 
 /// A record with the envelope and the client's side filled in; `client_ip` is
-/// `peer`'s IP address as text.
+/// `peer`'s IP address as text; `at` is when the request started (a clock
+/// reading just made), whose wall-clock time is the record's `timeStamp`
+/// (`clock.rs` `wall_at`).
 pub fn base_record(
     instance_id: &str,
     peer: SocketAddr,
     client_ip: &str,
     tls: Option<&TlsInfo>,
     transaction_id: &str,
+    at: Instant,
 ) -> AccessRecord {
     AccessRecord {
-        time_stamp: now_rfc3339(),
+        time_stamp: rfc3339_at(super::clock::wall_at(at)),
         listener_name: Text::const_new(""),
         rule_name: Text::const_new(""),
         backend_pool_name: Text::const_new(""),
@@ -279,14 +287,16 @@ fn close_unless_switched(
 
 /// A new record for a request of `conn`, its clock started.
 fn pending_record(conn: &ConnInfo, snapshot: &Snapshot, txid: &str) -> PendingRecord {
+    let at = Instant::now();
     let record = base_record(
         &snapshot.instance_id,
         conn.peer,
         &conn.peer_ip,
         conn.tls.as_ref(),
         txid,
+        at,
     );
-    PendingRecord::new(conn.gateway.clone(), record, Instant::now())
+    PendingRecord::new(conn.gateway.clone(), record, at)
 }
 
 /// The answer to a request head the guard refused (4xx, `Connection: close`),

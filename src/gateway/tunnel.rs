@@ -78,7 +78,7 @@ pub async fn tunnel(client: OnUpgrade, backend: Conn, limits: Limits, record: Tu
     };
     let copy = tokio::io::copy_bidirectional(&mut client, &mut backend);
     tokio::pin!(copy);
-    let mut cut = cut;
+    let mut cut = cut.into_notified();
     let end = loop {
         // A write that starts waiting later wakes no one: look again within
         // the send limit at the latest.

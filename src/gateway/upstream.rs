@@ -23,9 +23,9 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
@@ -140,7 +140,7 @@ pub struct Conn {
     pub buf: BytesMut,
     /// Fires when the server is removed from its pool and its connections are
     /// cut ([`Upstream::close_server`]).
-    pub cut: Pin<Box<OwnedNotified>>,
+    pub cut: Cut,
     /// Pool key.
     pub key: ConnKey,
     /// Local port (`upstreamSourcePort`).
@@ -149,20 +149,84 @@ pub struct Conn {
     pub reused: bool,
 }
 
+/// One backend address's cut signal: the notification that connections wait
+/// on, and the flag set before it is sent ([`Cut`]).
+type CutSignal = (Arc<Notify>, Arc<AtomicBool>);
+
+/// A connection's cut signal ([`Upstream::close_server`]): a flag read without
+/// a lock, and the notification that wakes a task waiting on the connection.
+///
+/// Each poll of a tokio `Notified` takes its `Notify`'s lock to store the
+/// waker (two locked instructions), and an exchange polled it about four
+/// times. The notification is now polled only when the task polling the
+/// connection is another one than the one it registered last (each request
+/// on a pooled connection comes from another client connection's task);
+/// between those, the flag tells. The registered waker is a clone, which
+/// keeps its task alive, so a pointer match cannot be a new task at the same
+/// address.
+pub struct Cut {
+    flag: Arc<AtomicBool>,
+    notified: Pin<Box<OwnedNotified>>,
+    /// The data and vtable addresses of the waker last registered.
+    registered: Option<(usize, usize)>,
+}
+
+impl Cut {
+    fn new(flag: Arc<AtomicBool>, notified: OwnedNotified) -> Cut {
+        Cut {
+            flag,
+            notified: Box::pin(notified),
+            registered: None,
+        }
+    }
+
+    /// The notification alone, to wait on (a tunnel's `select!`); it fires
+    /// for a cut that came before this too (it was made before the cut).
+    pub fn into_notified(self) -> Pin<Box<OwnedNotified>> {
+        self.notified
+    }
+
+    /// Whether the cut came, not registering for it.
+    fn is_cut(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+
+    /// Whether the cut came; if not, the task of `cx` is woken when it does.
+    fn poll(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.is_cut() {
+            return true;
+        }
+        let id = waker_id(cx.waker());
+        if self.registered == Some(id) {
+            return false;
+        }
+        self.registered = Some(id);
+        std::future::Future::poll(self.notified.as_mut(), cx).is_ready()
+    }
+}
+
+/// A waker's data and vtable addresses: equal for the wakers of one task.
+fn waker_id(w: &Waker) -> (usize, usize) {
+    (w.data().addr(), std::ptr::from_ref(w.vtable()).addr())
+}
+
 impl Conn {
-    /// True when the server has cut this connection ([`Upstream::close_server`]).
+    /// True when the server has cut this connection ([`Upstream::close_server`]);
+    /// if not, the task of `cx` is woken when it is.
     pub fn poll_cut(&mut self, cx: &mut Context<'_>) -> bool {
-        std::future::Future::poll(self.cut.as_mut(), cx).is_ready()
+        self.cut.poll(cx)
     }
 
     /// Whether an idle connection is still usable: a read that does not wait
     /// finds neither an end of stream, an error, nor unasked-for bytes, asked
     /// as `liveness` says.
     fn still_open(&mut self, liveness: Liveness) -> bool {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        if self.poll_cut(&mut cx) {
+        // An idle connection waits for no cut: a cut takes it out of the
+        // pool too. The flag tells of one that came while it was taken.
+        if self.cut.is_cut() {
             return false;
         }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
         match &mut self.io {
             // tokio's `poll_peek` returns Pending at once while the socket is
             // not marked readable (no epoll event since its last short read,
@@ -221,8 +285,9 @@ pub enum ConnectError {
 pub struct Upstream {
     /// Idle connections by key (FxHash: keys come from the configuration).
     idle: Mutex<FxHashMap<ConnKey, Vec<Idle>>>,
-    /// Per backend address, the signal that cuts every connection to it.
-    cuts: Mutex<HashMap<SocketAddr, Arc<Notify>>>,
+    /// Per backend address, the signal that cuts every connection to it: a
+    /// notification and a flag ([`Cut`]).
+    cuts: Mutex<HashMap<SocketAddr, CutSignal>>,
 }
 
 impl Upstream {
@@ -271,7 +336,9 @@ impl Upstream {
             if list.len() < MAX_IDLE_PER_SERVER {
                 list.push(Idle {
                     conn,
-                    since: Instant::now(),
+                    // The body's end just read the clock (`body.rs`); the
+                    // idle limit is seconds.
+                    since: super::clock::recent(),
                 });
             }
         }
@@ -311,7 +378,7 @@ impl Upstream {
             Ok(Conn {
                 io,
                 buf: BytesMut::new(),
-                cut: Box::pin(cut),
+                cut,
                 key: key.clone(),
                 local_port,
                 reused: false,
@@ -325,12 +392,12 @@ impl Upstream {
 
     /// A signal registered now: it fires at the next [`Upstream::close_server`]
     /// of `addr`.
-    fn cut_signal(&self, addr: SocketAddr) -> OwnedNotified {
-        let notify = match self.cuts.lock() {
+    fn cut_signal(&self, addr: SocketAddr) -> Cut {
+        let (notify, flag) = match self.cuts.lock() {
             Ok(mut m) => m.entry(addr).or_default().clone(),
-            Err(_) => Arc::new(Notify::new()),
+            Err(_) => Default::default(),
         };
-        notify.notified_owned()
+        Cut::new(flag, notify.notified_owned())
     }
 
     /// Closes idle connections older than [`UPSTREAM_IDLE_TIMEOUT`] or found
@@ -361,7 +428,7 @@ impl Upstream {
             });
         }
         if let Ok(mut cuts) = self.cuts.lock() {
-            cuts.retain(|_, n| Arc::strong_count(n) > 1);
+            cuts.retain(|_, (n, _)| Arc::strong_count(n) > 1);
         }
     }
 
@@ -387,7 +454,8 @@ impl Upstream {
             .unwrap_or(0);
         let cut = self.cuts.lock().ok().and_then(|mut m| m.remove(&addr));
         tracing::debug!(server = %addr, idle, "closing every connection");
-        if let Some(n) = cut {
+        if let Some((n, flag)) = cut {
+            flag.store(true, Ordering::Release);
             n.notify_waiters();
         }
     }
@@ -396,6 +464,53 @@ impl Upstream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A waker that counts its wakes.
+    struct Count(AtomicU64);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The notification registers the task that polls last, once per task
+    /// in a row; the cut wakes it, and every poll after sees the flag.
+    #[test]
+    fn a_cut_wakes_the_task_that_polled_last() {
+        let (notify, flag) = (Arc::new(Notify::new()), Arc::new(AtomicBool::new(false)));
+        let mut cut = Cut::new(flag.clone(), notify.clone().notified_owned());
+        let (a, b) = (
+            Arc::new(Count(AtomicU64::new(0))),
+            Arc::new(Count(AtomicU64::new(0))),
+        );
+        let (wa, wb) = (Waker::from(a.clone()), Waker::from(b.clone()));
+        assert!(!cut.poll(&mut Context::from_waker(&wa)));
+        assert!(!cut.poll(&mut Context::from_waker(&wa)));
+        assert_eq!(cut.registered, Some(waker_id(&wa)));
+        assert!(!cut.poll(&mut Context::from_waker(&wb)));
+        assert_eq!(cut.registered, Some(waker_id(&wb)));
+        assert!(!cut.is_cut());
+        flag.store(true, Ordering::Release);
+        notify.notify_waiters();
+        assert_eq!(b.0.load(Ordering::Relaxed), 1, "the last task is woken");
+        assert_eq!(a.0.load(Ordering::Relaxed), 0, "its waker was replaced");
+        assert!(cut.is_cut());
+        assert!(cut.poll(&mut Context::from_waker(&wa)));
+        assert!(cut.poll(&mut Context::from_waker(&wb)));
+    }
+
+    /// A tunnel's notification fires for a cut that came before it was taken.
+    #[tokio::test]
+    async fn the_notification_alone_fires_for_an_earlier_cut() {
+        let up = Upstream::default();
+        let addr: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        let cut = up.cut_signal(addr);
+        up.close_server(addr);
+        tokio::time::timeout(Duration::from_secs(5), cut.into_notified())
+            .await
+            .expect("fired");
+    }
 
     /// A connection whose request head is still with the batch writer (its
     /// answer came first) is not pooled: the head would go out after the
