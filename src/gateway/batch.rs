@@ -764,7 +764,14 @@ fn try_send(stream: &TcpStream, bufs: &[IoSlice<'_>], more: bool) -> io::Result<
         stream.try_io(tokio::io::Interest::WRITABLE, || {
             match bufs {
                 [one] => rustix::net::send(stream, one, flags),
-                _ => rustix::net::sendmsg(stream, bufs, &mut SendAncillaryBuffer::default(), flags),
+                // At most `IOV_MAX` (1024 on Linux) slices a call, as std's
+                // `writev` takes: more would fail with EMSGSIZE.
+                _ => rustix::net::sendmsg(
+                    stream,
+                    &bufs[..bufs.len().min(1024)],
+                    &mut SendAncillaryBuffer::default(),
+                    flags,
+                ),
             }
             .map_err(io::Error::from)
         })
@@ -879,6 +886,27 @@ mod tests {
 
     async fn settled(s: &mut Socket) -> io::Result<()> {
         poll_fn(|cx| s.poll_settled(cx, true)).await
+    }
+
+    /// A vectored write of more slices than `IOV_MAX` writes a part, as
+    /// `writev` does, instead of failing; a single slice and none work too.
+    #[tokio::test]
+    async fn direct_writes_take_any_number_of_slices() {
+        let (a, mut b) = pair().await;
+        let s = &a.stream;
+        let data = vec![b'x'; 3000];
+        let slices: Vec<IoSlice<'_>> = data.chunks(1).map(IoSlice::new).collect();
+        poll_fn(|cx| s.poll_write_ready(cx)).await.expect("ready");
+        let n = try_send(s, &slices, false).expect("a part is written");
+        assert!(n > 0 && n <= 1024, "{n}");
+        assert_eq!(try_send(s, &[], false).expect("nothing"), 0);
+        let m = try_send(s, &[IoSlice::new(b"end")], true).expect("one");
+        assert_eq!(m, 3);
+        drop(a);
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).await.expect("read");
+        assert_eq!(got.len(), n + 3);
+        assert!(got.ends_with(b"end"));
     }
 
     #[tokio::test]

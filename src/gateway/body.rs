@@ -121,7 +121,7 @@ impl ResponseBody {
         }
         p.sent_bytes = c.head_bytes + c.body_bytes;
         p.received_bytes = received;
-        let now = now.unwrap_or_else(super::clock::now);
+        let now = now.unwrap_or_else(Instant::now);
         let total = now.saturating_duration_since(c.start);
         p.time_taken = secs_number(total);
         p.client_response_time = c
@@ -129,6 +129,10 @@ impl ResponseBody {
             .map(|t| secs_number(now.saturating_duration_since(t)))
             .unwrap_or(0.0);
         c.emit(total);
+        if let Inner::Upstream(b) = &mut self.inner {
+            // The backend connection's idle time starts here too.
+            b.ended_at(now);
+        }
     }
 }
 
@@ -148,7 +152,7 @@ impl Body for ResponseBody {
         let mut now = None;
         if let Some(c) = this.completion.as_mut() {
             if c.first_poll.is_none() {
-                let t = super::clock::now();
+                let t = Instant::now();
                 c.first_poll = Some(t);
                 now = Some(t);
             }
@@ -322,7 +326,7 @@ impl TunnelRecord {
         }
         p.sent_bytes = c.head_bytes + to_client;
         p.received_bytes = received;
-        let now = super::clock::now();
+        let now = Instant::now();
         let total = now.saturating_duration_since(c.start);
         p.time_taken = secs_number(total);
         p.client_response_time = secs_number(now.saturating_duration_since(self.switched));

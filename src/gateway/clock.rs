@@ -4,35 +4,20 @@
 //! vDSO, about 22 ns each on the benchmark VM: 1.1 % of the proxy's CPU in
 //! ka64, `perf record`). Two of them told nothing a neighbouring reading did
 //! not: the record's wall-clock timestamp, read a moment after the request's
-//! monotonic start, and the time a backend connection went back to the pool,
-//! read just after the response body's end. Both come from here instead.
+//! monotonic start (it now comes from [`wall_at`]), and the time a backend
+//! connection went back to the pool, read just after the response body's end
+//! (it now takes the record's reading: `h1client.rs` `BackendBody::ended_at`).
 
 use std::cell::Cell;
 use std::time::{Duration, Instant, SystemTime};
 
 thread_local! {
-    /// The last reading of [`now`] on this thread.
-    static LAST: Cell<Option<Instant>> = const { Cell::new(None) };
     /// A monotonic reading and the wall clock read just after it.
     static ANCHOR: Cell<Option<(Instant, SystemTime)>> = const { Cell::new(None) };
 }
 
 /// How long a wall-clock anchor serves ([`wall_at`]).
 const ANCHOR_LIFE: Duration = Duration::from_secs(1);
-
-/// `Instant::now()`, remembered for [`recent`].
-pub fn now() -> Instant {
-    let t = Instant::now();
-    LAST.set(Some(t));
-    t
-}
-
-/// The last [`now`] of this thread (a new reading if it has made none): for a
-/// time whose use tolerates the few microseconds since, such as when an idle
-/// connection joined the pool (its limit is seconds).
-pub fn recent() -> Instant {
-    LAST.get().unwrap_or_else(now)
-}
 
 /// The wall-clock time at `at`, a monotonic reading just made: the wall clock
 /// is read once a second per thread, and the monotonic time since that
@@ -86,11 +71,5 @@ mod tests {
         // An instant before the anchor reads the clock too.
         ANCHOR.set(Some((later, past)));
         assert!(wall_at(t) > past + Duration::from_secs(3600));
-    }
-
-    #[test]
-    fn recent_is_the_last_reading() {
-        let t = now();
-        assert_eq!(recent(), t);
     }
 }

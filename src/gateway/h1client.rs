@@ -28,6 +28,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 use tokio::io::AsyncWrite;
 use tokio_util::either::Either;
 
@@ -309,6 +310,7 @@ impl Answer {
             outcome: None,
             upload: self.upload,
             pool,
+            ended: None,
         };
         (self.head, body)
     }
@@ -779,9 +781,19 @@ pub struct BackendBody {
     /// The rest of the request body, sent as the response is read.
     upload: Option<Box<Upload>>,
     pool: Arc<Upstream>,
+    /// When the response ended, if the record's clock reading told it
+    /// ([`BackendBody::ended_at`]): the connection's idle time starts there.
+    ended: Option<Instant>,
 }
 
 impl BackendBody {
+    /// `at` is a clock reading made when the response ended (`body.rs`
+    /// `finish`): the pool takes it as the start of the connection's idle
+    /// time, where it would read the clock again.
+    pub fn ended_at(&mut self, at: Instant) {
+        self.ended = Some(at);
+    }
+
     /// The answer's end-to-end fields, when they were kept as a list
     /// ([`RequestHead::fields_as_list`]); else empty.
     pub fn fields(&self) -> &[(HeaderName, HeaderValue)] {
@@ -1038,7 +1050,8 @@ impl Drop for BackendBody {
         }
         if self.reusable && self.upload.is_none() && self.is_end_stream() {
             if let Some(conn) = self.conn.take() {
-                self.pool.checkin(conn);
+                let since = self.ended.unwrap_or_else(Instant::now);
+                self.pool.checkin(conn, since);
             }
         }
     }

@@ -316,8 +316,9 @@ impl Upstream {
     /// buffer goes to the thread's few spare ones (`h1client::recycle`), not
     /// with it: an idle connection holds no buffer, so the allocator's pages
     /// are not pinned by buffers of connections that wait in the pool (see
-    /// docs/benchmarks.md §5).
-    pub fn checkin(&self, mut conn: Conn) {
+    /// docs/benchmarks.md §5). `idle_since` is when its response ended (a
+    /// clock reading the caller made then), where its idle time starts.
+    pub fn checkin(&self, mut conn: Conn, idle_since: Instant) {
         if !conn.buf.is_empty() {
             // The backend sent more than its response: not reusable.
             return;
@@ -336,9 +337,7 @@ impl Upstream {
             if list.len() < MAX_IDLE_PER_SERVER {
                 list.push(Idle {
                     conn,
-                    // The body's end just read the clock (`body.rs`); the
-                    // idle limit is seconds.
-                    since: super::clock::recent(),
+                    since: idle_since,
                 });
             }
         }
@@ -536,7 +535,7 @@ mod tests {
         socket
             .lend(Bytes::from_static(b"GET / HTTP/1.1\r\n\r\n"))
             .expect("batching is on");
-        up.checkin(conn);
+        up.checkin(conn, Instant::now());
         assert_eq!(up.idle_count(), 0);
     }
 
@@ -553,7 +552,7 @@ mod tests {
         let mut conn = up.connect(&key, None, timeout).await.expect("connect");
         let (_server_side, _) = listener.accept().expect("accept");
         conn.buf.reserve(32 * 1024);
-        up.checkin(conn);
+        up.checkin(conn, Instant::now());
         assert_eq!(up.idle_count(), 1);
         let mut conn = up
             .checkout(&key, Liveness::Ask, Instant::now())
@@ -573,7 +572,7 @@ mod tests {
         // A pooled connection the server closed is not handed out.
         let conn = up.connect(&key, None, timeout).await.expect("connect");
         let (server_side, _) = listener.accept().expect("accept");
-        up.checkin(conn);
+        up.checkin(conn, Instant::now());
         drop(server_side);
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(up.checkout(&key, Liveness::Ask, Instant::now()).is_none());
@@ -593,7 +592,7 @@ mod tests {
         let timeout = Duration::from_secs(5);
         let conn = up.connect(&key, None, timeout).await.expect("connect");
         let (_open, _) = listener.accept().expect("accept");
-        up.checkin(conn);
+        up.checkin(conn, Instant::now());
         tokio::time::sleep(Duration::from_millis(50)).await;
         let conn = up
             .checkout(&key, Liveness::Readiness, Instant::now())
@@ -603,7 +602,7 @@ mod tests {
         for stray in [None, Some(&b"HTTP/1.1 408 Request Timeout\r\n\r\n"[..])] {
             let conn = up.connect(&key, None, timeout).await.expect("connect");
             let (mut server_side, _) = listener.accept().expect("accept");
-            up.checkin(conn);
+            up.checkin(conn, Instant::now());
             match stray {
                 Some(bytes) => server_side.write_all(bytes).expect("write"),
                 None => drop(server_side),
