@@ -12,8 +12,8 @@ use super::metrics::{
     ServerStatusL, StatusL,
 };
 use super::series::{Series, SeriesStore};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::histogram::Histogram;
+use super::sharded::Counter;
+use super::sharded::Histogram;
 use rustc_hash::{FxHashMap, FxHasher};
 use std::cell::RefCell;
 use std::hash::{Hash, Hasher};

@@ -3,11 +3,11 @@
 //! counters and histograms behind prometheus-client's families; gauges that
 //! describe state (healthy hosts, instance CPU and memory) are set at scrape time.
 
+use super::sharded::Counter;
+use super::sharded::Histogram;
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
@@ -123,9 +123,9 @@ pub struct InstanceL {
 
 type FGauge = Gauge<f64, AtomicU64>;
 
+/// 1 ms .. ~65 s (`sharded.rs` `bounds`).
 fn seconds_histogram() -> Histogram {
-    // 1 ms .. ~65 s
-    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+    Histogram::default()
 }
 
 /// Every metric of the process.
@@ -184,7 +184,7 @@ pub struct Metrics {
     pub app_restarts: Family<InstanceL, Gauge>,
     /// Access-log records lost because the writer's 16 MiB buffer was full
     /// (the disk did not keep up); shared with [`crate::accesslog::AccessLog`].
-    pub access_log_dropped: Counter,
+    pub access_log_dropped: prometheus_client::metrics::counter::Counter,
 }
 
 impl Default for Metrics {
@@ -223,7 +223,7 @@ impl Metrics {
             app_threads: Family::default(),
             app_handles: Family::default(),
             app_restarts: Family::default(),
-            access_log_dropped: Counter::default(),
+            access_log_dropped: Default::default(),
             registry: Registry::default(),
         };
         r.register(

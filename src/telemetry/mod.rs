@@ -8,6 +8,7 @@ pub mod alerts;
 pub mod handles;
 pub mod metrics;
 pub mod series;
+pub mod sharded;
 
 use crate::accesslog::AccessRecord;
 use handles::{HandleCache, Shape};
@@ -123,29 +124,31 @@ impl Telemetry {
         });
     }
 
-    /// Adds one request to the handles of its shape.
+    /// Adds one request to the handles of its shape, in this thread's slot
+    /// (`sharded.rs`: no locked instruction).
     fn record(&self, h: &handles::Handles, p: &crate::accesslog::Properties, o: &Observation) {
+        let s = sharded::Slot::current();
         let total = o.total.as_secs_f64();
-        h.requests.inc();
+        h.requests.inner().add(s, 1);
         if let Some(c) = &h.failed {
-            c.inc();
+            c.inner().add(s, 1);
         }
-        h.errors.inc();
-        h.received.inc_by(p.received_bytes);
-        h.sent.inc_by(p.sent_bytes);
+        h.errors.inner().add(s, 1);
+        h.received.inner().add(s, p.received_bytes);
+        h.sent.inner().add(s, p.sent_bytes);
         if let Some(t) = &h.total_time {
-            t.observe(total);
+            t.observe_in(s, total);
         }
-        if let Some(s) = &h.server {
-            if let Some(c) = &s.status {
-                c.inc();
+        if let Some(srv) = &h.server {
+            if let Some(c) = &srv.status {
+                c.inner().add(s, 1);
             }
-            if let (Some(hist), Some(c)) = (&s.connect, o.connect) {
-                hist.observe(c.as_secs_f64());
+            if let (Some(hist), Some(c)) = (&srv.connect, o.connect) {
+                hist.observe_in(s, c.as_secs_f64());
             }
-            if let (Some((first, last)), Some(f)) = (&s.first_last_byte, o.first_byte) {
-                first.observe(f.as_secs_f64());
-                last.observe(total);
+            if let (Some((first, last)), Some(f)) = (&srv.first_last_byte, o.first_byte) {
+                first.observe_in(s, f.as_secs_f64());
+                last.observe_in(s, total);
             }
         }
         if let Some(attempts) = &p.attempts {
@@ -161,18 +164,18 @@ impl Telemetry {
             }
         }
         if let Some(a) = &h.app {
-            a.requests.inc();
-            a.code.inc();
-            a.response_time.observe(total);
+            a.requests.inner().add(s, 1);
+            a.code.inner().add(s, 1);
+            a.response_time.observe_in(s, total);
         }
         for sc in &h.scopes {
-            sc.requests.record(1.0);
-            sc.response_time.record(total);
+            sc.requests.record_in(s, 1.0);
+            sc.response_time.record_in(s, total);
             if let Some(f) = &sc.failed {
-                f.record(1.0);
+                f.record_in(s, 1.0);
             }
             if let Some(c) = &sc.class {
-                c.record(1.0);
+                c.record_in(s, 1.0);
             }
         }
     }

@@ -1,8 +1,11 @@
 //! In-process time series: for each (metric, scope) a current 10-second bucket
-//! of atomics (recording never takes a lock) and two bounded rings of finished
+//! of atomics (recording never takes a lock, and on a thread with a slot of
+//! its own no locked instruction: `sharded.rs`) and two bounded rings of finished
 //! buckets — 60 × 10 s (the last 10 minutes) and 1440 × 1 min (the last 24 h).
 //! Memory is bounded by the number of series, which the config bounds.
 
+use super::sharded::{Slot, Slots};
+use prometheus_client::metrics::counter::Atomic;
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,26 +65,40 @@ impl Point {
     }
 }
 
+/// The bucket being filled. Count and sum grow for the series' life, in a
+/// slot per recording thread (`sharded.rs`: no locked instruction a record);
+/// the bucket is what they gained since the last [`Current::take`].
 struct Current {
-    count: AtomicU64,
-    sum: AtomicU64,
+    count: Slots,
+    sum: Slots,
+    /// `count` and `sum` as the last take found them.
+    count_taken: AtomicU64,
+    sum_taken: AtomicU64,
     min: AtomicU64,
     max: AtomicU64,
+}
+
+/// What a total that only grows gained since `taken` last recorded one:
+/// `fetch_max`, so of two takes at once the later total counts once.
+fn gained(total: u64, taken: &AtomicU64) -> u64 {
+    total.saturating_sub(taken.fetch_max(total, Ordering::Relaxed))
 }
 
 impl Current {
     fn new() -> Current {
         Current {
-            count: AtomicU64::new(0),
-            sum: AtomicU64::new(0),
+            count: Slots::default(),
+            sum: Slots::default(),
+            count_taken: AtomicU64::new(0),
+            sum_taken: AtomicU64::new(0),
             min: AtomicU64::new(u64::MAX),
             max: AtomicU64::new(0),
         }
     }
 
     fn take(&self, time: u64) -> Point {
-        let count = self.count.swap(0, Ordering::Relaxed);
-        let sum = self.sum.swap(0, Ordering::Relaxed) as f64 / SCALE;
+        let count = gained(self.count.get(), &self.count_taken);
+        let sum = gained(self.sum.get(), &self.sum_taken) as f64 / SCALE;
         let min = self.min.swap(u64::MAX, Ordering::Relaxed);
         let max = self.max.swap(0, Ordering::Relaxed) as f64 / SCALE;
         Point {
@@ -94,12 +111,14 @@ impl Current {
     }
 
     fn peek(&self, time: u64) -> Point {
-        let count = self.count.load(Ordering::Relaxed);
+        let since =
+            |total: u64, taken: &AtomicU64| total.saturating_sub(taken.load(Ordering::Relaxed));
+        let count = since(self.count.get(), &self.count_taken);
         let min = self.min.load(Ordering::Relaxed);
         Point {
             time,
             count,
-            sum: self.sum.load(Ordering::Relaxed) as f64 / SCALE,
+            sum: since(self.sum.get(), &self.sum_taken) as f64 / SCALE,
             min: if count == 0 { 0.0 } else { min as f64 / SCALE },
             max: self.max.load(Ordering::Relaxed) as f64 / SCALE,
         }
@@ -140,10 +159,15 @@ impl Series {
     /// section 2) and most values are neither, while a series of ones
     /// (`requests`, `http_2xx`) never is after its first.
     pub fn record(&self, v: f64) {
+        self.record_in(Slot::current(), v);
+    }
+
+    /// [`Series::record`] in `slot` (this thread's, `sharded.rs`).
+    pub fn record_in(&self, slot: Slot, v: f64) {
         let x = (v.max(0.0) * SCALE) as u64;
         let c = &self.current;
-        c.count.fetch_add(1, Ordering::Relaxed);
-        c.sum.fetch_add(x, Ordering::Relaxed);
+        c.count.add(slot, 1);
+        c.sum.add(slot, x);
         if x < c.min.load(Ordering::Relaxed) {
             c.min.fetch_min(x, Ordering::Relaxed);
         }
@@ -331,5 +355,37 @@ mod tests {
         drop(r);
         let agg = s.aggregate(Duration::from_secs(600), 1010 + 200 * 10);
         assert!(agg.count >= 59 && agg.max >= 199.0);
+    }
+
+    /// Values recorded from many threads (own slots and the shared one) land
+    /// in the bucket being filled, each once, while buckets are taken.
+    #[test]
+    fn a_bucket_holds_what_every_thread_recorded_since_the_last_take() {
+        let s = Series::new(1000);
+        let mut taken = Point {
+            time: 0,
+            count: 0,
+            sum: 0.0,
+            min: 0.0,
+            max: 0.0,
+        };
+        std::thread::scope(|sc| {
+            for _ in 0..24 {
+                sc.spawn(|| {
+                    for _ in 0..1000 {
+                        s.record(0.5);
+                    }
+                });
+            }
+            for _ in 0..50 {
+                taken.merge(&s.current.take(1000));
+            }
+        });
+        taken.merge(&s.current.take(1000));
+        assert_eq!((taken.count, taken.sum), (24_000, 12_000.0));
+        let after = s.current.take(1010);
+        assert_eq!((after.count, after.sum), (0, 0.0));
+        s.record(2.0);
+        assert_eq!(s.current.peek(1010).count, 1);
     }
 }
