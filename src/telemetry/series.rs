@@ -50,6 +50,10 @@ impl Point {
     }
 
     fn merge(&mut self, o: &Point) {
+        // A take can fall between a record's count and its sum: that sum then
+        // comes with the next take, in a point whose count may be 0. It still
+        // adds up; only the extremes of an empty point mean nothing.
+        self.sum += o.sum;
         if o.count == 0 {
             return;
         }
@@ -61,7 +65,6 @@ impl Point {
             self.max = self.max.max(o.max);
         }
         self.count += o.count;
-        self.sum += o.sum;
     }
 }
 
