@@ -146,15 +146,9 @@ thread_local! {
     static STAMP: std::cell::Cell<(u64, [u8; 20])> = const { std::cell::Cell::new((u64::MAX, [0; 20])) };
 }
 
-/// The time now as RFC 3339 with milliseconds (`2026-11-22T08:20:15.123Z`, 24
-/// bytes: stored inline). The date and time of day are formatted (humantime)
-/// once per second per thread; only the milliseconds change in between.
-#[cfg(test)]
-fn now_rfc3339() -> Text {
-    rfc3339_at(SystemTime::now())
-}
-
-/// `now` as [`now_rfc3339`] writes it.
+/// `now` as RFC 3339 with milliseconds (`2026-11-22T08:20:15.123Z`, 24 bytes:
+/// stored inline). The date and time of day are formatted (humantime) once per
+/// second per thread; only the milliseconds change in between.
 fn rfc3339_at(now: SystemTime) -> Text {
     let since = now
         .duration_since(std::time::UNIX_EPOCH)
@@ -1184,7 +1178,7 @@ mod tests {
     #[test]
     fn timestamps_match_humantime() {
         for _ in 0..3 {
-            let ours = super::now_rfc3339();
+            let ours = super::rfc3339_at(std::time::SystemTime::now());
             let now = std::time::SystemTime::now();
             assert_eq!(ours.len(), 24, "{ours}");
             assert!(ours.ends_with('Z') && ours.as_bytes()[19] == b'.', "{ours}");

@@ -2,13 +2,14 @@
 //!
 //! Every request added to about a dozen shared metrics: each counter `inc` a
 //! `lock xadd`, each histogram `observe` a mutex taken and released
-//! (prometheus-client's `Histogram`). A locked instruction costs about 4.3 ns
-//! on the benchmark VM (docs/benchmarks.md section 2), and these were 21 of
-//! the 154 a request made in ka64.
+//! (prometheus-client's `Histogram`), each series record two atomic adds. A
+//! locked instruction costs about 4.3 ns on the benchmark VM
+//! (docs/benchmarks.md section 2), and these were 25 of the 144 a request
+//! made in ka64.
 //!
 //! Here each value has a few slots. Slot 0 is shared and updated with atomic
 //! read-modify-writes; each other slot belongs to one thread, the first to
-//! record into any value with that slot number ([`slot`]), which updates it
+//! record into any value with that slot number ([`Slot::current`]), which updates it
 //! with a plain load and store (no `lock` prefix: only it writes there). A
 //! thread that finds no slot left uses slot 0. A reader adds the slots up;
 //! each only grows, so a counter read twice never goes back. The shape of
@@ -28,7 +29,7 @@ pub type Counter = prometheus_client::metrics::counter::Counter<u64, Slots>;
 static NEXT: AtomicUsize = AtomicUsize::new(1);
 
 thread_local! {
-    /// This thread's slot, once it has one ([`slot`]).
+    /// This thread's slot, once it has one ([`Slot::current`]).
     static SLOT: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
@@ -77,8 +78,19 @@ fn add(cell: &AtomicU64, slot: usize, v: u64) {
     }
 }
 
+/// [`add`] for an `f64` kept as its bits (a histogram's sum): a
+/// compare-and-swap loop in the shared slot.
+fn add_float(cell: &AtomicU64, slot: usize, v: f64) {
+    let plus = |bits: u64| (f64::from_bits(bits) + v).to_bits();
+    if slot == 0 {
+        let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| Some(plus(s)));
+    } else {
+        cell.store(plus(cell.load(Ordering::Relaxed)), Ordering::Relaxed);
+    }
+}
+
 /// A `u64` counted in slots, for prometheus-client's `Counter` (its `Atomic`
-/// trait). `inc_by` returns the slot's value before the add, not the total.
+/// trait).
 #[derive(Debug)]
 pub struct Slots {
     cells: Box<[AtomicU64]>,
@@ -174,15 +186,7 @@ impl Histogram {
         };
         let bucket = b.iter().position(|u| *u >= v).unwrap_or(b.len() - 1);
         add(&cells[bucket], i, 1);
-        let sum = &cells[width - 1];
-        if i == 0 {
-            let _ = sum.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
-                Some((f64::from_bits(s) + v).to_bits())
-            });
-        } else {
-            let s = f64::from_bits(sum.load(Ordering::Relaxed)) + v;
-            sum.store(s.to_bits(), Ordering::Relaxed);
-        }
+        add_float(&cells[width - 1], i, v);
     }
 
     /// The sum, the count and each bucket's own count (not cumulative), over
