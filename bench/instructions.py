@@ -98,7 +98,10 @@ def count(cmd, w, label, scenario, requests, top, cache_sim=False, atomics=False
             # (about 1,000 requests a second under callgrind) and wrk's count.
             load = ["taskset", "-c", "0", "wrk", "-t1", "-c16", "-H", "Connection: close", urls["http"] + "/"]
         else:
-            load = ["taskset", "-c", "0", "h2load", "--h1", "-c", "64", *extra, urls["http"] + "/"]
+            # ka1: one connection, as run.py's latency scenario: every request is
+            # a turn of the event loop of its own.
+            conns = "1" if scenario == "ka1" else "64"
+            load = ["taskset", "-c", "0", "h2load", "--h1", "-c", conns, *extra, urls["http"] + "/"]
         ctl = lambda *a: subprocess.run(["callgrind_control", *a, str(pid)], check=True, capture_output=True)
         # Warm-up, then the counted run: a fixed time for close, a fixed count else.
         warm, counted = ((["-d2s"], [f"-d{CLOSE_SECONDS}s"]) if scenario == "close"
@@ -143,7 +146,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", action="append", help="portcullis binaries (default: target/release/portcullis)")
     ap.add_argument("--requests", type=int, default=20000)
-    ap.add_argument("--scenario", choices=("ka64", "browser", "h2", "close"), default="ka64")
+    ap.add_argument("--scenario", choices=("ka64", "ka1", "browser", "h2", "close"), default="ka64")
     ap.add_argument("--top", type=int, default=0)
     ap.add_argument("--cache-sim", action="store_true",
                     help="also simulate the first-level caches and branch prediction (misses per request)")

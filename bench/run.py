@@ -35,9 +35,12 @@ def wait_port(port, timeout=15):
     raise SystemExit(f"nothing listens on {port}")
 
 
-def cpu_seconds(pid):
+def cpu_times(pid):
+    """User and system CPU seconds of process `pid`, all its threads
+    (`/proc/PID/stat` utime and stime)."""
     f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(f[11]) / tick, int(f[12]) / tick
 
 
 def peak_rss(pid):
@@ -308,11 +311,17 @@ TARGETS = {
 def measure(fn, base, pid, duration):
     """One scenario run against one target: a 1 s warm-up, then `duration`
     seconds counted. The scenario's result, with the CPU seconds (user +
-    system) process `pid` used per 100,000 requests (`cpu_s_per_100k`)."""
+    system) process `pid` used per 100,000 requests (`cpu_s_per_100k`), and the
+    two parts (`user_s_per_100k`: the proxy's own code; `sys_s_per_100k`: the
+    kernel's work for it, mostly the sockets)."""
     fn(base, 1)
-    c0 = cpu_seconds(pid)
+    u0, s0 = cpu_times(pid)
     res = fn(base, duration)
-    res["cpu_s_per_100k"] = round((cpu_seconds(pid) - c0) / max(res["requests"], 1) * 1e5, 3)
+    u1, s1 = cpu_times(pid)
+    per = 1e5 / max(res["requests"], 1)
+    res["cpu_s_per_100k"] = round((u1 - u0 + s1 - s0) * per, 3)
+    res["user_s_per_100k"] = round((u1 - u0) * per, 3)
+    res["sys_s_per_100k"] = round((s1 - s0) * per, 3)
     return res
 
 
@@ -388,9 +397,9 @@ def main():
 def print_table(results, scenarios, machine):
     print(f"\nMachine: {machine['nproc']} cores, {machine['cpu']}, kernel {machine['kernel']}, {machine['time']}\n")
     pgo = any(k.endswith("/portcullis-pgo") for k in results)
-    print("| scenario | proxy | req/s | p50 ms | p99 ms | CPU s / 100k req | peak RSS MiB | errors | portcullis ÷ this |"
+    print("| scenario | proxy | req/s | p50 ms | p99 ms | CPU s / 100k req | user + sys | peak RSS MiB | errors | portcullis ÷ this |"
           + (" portcullis-pgo ÷ this |" if pgo else ""))
-    print("|---|---|---|---|---|---|---|---|---|" + ("---|" if pgo else ""))
+    print("|---|---|---|---|---|---|---|---|---|---|" + ("---|" if pgo else ""))
     for sc in scenarios:
         for t in TARGETS:
             r = results.get(f"{sc}/{t}")
@@ -401,7 +410,10 @@ def print_table(results, scenarios, machine):
                 pc = results.get(f"{sc}/{mine}", {}).get("rps")
                 ratios.append(f"{pc / r['rps']:.2f}" if pc and r["rps"] and t != mine else "")
             fmt = lambda v: "-" if v is None else f"{v:.3f}"
-            print(f"| {sc} | {t} | {r['rps']:.0f} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | {r['cpu_s_per_100k']} | {r['peak_rss_mib']} | {r['non2xx']} {r['socket_errors']} | "
+            # Results written before the split have no parts.
+            parts = (f"{r['user_s_per_100k']:.3f} + {r['sys_s_per_100k']:.3f}"
+                     if "user_s_per_100k" in r else "")
+            print(f"| {sc} | {t} | {r['rps']:.0f} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | {r['cpu_s_per_100k']} | {parts} | {r['peak_rss_mib']} | {r['non2xx']} {r['socket_errors']} | "
                   + " | ".join(ratios) + " |")
 
 

@@ -252,12 +252,47 @@ pub fn describe(head: &[u8], info: ErrorInfo) -> Rejection {
     }
 }
 
+/// The request fields [`check_head`] acts on besides keeping them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Special {
+    Host,
+    ContentLength,
+    TransferEncoding,
+    Upgrade,
+    Connection,
+    Expect,
+    None,
+}
+
+impl Special {
+    /// Which of them `name` is. `HeaderName`'s equality compares the numbers of
+    /// `http`'s standard names; a name `http` does not know never equals one.
+    fn of(name: &http::HeaderName) -> Special {
+        use http::header;
+        if *name == header::HOST {
+            Special::Host
+        } else if *name == header::CONTENT_LENGTH {
+            Special::ContentLength
+        } else if *name == header::TRANSFER_ENCODING {
+            Special::TransferEncoding
+        } else if *name == header::UPGRADE {
+            Special::Upgrade
+        } else if *name == header::CONNECTION {
+            Special::Connection
+        } else if *name == header::EXPECT {
+            Special::Expect
+        } else {
+            Special::None
+        }
+    }
+}
+
 /// Checks one complete head and builds its parts: the target and the field
 /// values are slices of `whole` (no copies). Err: why it is refused.
 pub fn check_head(whole: &Bytes) -> Result<Box<Head>, Box<Rejection>> {
     let head: &[u8] = whole;
     let fail = |info| Err(Box::new(describe(head, info)));
-    let line_end = head.iter().position(|b| *b == b'\r').unwrap_or(head.len());
+    let line_end = memchr::memchr(b'\r', head).unwrap_or(head.len());
     // The request line's words: how many, and the first three (no allocation).
     let mut words: [&[u8]; 3] = [b""; 3];
     let mut n_words = 0;
@@ -341,43 +376,55 @@ pub fn check_head(whole: &Bytes) -> Result<Box<Head>, Box<Rejection>> {
         ) else {
             return fail(ErrorInfo::InvalidRequest);
         };
+        // The fields the framing and the connection depend on, told apart by
+        // the name just looked up (a compare of `http`'s standard-name
+        // numbers), not by comparing the name's text, letter by letter where
+        // two names have the same length (`cookie` and `expect`, `referer`
+        // and `upgrade`, `user-agent` and `connection`).
+        let kind = Special::of(&field);
         fields.append(field, field_value);
-        if name.eq_ignore_ascii_case("host") {
-            hosts += 1;
-            if !value.is_empty()
-                && http::uri::Authority::from_maybe_shared(whole.slice_ref(value)).is_err()
-            {
-                return fail(ErrorInfo::InvalidRequest);
+        match kind {
+            Special::None => {}
+            Special::Host => {
+                hosts += 1;
+                if !value.is_empty()
+                    && http::uri::Authority::from_maybe_shared(whole.slice_ref(value)).is_err()
+                {
+                    return fail(ErrorInfo::InvalidRequest);
+                }
             }
-        } else if name.eq_ignore_ascii_case("content-length") {
-            cl_count += 1;
-            // Digits only: no sign, no list, no spaces (RFC 9110 §8.6).
-            if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
-                return fail(ErrorInfo::InvalidRequest);
+            Special::ContentLength => {
+                cl_count += 1;
+                // Digits only: no sign, no list, no spaces (RFC 9110 §8.6).
+                if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+                    return fail(ErrorInfo::InvalidRequest);
+                }
+                let n = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok());
+                content_length = n;
             }
-            let n = std::str::from_utf8(value)
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok());
-            content_length = n;
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            te_count += 1;
-            // Exactly `chunked`: anything else is either unsupported or an
-            // obfuscation attempt (`chunked, identity`, ` chunked`, `xchunked`).
-            if !value.eq_ignore_ascii_case(b"chunked") {
-                return fail(ErrorInfo::InvalidRequest);
+            Special::TransferEncoding => {
+                te_count += 1;
+                // Exactly `chunked`: anything else is either unsupported or an
+                // obfuscation attempt (`chunked, identity`, ` chunked`, `xchunked`).
+                if !value.eq_ignore_ascii_case(b"chunked") {
+                    return fail(ErrorInfo::InvalidRequest);
+                }
+                chunked = true;
             }
-            chunked = true;
-        } else if name.eq_ignore_ascii_case("upgrade") {
-            upgrade = true;
-        } else if name.eq_ignore_ascii_case("connection") {
-            let o = connection_options(value);
-            if o.close {
-                keep_alive = false;
-            } else if version == 0 && o.keep_alive {
-                keep_alive = true;
+            Special::Upgrade => upgrade = true,
+            Special::Connection => {
+                let o = connection_options(value);
+                if o.close {
+                    keep_alive = false;
+                } else if version == 0 && o.keep_alive {
+                    keep_alive = true;
+                }
             }
-        } else if name.eq_ignore_ascii_case("expect") {
-            expect_continue = version == 1 && value.eq_ignore_ascii_case(b"100-continue");
+            Special::Expect => {
+                expect_continue = version == 1 && value.eq_ignore_ascii_case(b"100-continue");
+            }
         }
     }
     if cl_count > 1 || te_count > 1 || (cl_count > 0 && te_count > 0) {

@@ -246,12 +246,17 @@ impl Shutdown {
 
 /// Serves HTTP/1.x requests on `io` until the connection ends, is upgraded, or
 /// turns out to be HTTP/2.
-pub async fn serve<I>(
+///
+/// Not an `async fn`: the connection's state is made here and the async block
+/// uses it in place, where an `async fn` keeps its arguments (`io` among them)
+/// beside the locals made from them for the whole connection. The future is
+/// most of an idle connection's memory (docs/benchmarks.md section 4).
+pub fn serve<I>(
     io: I,
     info: Arc<ConnInfo>,
     timeouts: Timeouts,
     shutdown: watch::Receiver<bool>,
-) -> Outcome<I>
+) -> impl Future<Output = Outcome<I>> + Send
 where
     I: AsyncRead + AsyncWrite + Lend + Send + Unpin + 'static,
 {
@@ -266,43 +271,58 @@ where
         stall: Stall::default(),
     };
     let shutdown = Shutdown::new(shutdown);
-    let mut first = true;
-    loop {
-        let next = conn.next_head(&mut first, timeouts, &shutdown).await;
-        let exchange = match next {
-            Next::Close => {
-                let _ = tokio::time::timeout(timeouts.send, conn.io.shutdown()).await;
-                return Outcome::Closed;
-            }
-            Next::Http2 => return Outcome::Http2(Rewound::new(conn.input.freeze(), conn.io)),
-            Next::Refused(rej) => Exchange::refused(&info, *rej),
-            Next::Head(head) => match early_framing_error(&head, &conn.input) {
-                Some(rej) => Exchange::refused(&info, rej),
-                None => Exchange::new(&info, *head),
-            },
-        };
-        match conn.run(exchange, &shutdown).await {
-            Ok(After::KeepAlive) => continue,
-            Ok(After::Close { linger }) => {
-                conn.close(linger).await;
-                return Outcome::Closed;
-            }
-            Ok(After::Upgrade(to)) => {
-                let pre = conn.input.split().freeze();
-                let _ = to.send(Rewound::new(pre, Box::new(conn.io)));
-                return Outcome::Closed;
-            }
-            Err(e) => {
-                tracing::debug!(client = %info.peer, "client connection ended: {e}");
-                // An earlier answer still lent to the batch writer goes out
-                // (dropping it would cancel it), if the client takes it; not
-                // after the send timeout, which that answer may be what waited.
-                if e.kind() != io::ErrorKind::TimedOut {
-                    let _ =
-                        tokio::time::timeout(timeouts.send, poll_fn(|cx| conn.poll_settled(cx)))
-                            .await;
+    async move {
+        let mut first = true;
+        loop {
+            let next = conn.next_head(&mut first, timeouts, &shutdown).await;
+            // The exchange lives in this block only: ending its storage before
+            // the awaits that follow lets it share its room in this future with
+            // the wait for the next head (an idle connection holds that wait).
+            let after = {
+                let mut exchange = match next {
+                    Next::Close => {
+                        let _ = tokio::time::timeout(timeouts.send, conn.io.shutdown()).await;
+                        return Outcome::Closed;
+                    }
+                    Next::Http2 => {
+                        return Outcome::Http2(Rewound::new(conn.input.freeze(), conn.io))
+                    }
+                    Next::Refused(rej) => Exchange::refused(&info, *rej),
+                    Next::Head(head) => match early_framing_error(&head, &conn.input) {
+                        Some(rej) => Exchange::refused(&info, rej),
+                        None => Exchange::new(&info, *head),
+                    },
+                };
+                // The exchange is polled where it lies in this future: an `async fn`
+                // taking it would hold it twice (its argument and its binding).
+                conn.stall.clear();
+                poll_fn(|cx| exchange.poll(&mut conn, &shutdown, cx)).await
+            };
+            match after {
+                Ok(After::KeepAlive) => continue,
+                Ok(After::Close { linger }) => {
+                    conn.close(linger).await;
+                    return Outcome::Closed;
                 }
-                return Outcome::Closed;
+                Ok(After::Upgrade(to)) => {
+                    let pre = conn.input.split().freeze();
+                    let _ = to.send(Rewound::new(pre, Box::new(conn.io)));
+                    return Outcome::Closed;
+                }
+                Err(e) => {
+                    tracing::debug!(client = %info.peer, "client connection ended: {e}");
+                    // An earlier answer still lent to the batch writer goes out
+                    // (dropping it would cancel it), if the client takes it; not
+                    // after the send timeout, which that answer may be what waited.
+                    if e.kind() != io::ErrorKind::TimedOut {
+                        let _ = tokio::time::timeout(
+                            timeouts.send,
+                            poll_fn(|cx| conn.poll_settled(cx)),
+                        )
+                        .await;
+                    }
+                    return Outcome::Closed;
+                }
             }
         }
     }
@@ -525,12 +545,6 @@ impl<I: AsyncRead + AsyncWrite + Lend + Unpin> Conn<I> {
         }
         let rej = guard::describe(&self.input, ErrorInfo::RequestHeaderTimeout);
         Next::Refused(Box::new(rej))
-    }
-
-    /// Runs one exchange to its end.
-    async fn run(&mut self, mut x: Exchange, shutdown: &Shutdown) -> io::Result<After> {
-        self.stall.clear();
-        poll_fn(|cx| x.poll(self, shutdown, cx)).await
     }
 
     /// Ends the connection: shut the write side, then (after a refusal or an

@@ -13,7 +13,9 @@ use super::h1server::{self, Outcome, Timeouts};
 use super::h2server;
 use super::proxy::{base_record, ConnInfo, Gateway, TlsInfo};
 use crate::accesslog::secs_number;
+use futures_util::FutureExt;
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,6 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_util::either::Either;
 
 /// Time allowed for a TLS handshake (and for the first byte that tells TLS from plain HTTP).
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -263,7 +266,18 @@ impl Listeners {
         }
     }
 
-    async fn serve_tcp(self: Arc<Self>, key: SocketAddr, stream: TcpStream, peer: SocketAddr) {
+    /// A connection's task. Not an `async fn`: what it needs is made when the
+    /// task is spawned and the async block holds only that, where an `async
+    /// fn` would also keep its arguments for the connection's whole life (an
+    /// idle connection's memory is mostly this future, docs/benchmarks.md
+    /// section 4). The open count is taken back when the task ends or is
+    /// dropped, polled or not.
+    fn serve_tcp(
+        self: Arc<Self>,
+        key: SocketAddr,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) -> impl Future<Output = ()> + Send {
         // Counted open from accept to the end of this task.
         struct Open(Arc<Gateway>, Arc<OpenCount>);
         impl Drop for Open {
@@ -272,7 +286,7 @@ impl Listeners {
                 self.1.closed();
             }
         }
-        let _open = Open(self.gateway.clone(), self.open.clone());
+        let open = Open(self.gateway.clone(), self.open.clone());
         let tls = self
             .gateway
             .snapshot
@@ -280,21 +294,26 @@ impl Listeners {
             .ports
             .get(&key)
             .and_then(|p| p.tls.clone());
-        match tls {
+        let serve = match tls {
             None => {
-                self.serve_http1(batch::Socket::for_client(stream), key, peer, None)
-                    .await
+                Either::Left(self.serve_http1(batch::Socket::for_client(stream), key, peer, None))
             }
             // Boxed: the handshake and the TLS stream are large, and a plain
             // connection's task must not carry room for them.
-            Some(tls) => Box::pin(self.serve_tls(tls, key, stream, peer)).await,
-        }
+            Some(tls) => Either::Right(Box::pin(async move {
+                self.serve_tls(tls, key, stream, peer).await
+            })),
+        };
+        // The guard goes with the closure: dropped when the connection ends or
+        // its task is dropped. (An async block awaiting `serve` would hold it
+        // twice: captured, and moved into its await.)
+        serve.map(move |()| drop(open))
     }
 
     /// An https connection: the plain-HTTP check, the handshake (SNI, ALPN), then
     /// HTTP/2 or HTTP/1.
     async fn serve_tls(
-        &self,
+        self: &Arc<Self>,
         tls: Arc<rustls::ServerConfig>,
         key: SocketAddr,
         stream: TcpStream,
@@ -355,29 +374,44 @@ impl Listeners {
     /// Serves an HTTP/1 client connection (plain or TLS) with the head, idle
     /// and send timeouts of the running snapshot; hands it to HTTP/2 if it starts with
     /// the HTTP/2 preface.
-    async fn serve_http1<I>(&self, io: I, bound: SocketAddr, peer: SocketAddr, tls: Option<TlsInfo>)
+    ///
+    /// Not an `async fn`, for the reason `serve_tcp` gives: the async block
+    /// holds the HTTP/1 server's future and what an HTTP/2 hand-over needs.
+    fn serve_http1<I>(
+        self: &Arc<Self>,
+        io: I,
+        bound: SocketAddr,
+        peer: SocketAddr,
+        tls: Option<TlsInfo>,
+    ) -> impl Future<Output = ()> + Send + 'static
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + h1server::Lend + Unpin + Send + 'static,
     {
         let timeouts = self.timeouts();
         let info = Arc::new(ConnInfo::new(self.gateway.clone(), bound, peer, tls, true));
         let shutdown = self.shutdown.subscribe();
-        if let Outcome::Http2(mut io) = h1server::serve(io, info.clone(), timeouts, shutdown).await
-        {
-            if let Some(socket) = io.get_mut().batch_socket() {
-                socket.write_behind();
+        let http1 = h1server::serve(io, info.clone(), timeouts, shutdown);
+        let this = Arc::clone(self);
+        // Chained, not awaited in an async block, which would hold the HTTP/1
+        // server's future twice (captured, and moved into its await).
+        http1.then(move |outcome| match outcome {
+            Outcome::Http2(mut io) => {
+                if let Some(socket) = io.get_mut().batch_socket() {
+                    socket.write_behind();
+                }
+                let info = Arc::new(ConnInfo::new(
+                    this.gateway.clone(),
+                    info.bound,
+                    info.peer,
+                    info.tls.clone(),
+                    false,
+                ));
+                // Boxed: an HTTP/2 connection's state is large, and an HTTP/1
+                // connection's task must not carry room for it.
+                Either::Left(Box::pin(async move { this.serve_h2(io, info).await }))
             }
-            let info = Arc::new(ConnInfo::new(
-                self.gateway.clone(),
-                bound,
-                peer,
-                info.tls.clone(),
-                false,
-            ));
-            // Boxed: an HTTP/2 connection's state is large, and an HTTP/1
-            // connection's task must not carry room for it.
-            Box::pin(self.serve_h2(io, info)).await;
-        }
+            Outcome::Closed => Either::Right(std::future::ready(())),
+        })
     }
 
     /// Serves an HTTP/2 client connection until it ends (`h2server.rs`), with
