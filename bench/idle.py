@@ -8,8 +8,8 @@ then closed), read the RSS ("before"); open N connections, each sending one
 `GET /` and reading the whole answer, then left open and idle; read the RSS and the
 proxy's open file descriptors ("with N"); check that the connections are still served
 (one more request on 200 of them, chosen at random); close them all and, once the
-proxy holds no more file descriptors than before (at most 15 s) and 4 s more, read the
-RSS again ("after close"). RSS is VmRSS from /proc (for nginx: the worker, and master +
+proxy holds no more file descriptors than before (at most 15 s) and --settle + 2 s more
+(4 s by default), read the RSS again ("after close"). RSS is VmRSS from /proc (for nginx: the worker, and master +
 worker); kernel socket buffers are not part of it. Results: a markdown table and
 bench/idle-results.json.
 

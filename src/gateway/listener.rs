@@ -271,7 +271,9 @@ impl Listeners {
     /// fn` would also keep its arguments for the connection's whole life (an
     /// idle connection's memory is mostly this future, docs/benchmarks.md
     /// section 4). The open count is taken back when the task ends or is
-    /// dropped, polled or not.
+    /// dropped, polled or not. What is made here (the snapshot lookup, the
+    /// connection's facts, its HTTP/1 state) runs on the accept loop, not on the
+    /// connection's first poll; none of it can fail.
     fn serve_tcp(
         self: Arc<Self>,
         key: SocketAddr,
