@@ -267,8 +267,9 @@ impl Listeners {
     }
 
     /// A connection's task. Not an `async fn`: what it needs is made when the
-    /// task is spawned and the async block holds only that, where an `async
-    /// fn` would also keep its arguments for the connection's whole life (an
+    /// task is spawned and the returned future (the server's, with the open
+    /// count's guard in a `map`) holds only that, where an `async fn` would
+    /// also keep its arguments for the connection's whole life (an
     /// idle connection's memory is mostly this future, docs/benchmarks.md
     /// section 4). The open count is taken back when the task ends or is
     /// dropped, polled or not. What is made here (the snapshot lookup, the
@@ -377,8 +378,9 @@ impl Listeners {
     /// and send timeouts of the running snapshot; hands it to HTTP/2 if it starts with
     /// the HTTP/2 preface.
     ///
-    /// Not an `async fn`, for the reason `serve_tcp` gives: the async block
-    /// holds the HTTP/1 server's future and what an HTTP/2 hand-over needs.
+    /// Not an `async fn`, for the reason `serve_tcp` gives: the returned
+    /// future is the HTTP/1 server's, chained (`then`) to an HTTP/2 hand-over
+    /// that keeps only the gateway and the connection's facts.
     fn serve_http1<I>(
         self: &Arc<Self>,
         io: I,
