@@ -15,9 +15,9 @@
 //! decoder (`h1client.rs` `decode_body`, strict chunked scanner in `chunked.rs`).
 
 use super::failure::ErrorInfo;
+use super::fields::ClientFields;
 use super::headers::connection_options;
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{HeaderMap, HeaderValue};
 use http::{Method, Uri, Version};
 use std::mem::MaybeUninit;
 use std::time::Duration;
@@ -90,9 +90,9 @@ impl Rejection {
     pub fn of_head(head: &Head, info: ErrorInfo) -> Rejection {
         let p = &head.parts;
         let field = |name: http::header::HeaderName| {
-            p.headers
-                .get(name)
-                .map(|v| sanitize(v.as_bytes(), 256))
+            head.fields
+                .get(&name)
+                .map(|v| sanitize(v, 256))
                 .unwrap_or_default()
         };
         Rejection {
@@ -125,8 +125,11 @@ pub enum BodyFraming {
 /// A request head that passed every check, parsed once.
 #[derive(Debug)]
 pub struct Head {
-    /// Method, target, version and header fields, as the handler gets them.
+    /// Method, target and version, as the handler gets them; no header
+    /// fields (they are in `fields`).
     pub parts: http::request::Parts,
+    /// The header fields, as ranges of the head.
+    pub fields: ClientFields,
     /// How the body that follows is framed.
     pub body: BodyFraming,
     /// The request asks to switch protocols (`Upgrade`) or is a CONNECT.
@@ -364,16 +367,12 @@ pub fn check_head(whole: &Bytes) -> Result<Box<Head>, Box<Rejection>> {
     // `X-Original-Host`, `x-transaction-id`) are written after the map's
     // (`headers.rs` `forwarding_fields`), and an upgrade's `Upgrade` and
     // `Connection` go back where the client's were.
-    let mut fields = HeaderMap::with_capacity(req.headers.len());
+    // Each value is kept as a range of the head: no reference count, no map.
+    let mut fields = ClientFields::over(whole.clone(), req.headers.len());
     for h in req.headers.iter() {
         let name = h.name;
         let value = h.value;
-        // `HeaderValue` refuses every control byte but HTAB (NUL, CR and LF
-        // among them, RFC 9110 §5.5): no scan of our own before it.
-        let (Ok(field), Ok(field_value)) = (
-            super::fieldname::field_name(name.as_bytes()),
-            HeaderValue::from_maybe_shared(whole.slice_ref(value)),
-        ) else {
+        let Ok(field) = super::fieldname::field_name(name.as_bytes()) else {
             return fail(ErrorInfo::InvalidRequest);
         };
         // The fields the framing and the connection depend on, told apart by
@@ -382,7 +381,11 @@ pub fn check_head(whole: &Bytes) -> Result<Box<Head>, Box<Rejection>> {
         // two names have the same length (`cookie` and `expect`, `referer`
         // and `upgrade`, `user-agent` and `connection`).
         let kind = Special::of(&field);
-        fields.append(field, field_value);
+        // Refuses every control byte but HTAB (NUL, CR and LF among them,
+        // RFC 9110 §5.5), as `HeaderValue` would.
+        if !fields.push_slice(field, name.as_bytes(), value) {
+            return fail(ErrorInfo::InvalidRequest);
+        }
         match kind {
             Special::None => {}
             Special::Host => {
@@ -455,9 +458,9 @@ pub fn check_head(whole: &Bytes) -> Result<Box<Head>, Box<Rejection>> {
     } else {
         Version::HTTP_11
     };
-    parts.headers = fields;
     Ok(Box::new(Head {
         parts,
+        fields,
         body,
         upgrade,
         keep_alive,
@@ -475,6 +478,7 @@ pub const LINGER_BYTES: usize = 1024 * 1024;
 mod tests {
     use super::*;
     use crate::gateway::chunked::{scan_chunked, Chunk};
+    use http::HeaderValue;
 
     fn verdict(head: &str) -> Result<BodyFraming, ErrorInfo> {
         check_head(&Bytes::copy_from_slice(head.as_bytes()))
@@ -489,15 +493,40 @@ mod tests {
         );
         let head = check_head(&whole).expect("a valid head");
         let within = |b: &[u8]| whole.as_ptr_range().contains(&b.as_ptr());
-        let host = head.parts.headers.get("host").expect("host");
-        assert_eq!(host, "example.com:8080");
-        assert!(within(host.as_bytes()), "Host was copied");
-        let custom = head.parts.headers.get("x-custom").expect("x-custom");
-        assert_eq!(custom, "some value");
-        assert!(within(custom.as_bytes()), "X-Custom was copied");
+        let host = head.fields.get(&http::header::HOST).expect("host");
+        assert_eq!(host, b"example.com:8080");
+        assert!(within(host), "Host was copied");
+        let custom = head
+            .fields
+            .get(&http::header::HeaderName::from_static("x-custom"))
+            .expect("x-custom");
+        assert_eq!(custom, b"some value");
+        assert!(within(custom), "X-Custom was copied");
+        assert!(head.parts.headers.is_empty());
         assert_eq!(head.parts.uri, "/a/b?q=1");
         let target = head.parts.uri.path_and_query().expect("target").as_str();
         assert!(within(target.as_bytes()), "the target was copied");
+    }
+
+    /// `fields.rs` keeps a value as httparse gives it, unchecked in release
+    /// builds: httparse must refuse every byte `HeaderValue` refuses, in short
+    /// values and in long ones (its SIMD paths), and let the others through.
+    #[test]
+    fn httparse_field_values_are_header_values() {
+        for b in (0..=255u8).filter(|b| !matches!(b, b'\r' | b'\n')) {
+            for len in [1, 7, 40, 70] {
+                for at in [0, len / 2, len - 1] {
+                    let mut value = vec![b'v'; len];
+                    value[at] = b;
+                    let mut text = b"GET / HTTP/1.1\r\nHost: a\r\nX-V: ".to_vec();
+                    text.extend_from_slice(&value);
+                    text.extend_from_slice(b"\r\n\r\n");
+                    let valid = HeaderValue::from_bytes(&value).is_ok();
+                    let passed = check_head(&Bytes::from(text)).is_ok();
+                    assert_eq!(passed, valid, "byte {b:#04x} at {at} of {len}");
+                }
+            }
+        }
     }
 
     #[test]
@@ -509,7 +538,7 @@ mod tests {
             panic!("first head")
         };
         assert_eq!(a.parts.uri, "/a?b");
-        assert_eq!(a.parts.headers["host"], "x");
+        assert_eq!(a.fields.get(&http::header::HOST), Some(&b"x"[..]));
         assert!(a.keep_alive && a.expect_continue && !a.upgrade);
         let Step::Request(c) = take_head(&mut input, &mut false) else {
             panic!("second head")

@@ -18,6 +18,7 @@
 //! the whole request body sent.
 
 use super::chunked::{scan_chunked, Chunk};
+use super::fields::ClientFields;
 use super::upstream::{Conn, ReqBody, Upstream};
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -201,12 +202,12 @@ enum ReqFraming {
 }
 
 /// Serializes a request head: `METHOD target HTTP/1.1`, the fields, and the
-/// framing of the body (RFC 9112 §6). `headers` must be free of hop-by-hop fields.
+/// framing of the body (RFC 9112 §6). `fields` must be free of hop-by-hop fields.
 fn write_head(out: &mut BytesMut, req: &RequestHead<'_>, has_body: bool) -> ReqFraming {
     let RequestHead {
         method,
         target,
-        headers,
+        fields,
         host,
         added,
         size_hint: _,
@@ -221,22 +222,21 @@ fn write_head(out: &mut BytesMut, req: &RequestHead<'_>, has_body: bool) -> ReqF
         out.extend_from_slice(h.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    for (name, value) in headers {
-        if host.is_some() && name == http::header::HOST {
-            continue;
+    let mut has_length = false;
+    fields.write_lines(out, |name| {
+        if *name == http::header::HOST {
+            host.is_some()
+        } else {
+            has_length |= *name == http::header::CONTENT_LENGTH;
+            false
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    });
     for (name, value) in added {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    let has_length = headers.contains_key(http::header::CONTENT_LENGTH);
     let framing = match (has_body, has_length) {
         (true, true) => ReqFraming::Length,
         (true, false) => {
@@ -262,8 +262,9 @@ pub struct RequestHead<'a> {
     pub method: &'a Method,
     /// Request target in origin form (`/path?query`).
     pub target: &'a str,
-    /// Fields to send, hop-by-hop ones already removed (`headers.rs`).
-    pub headers: &'a HeaderMap,
+    /// Fields to send, in order, hop-by-hop ones already removed (`headers.rs`
+    /// `strip_request_fields`).
+    pub fields: &'a ClientFields,
     /// The `Host` to send in place of any in `headers` (the settings' host rule).
     pub host: Option<&'a HeaderValue>,
     /// Fields written after `headers`: the gateway's own (`headers.rs`
@@ -1342,12 +1343,12 @@ mod tests {
 
     #[test]
     fn request_heads_carry_their_framing() {
-        let mut h = HeaderMap::new();
-        h.insert(http::header::HOST, HeaderValue::from_static("a"));
-        let head = |method: &'static Method, headers| RequestHead {
+        let mut h = ClientFields::default();
+        h.push(http::header::HOST, HeaderValue::from_static("a"));
+        let head = |method: &'static Method, fields| RequestHead {
             method,
             target: "/x?y",
-            headers,
+            fields,
             host: None,
             added: &[],
             size_hint: 0,
@@ -1379,7 +1380,7 @@ mod tests {
             ReqFraming::Chunked
         );
         let mut with_length = h.clone();
-        with_length.insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        with_length.push(http::header::CONTENT_LENGTH, HeaderValue::from_static("3"));
         out.clear();
         assert_eq!(
             write_head(&mut out, &head(&Method::POST, &with_length), true),

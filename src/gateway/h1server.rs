@@ -739,6 +739,7 @@ impl Exchange {
     fn new(info: &Arc<ConnInfo>, head: Head) -> Exchange {
         let Head {
             mut parts,
+            fields,
             body,
             upgrade,
             keep_alive,
@@ -766,7 +767,7 @@ impl Exchange {
         let version = parts.version;
         let req = http::Request::from_parts(parts, client_body);
         Exchange {
-            stage: Stage::Waiting(proxy::handle(info.clone(), req, Some(bytes as u64))),
+            stage: Stage::Waiting(proxy::handle(info.clone(), req, fields, Some(bytes as u64))),
             slot,
             request_body,
             expect_continue,

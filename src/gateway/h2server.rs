@@ -18,6 +18,7 @@
 //! before GOAWAY, and [`H2_MAX_CONCURRENT_STREAMS`].
 
 use super::body::ResponseBody;
+use super::fields::ClientFields;
 use super::h1server::Timeouts;
 use super::proxy::{self, ConnInfo};
 use super::reqbody::{ClientBody, H2Body};
@@ -274,10 +275,11 @@ async fn stream(
     mut respond: SendResponse<Bytes>,
     send_timeout: Duration,
 ) {
-    let (parts, recv) = req.into_parts();
+    let (mut parts, recv) = req.into_parts();
     let body = ClientBody::H2(H2Body::new(&parts.headers, recv));
+    let fields = ClientFields::from_map(std::mem::take(&mut parts.headers));
     let req = Request::from_parts(parts, body);
-    let mut handler = proxy::handle(info, req, None);
+    let mut handler = proxy::handle(info, req, fields, None);
     let answer = poll_fn(|cx| {
         if let Poll::Ready(r) = handler.as_mut().poll(cx) {
             return Poll::Ready(Some(r));

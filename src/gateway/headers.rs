@@ -1,6 +1,7 @@
 //! Header rules of a proxy (RFC 9110 §7.6.1): hop-by-hop fields are not
 //! forwarded, and the backend learns who the client was via `X-Forwarded-*`.
 
+use super::fields::{as_text, ClientFields};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::borrow::Cow;
 
@@ -44,26 +45,13 @@ pub fn hop_by_hop(name: &HeaderName) -> Option<&'static HeaderName> {
 /// Whether `value` is a field value `HeaderValue` accepts: visible ASCII,
 /// obs-text (0x80–0xFF), SP and HTAB; no other control byte (RFC 9110 §5.5,
 /// `http`'s `HeaderValue::from_bytes`). For a value checked and dropped
-/// without being made into a `HeaderValue`.
+/// without being made into a `HeaderValue`, or kept as a slice of the head
+/// (`fields.rs`). Every byte is tested, with no early exit, so the compiler
+/// tests 16 or 32 at a time (a `User-Agent` is about 110 bytes).
 pub fn valid_value(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
-}
-
-/// Removes `found` (hop-by-hop names present in `headers`) and, when
-/// `Connection` is among them, every field it names.
-fn remove_hop_by_hop(headers: &mut HeaderMap, found: &[Option<&'static HeaderName>]) {
-    let naming: Vec<HeaderValue> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter(|v| connection_options(v.as_bytes()).names)
-        .cloned()
-        .collect();
-    for h in found.iter().flatten() {
-        headers.remove(*h);
-    }
-    remove_named(headers, &naming);
+    value.iter().fold(true, |ok, &b| {
+        ok & (((b >= 0x20) & (b != 0x7f)) | (b == b'\t'))
+    })
 }
 
 /// What a `Connection` value (RFC 9110 §7.6.1) says: its options, compared
@@ -114,10 +102,10 @@ pub fn connection_options(value: &[u8]) -> ConnectionOptions {
 /// The field names that `connection` (the values of the `Connection` fields
 /// a message had) lists: its tokens but `close` and `keep-alive` (RFC 9110
 /// §7.6.1), as they came (not lower-cased).
-fn named_tokens(connection: &[HeaderValue]) -> impl Iterator<Item = &[u8]> {
+fn named_tokens<T: AsRef<[u8]>>(connection: &[T]) -> impl Iterator<Item = &[u8]> {
     connection
         .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .flat_map(|v| v.as_ref().split(|b| *b == b','))
         .map(<[u8]>::trim_ascii)
         .filter(|t| !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive"))
 }
@@ -133,7 +121,7 @@ pub fn remove_named(headers: &mut HeaderMap, connection: &[HeaderValue]) {
 
 /// Whether `connection` names `name` ([`named_tokens`]); as [`remove_named`]
 /// decides, for a list of fields.
-pub fn named_in(connection: &[HeaderValue], name: &HeaderName) -> bool {
+pub fn named_in<T: AsRef<[u8]>>(connection: &[T], name: &HeaderName) -> bool {
     named_tokens(connection).any(|t| t.eq_ignore_ascii_case(name.as_str().as_bytes()))
 }
 
@@ -185,49 +173,38 @@ pub const GATEWAY_SET: [&HeaderName; 6] = [
     &X_TRANSACTION_ID,
 ];
 
-/// Prepares a request's fields for the backend, in one pass over the names:
+/// Prepares a request's fields for the backend, in one pass over them:
 /// removes hop-by-hop fields (and those `Connection` names), `Expect` (the gateway
 /// answers `100-continue` itself) and the client's fields of the names in
-/// [`GATEWAY_SET`], and joins several `Cookie` fields into one
-/// ([`join_cookies`]). A request with none of these (most) costs the pass only:
-/// looking each of the names up, and inserting the gateway's fields into the
-/// map, was about 1,600 instructions a request (docs/benchmarks.md §2); the
-/// gateway's fields are written after the map's by the backend client
-/// (`h1client.rs` `RequestHead::added`).
-pub fn strip_request_fields(headers: &mut HeaderMap) -> RequestFields {
-    // Each name is met once, so at most the nine.
-    let mut found: [Option<&'static HeaderName>; HOP_BY_HOP_COUNT] = Default::default();
-    let mut n = 0;
+/// [`GATEWAY_SET`], and joins several `Cookie` fields into one, in the first
+/// one's place (an HTTP/1.1 backend expects one; RFC 9113 §8.2.3 lets HTTP/2
+/// clients split them). A request with none of these (most) costs the pass
+/// only: the gateway's fields are written after the client's by the backend
+/// client (`h1client.rs` `RequestHead::added`), not put in among them.
+pub fn strip_request_fields(fields: &mut ClientFields) -> RequestFields {
+    let mut hop = false;
+    let mut naming = false;
     let mut gateway_set = false;
     let mut expect = false;
-    let mut cookie = false;
-    // Each name once, however many fields carry it.
-    for name in headers.keys() {
+    let mut cookies = 0;
+    for (name, value) in fields.iter() {
         match name.as_str() {
-            "cookie" => cookie = true,
+            "cookie" => cookies += 1,
             "expect" => expect = true,
             "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" | "x-original-host"
             | "x-forwarded-port" | "x-transaction-id" => gateway_set = true,
-            _ => {
-                if let Some(h) = hop_by_hop(name) {
-                    found[n] = Some(h);
-                    n += 1;
-                }
+            "connection" => {
+                hop = true;
+                naming |= connection_options(value).names;
             }
+            _ => hop |= hop_by_hop(name).is_some(),
         }
     }
     let mut out = RequestFields::default();
-    if n > 0 {
-        out.upgrade = headers.get(header::UPGRADE).cloned();
-        remove_hop_by_hop(headers, &found[..n]);
-    }
-    if expect {
-        headers.remove(header::EXPECT);
-    }
     if gateway_set {
         let mut joined: Option<Vec<u8>> = None;
-        for v in headers.get_all(&X_FORWARDED_FOR) {
-            let v = v.as_bytes().trim_ascii();
+        for v in fields.get_all(&X_FORWARDED_FOR) {
+            let v = v.trim_ascii();
             if v.is_empty() {
                 continue;
             }
@@ -240,12 +217,38 @@ pub fn strip_request_fields(headers: &mut HeaderMap) -> RequestFields {
             }
         }
         out.forwarded_for = joined;
-        for name in GATEWAY_SET {
-            headers.remove(name);
-        }
     }
-    if cookie {
-        join_cookies(headers);
+    if hop {
+        out.upgrade = fields.value(&header::UPGRADE);
+    }
+    if hop || expect || gateway_set {
+        // The `Connection` values that name fields (rare), copied out of the
+        // list they are about to be removed from.
+        let named: Vec<Vec<u8>> = if naming {
+            fields
+                .get_all(&header::CONNECTION)
+                .filter(|v| connection_options(v).names)
+                .map(<[u8]>::to_vec)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        fields.retain(|name, _| {
+            !(hop_by_hop(name).is_some()
+                || (expect && *name == header::EXPECT)
+                || (gateway_set && GATEWAY_SET.contains(&name))
+                || (naming && named_in(&named, name)))
+        });
+    }
+    if cookies > 1 {
+        let joined = fields
+            .get_all(&header::COOKIE)
+            .filter_map(as_text)
+            .collect::<Vec<_>>()
+            .join("; ");
+        if let Ok(v) = HeaderValue::from_str(&joined) {
+            fields.insert(header::COOKIE, v);
+        }
     }
     out
 }
@@ -315,31 +318,11 @@ pub static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-p
 /// `x-original-host`.
 pub static X_ORIGINAL_HOST: HeaderName = HeaderName::from_static("x-original-host");
 
-/// Joins several `Cookie` fields into one, as an HTTP/1.1 backend expects
-/// (RFC 9113 §8.2.3 lets HTTP/2 clients split them).
-pub fn join_cookies(headers: &mut HeaderMap) {
-    let mut all = headers.get_all(header::COOKIE).iter();
-    let (Some(first), Some(_)) = (all.next(), all.next()) else {
-        return;
-    };
-    let _ = first;
-    let joined = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect::<Vec<_>>()
-        .join("; ");
-    if let Ok(v) = HeaderValue::from_str(&joined) {
-        headers.insert(header::COOKIE, v);
-    }
-}
-
 /// The value of cookie `name` in the request's `Cookie` fields.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+pub fn cookie<'a>(fields: &'a ClientFields, name: &str) -> Option<&'a str> {
+    fields
+        .get_all(&header::COOKIE)
+        .filter_map(as_text)
         .flat_map(|v| v.split(';'))
         .find_map(|pair| {
             let (k, v) = pair.trim().split_once('=')?;
@@ -396,27 +379,52 @@ mod tests {
 
     #[test]
     fn cookies() {
-        let mut h = HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
-        h.append(
-            header::COOKIE,
-            HeaderValue::from_static("ApplicationGatewayAffinity=abc; b=2"),
-        );
+        let mut h = fields(&[
+            ("accept", "*/*"),
+            ("cookie", "a=1"),
+            ("x-between", "1"),
+            ("cookie", "ApplicationGatewayAffinity=abc; b=2"),
+        ]);
         assert_eq!(cookie(&h, "ApplicationGatewayAffinity"), Some("abc"));
-        join_cookies(&mut h);
-        assert_eq!(h.get_all(header::COOKIE).iter().count(), 1);
+        strip_request_fields(&mut h);
+        let left: Vec<_> = h
+            .iter()
+            .map(|(n, v)| format!("{n}: {}", String::from_utf8_lossy(v)))
+            .collect();
+        assert_eq!(
+            left,
+            [
+                "accept: */*",
+                "cookie: a=1; ApplicationGatewayAffinity=abc; b=2",
+                "x-between: 1"
+            ]
+        );
         assert_eq!(cookie(&h, "b"), Some("2"));
     }
 
-    fn fields(pairs: &[(&str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
+    /// A request's fields as a head's ranges, as the guard makes them.
+    fn fields(pairs: &[(&str, &'static str)]) -> ClientFields {
+        let mut text = String::from("GET / HTTP/1.1\r\n");
         for (n, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(n.as_bytes()).expect("a valid name"),
-                HeaderValue::from_static(v),
-            );
+            text.push_str(&format!("{n}: {v}\r\n"));
         }
-        h
+        text.push_str("\r\n");
+        let head = bytes::Bytes::from(text);
+        let mut f = ClientFields::over(head.clone(), pairs.len());
+        let mut at = 0;
+        for (n, v) in pairs {
+            let line = format!("{n}: {v}\r\n");
+            let i = at
+                + head[at..]
+                    .windows(line.len())
+                    .position(|w| w == line.as_bytes())
+                    .expect("the line");
+            let start = i + n.len() + 2;
+            let name = HeaderName::from_bytes(n.as_bytes()).expect("a valid name");
+            assert!(f.push_slice(name, &head[i..i + n.len()], &head[start..start + v.len()]));
+            at = i + line.len();
+        }
+        f
     }
 
     #[test]
@@ -445,12 +453,11 @@ mod tests {
             Some(&b"203.0.113.9, 198.51.100.4, 192.0.2.1"[..])
         );
         assert_eq!(f.upgrade, Some(HeaderValue::from_static("websocket")));
-        let mut left: Vec<_> = h.iter().map(|(n, v)| format!("{n}: {v:?}")).collect();
-        left.sort();
-        assert_eq!(
-            left,
-            ["cookie: \"a=1; b=2\"", "host: \"a\"", "x-keep: \"1\""]
-        );
+        let left: Vec<_> = h
+            .iter()
+            .map(|(n, v)| format!("{n}: {}", String::from_utf8_lossy(v)))
+            .collect();
+        assert_eq!(left, ["host: a", "cookie: a=1; b=2", "x-keep: 1"]);
         // Nothing to take out: the map is left as it is.
         let mut plain = fields(&[("host", "a"), ("cookie", "a=1"), ("accept", "*/*")]);
         let f = strip_request_fields(&mut plain);

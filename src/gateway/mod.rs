@@ -13,6 +13,7 @@ pub mod clock;
 pub mod deadline;
 pub mod failure;
 pub mod fieldname;
+pub mod fields;
 pub mod guard;
 pub mod h1client;
 pub mod h1server;

@@ -13,6 +13,7 @@
 use super::body::{Inner, PendingRecord, ResponseBody};
 use super::deadline;
 use super::failure::{builtin_page, custom_page, ErrorInfo};
+use super::fields::ClientFields;
 use super::guard::Rejection;
 use super::h1client;
 use super::h1server::OnUpgrade;
@@ -240,6 +241,7 @@ pub fn base_record(
 pub fn handle(
     conn: Arc<ConnInfo>,
     req: Request<ClientBody>,
+    fields: ClientFields,
     head_bytes: Option<u64>,
 ) -> Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>> {
     let txid = TransactionId::new();
@@ -248,14 +250,22 @@ pub fn handle(
     // The guard stops checking a connection once a request asks for an upgrade
     // (or is a CONNECT): unless the answer really is 101, close the connection so
     // no further request can ride on it unchecked.
-    let asked_upgrade = conn.http1
-        && (req.method() == Method::CONNECT || req.headers().contains_key(header::UPGRADE));
-    match check_request(&req, head_bytes, &mut pending) {
+    let asked_upgrade =
+        conn.http1 && (req.method() == Method::CONNECT || fields.contains(&header::UPGRADE));
+    match check_request(&req, &fields, head_bytes, &mut pending) {
         Ok(host) => {
             let (parts, body) = req.into_parts();
             Box::pin(async move {
-                let resp =
-                    route_and_forward(&conn, &snapshot, parts, body, pending, &txid, host).await;
+                let resp = route_and_forward(
+                    &conn,
+                    &snapshot,
+                    (parts, fields),
+                    body,
+                    pending,
+                    &txid,
+                    host,
+                )
+                .await;
                 close_unless_switched(resp, asked_upgrade)
             })
         }
@@ -384,6 +394,7 @@ fn path_and_query(uri: &Uri) -> &str {
 /// the handler's future holds the routing future only (not a layer per step).
 fn check_request(
     req: &Request<ClientBody>,
+    fields: &ClientFields,
     head_bytes: Option<u64>,
     pending: &mut PendingRecord,
 ) -> Result<HeaderValue, ErrorInfo> {
@@ -395,11 +406,7 @@ fn check_request(
     // shared slice of the request head, no copy).
     let client_host: Option<HeaderValue> = match req.uri().authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-        None => req
-            .headers()
-            .get(header::HOST)
-            .filter(|v| v.to_str().is_ok())
-            .cloned(),
+        None => fields.value(&header::HOST).filter(|v| v.to_str().is_ok()),
     };
     {
         let p = &mut pending.record.properties;
@@ -408,12 +415,7 @@ fn check_request(
         p.original_request_uri_with_args = path_and_query(req.uri()).into();
         p.request_uri = req.uri().path().into();
         p.request_query = req.uri().query().unwrap_or("").into();
-        p.user_agent = req
-            .headers()
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .into();
+        p.user_agent = fields.get_str(&header::USER_AGENT).unwrap_or("").into();
         p.original_host = client_host
             .as_ref()
             .and_then(|v| v.to_str().ok())
@@ -423,7 +425,7 @@ fn check_request(
     }
     pending.received_head = head_bytes.unwrap_or_else(|| {
         (method.as_str().len() + path_and_query(req.uri()).len() + 12) as u64
-            + headers::wire_size(req.headers())
+            + fields.wire_size()
             + 2
     });
 
@@ -468,7 +470,7 @@ fn host_without_port(host: &str) -> std::borrow::Cow<'_, str> {
 fn route_and_forward<'a>(
     conn: &'a ConnInfo,
     snapshot: &'a Snapshot,
-    parts: http::request::Parts,
+    (parts, mut fields): (http::request::Parts, ClientFields),
     body: ClientBody,
     mut pending: PendingRecord,
     txid: &'a TransactionId,
@@ -499,7 +501,7 @@ fn route_and_forward<'a>(
         // Affinity: a valid cookie names the server to prefer.
         let cookie_name = settings.affinity_cookie.as_deref();
         let prefer = cookie_name
-            .and_then(|n| headers::cookie(&parts.headers, n))
+            .and_then(|n| headers::cookie(&fields, n))
             .map(str::to_string);
         let candidates = match backend.candidates(prefer.as_deref()) {
             Ok(c) => c,
@@ -557,20 +559,19 @@ fn route_and_forward<'a>(
             }
             Some(target)
         };
-        let mut out_headers = parts.headers;
-        let fields = headers::strip_request_fields(&mut out_headers);
-        let wants_upgrade = parts.version == Version::HTTP_11 && fields.upgrade.is_some();
+        let stripped = headers::strip_request_fields(&mut fields);
+        let wants_upgrade = parts.version == Version::HTTP_11 && stripped.upgrade.is_some();
         let mut extensions = parts.extensions;
         let client_upgrade = extensions.remove::<OnUpgrade>().filter(|_| wants_upgrade);
         let target: &str = rewritten
             .as_deref()
             .unwrap_or_else(|| path_and_query(&parts.uri));
-        if let (true, Some(u)) = (wants_upgrade, fields.upgrade) {
-            out_headers.insert(header::UPGRADE, u);
-            out_headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let (true, Some(u)) = (wants_upgrade, stripped.upgrade) {
+            fields.insert(header::UPGRADE, u);
+            fields.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
         let added = headers::forwarding_fields(
-            fields.forwarded_for,
+            stripped.forwarded_for,
             &conn.peer_ip,
             conn.peer_ip_value.as_ref(),
             listener.https,
@@ -620,7 +621,7 @@ fn route_and_forward<'a>(
             let request_head = h1client::RequestHead {
                 method: &parts.method,
                 target,
-                headers: &out_headers,
+                fields: &fields,
                 host: host_value.as_ref(),
                 added: &added,
                 // The client's head, less the fields taken out, plus the
