@@ -79,19 +79,24 @@ impl ClientFields {
             return false;
         }
         debug_assert!(valid_value(value), "a field value httparse let through");
-        // The line ends after the value's trailing whitespace and its CRLF
-        // (httparse took both off the value); anything else, and the line is
-        // not copied whole.
+        // The line is copied whole only when it is exactly `name ":" OWS
+        // value OWS CRLF` and starts a line (what httparse's default rules
+        // let through): its name, then a colon and whitespace up to the
+        // value, then whitespace and CRLF. Anything else is written as
+        // `name: value`.
+        let ows = |b: &[u8]| b.iter().all(|c| matches!(c, b' ' | b'\t'));
         let rest = head.get(end..).unwrap_or_default();
         let ws = rest
             .iter()
             .take_while(|b| matches!(b, b' ' | b'\t'))
             .count();
-        let line_end = if rest.get(ws..ws + 2) == Some(b"\r\n") {
-            end + ws + 2
-        } else {
-            0
-        };
+        let whole_line = line >= 2
+            && head.get(line - 2..line) == Some(b"\r\n")
+            && head
+                .get(line + raw_name.len()..start)
+                .is_some_and(|sep| sep.first() == Some(&b':') && ows(&sep[1..]))
+            && rest.get(ws..ws + 2) == Some(b"\r\n");
+        let line_end = if whole_line { end + ws + 2 } else { 0 };
         let (Ok(line), Ok(start), Ok(end), Ok(line_end)) = (
             u32::try_from(line),
             u32::try_from(start),
@@ -217,20 +222,7 @@ impl ClientFields {
     /// others of that name removed; at the end when there was none (as
     /// `HeaderMap::insert` sets it in a map).
     pub fn insert(&mut self, name: HeaderName, value: HeaderValue) {
-        match self.list.iter().position(|(n, _)| *n == name) {
-            Some(i) => {
-                self.list[i].1 = Value::Own(value);
-                let mut seen = 0;
-                self.list.retain(|(n, _)| {
-                    if *n != name {
-                        return true;
-                    }
-                    seen += 1;
-                    seen == 1
-                });
-            }
-            None => self.push(name, value),
-        }
+        super::headers::insert_listed(&mut self.list, name, Value::Own(value));
     }
 
     /// Writes the fields `skip` says no to as an HTTP/1.1 head's field lines,
@@ -373,9 +365,16 @@ mod tests {
         );
         assert!(f.push_slice(x.clone(), name, &head[19..20]));
         assert!(f.push_slice(x.clone(), name, &head[head.len()..]));
-        assert_eq!(f.len(), 2);
-        // Neither value ends its line: both are written as name and value.
-        assert_eq!(written(&f, |_| false), "x: a\r\nx: \r\n");
+        // A name that does not start its line, or a value away from its name.
+        assert!(f.push_slice(x.clone(), &head[17..18], &head[19..22]));
+        assert!(f.push_slice(x.clone(), &head[0..1], &head[19..22]));
+        assert_eq!(f.len(), 4);
+        // None of them is a whole line as it came: each is written as name
+        // and value.
+        assert_eq!(
+            written(&f, |_| false),
+            "x: a\r\nx: \r\nx: a-b\r\nx: a-b\r\n"
+        );
     }
 
     #[test]

@@ -191,8 +191,8 @@ pub fn take_head(input: &mut BytesMut, first: &mut bool) -> Step {
             ErrorInfo::HeadersTooLarge,
         ))),
         HeadEnd::Complete(end) => {
-            // The head becomes one shared buffer: the request's target and
-            // field values are slices of it, not copies.
+            // The head becomes one shared buffer: the request's target is a
+            // slice of it and its field values are ranges of it, not copies.
             let head = input.split_to(end).freeze();
             match check_head(&head) {
                 Ok(head) => Step::Request(head),
@@ -290,8 +290,9 @@ impl Special {
     }
 }
 
-/// Checks one complete head and builds its parts: the target and the field
-/// values are slices of `whole` (no copies). Err: why it is refused.
+/// Checks one complete head and builds its parts: the target is a slice of
+/// `whole` and the field values are ranges of it (no copies). Err: why it is
+/// refused.
 pub fn check_head(whole: &Bytes) -> Result<Box<Head>, Box<Rejection>> {
     let head: &[u8] = whole;
     let fail = |info| Err(Box::new(describe(head, info)));
@@ -363,11 +364,11 @@ pub fn check_head(whole: &Bytes) -> Result<Box<Head>, Box<Rejection>> {
     let mut upgrade = method == Method::CONNECT;
     let mut keep_alive = version == 1;
     let mut expect_continue = false;
-    // Just the client's fields: the gateway's own (`X-Forwarded-*`,
-    // `X-Original-Host`, `x-transaction-id`) are written after the map's
-    // (`headers.rs` `forwarding_fields`), and an upgrade's `Upgrade` and
-    // `Connection` go back where the client's were.
-    // Each value is kept as a range of the head: no reference count, no map.
+    // Just the client's fields, each kept as a range of the head (no
+    // reference count, no map; `fields.rs`): the gateway's own
+    // (`X-Forwarded-*`, `X-Original-Host`, `x-transaction-id`) are written
+    // after them (`headers.rs` `forwarding_fields`), and an upgrade's
+    // `Upgrade` and `Connection` go at their end.
     let mut fields = ClientFields::over(whole.clone(), req.headers.len());
     for h in req.headers.iter() {
         let name = h.name;
@@ -381,8 +382,10 @@ pub fn check_head(whole: &Bytes) -> Result<Box<Head>, Box<Rejection>> {
         // two names have the same length (`cookie` and `expect`, `referer`
         // and `upgrade`, `user-agent` and `connection`).
         let kind = Special::of(&field);
-        // Refuses every control byte but HTAB (NUL, CR and LF among them,
-        // RFC 9110 §5.5), as `HeaderValue` would.
+        // httparse has refused every control byte but HTAB in the value (NUL,
+        // CR and LF among them, RFC 9110 §5.5), as `HeaderValue` would
+        // (`httparse_field_values_are_header_values`); this fails only for
+        // slices that are not the head's.
         if !fields.push_slice(field, name.as_bytes(), value) {
             return fail(ErrorInfo::InvalidRequest);
         }

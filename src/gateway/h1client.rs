@@ -265,10 +265,10 @@ pub struct RequestHead<'a> {
     /// Fields to send, in order, hop-by-hop ones already removed (`headers.rs`
     /// `strip_request_fields`).
     pub fields: &'a ClientFields,
-    /// The `Host` to send in place of any in `headers` (the settings' host rule).
+    /// The `Host` to send in place of any in `fields` (the settings' host rule).
     pub host: Option<&'a HeaderValue>,
-    /// Fields written after `headers`: the gateway's own (`headers.rs`
-    /// `forwarding_fields`), whose names `headers` no longer holds.
+    /// Fields written after `fields`: the gateway's own (`headers.rs`
+    /// `forwarding_fields`), whose names `fields` no longer holds.
     pub added: &'a [(&'static HeaderName, std::borrow::Cow<'a, HeaderValue>)],
     /// Bytes to set aside for the head as it goes out: the client's head and
     /// what the gateway adds, so a large head is not copied as it grows.

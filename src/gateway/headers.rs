@@ -127,12 +127,9 @@ pub fn named_in<T: AsRef<[u8]>>(connection: &[T], name: &HeaderName) -> bool {
 
 /// Sets `name: value` in a list of fields as `HeaderMap::insert` sets it in a
 /// map: in the place of the first field of that name, the others of that name
-/// removed; at the end when there was none.
-pub fn insert_listed(
-    fields: &mut Vec<(HeaderName, HeaderValue)>,
-    name: HeaderName,
-    value: HeaderValue,
-) {
+/// removed; at the end when there was none. `V`: a field value, or however
+/// a list keeps one (`fields.rs`).
+pub fn insert_listed<V>(fields: &mut Vec<(HeaderName, V)>, name: HeaderName, value: V) {
     match fields.iter().position(|(n, _)| *n == name) {
         Some(i) => {
             fields[i].1 = value;
@@ -200,8 +197,21 @@ pub fn strip_request_fields(fields: &mut ClientFields) -> RequestFields {
             _ => hop |= hop_by_hop(name).is_some(),
         }
     }
+    // The `Connection` values that name fields (rare), copied out of the
+    // list they are about to be removed from.
+    let named: Vec<Vec<u8>> = if naming {
+        fields
+            .get_all(&header::CONNECTION)
+            .filter(|v| connection_options(v).names)
+            .map(<[u8]>::to_vec)
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut out = RequestFields::default();
-    if gateway_set {
+    // A client's `X-Forwarded-For` that its `Connection` names is dropped
+    // with the other named fields, not read.
+    if gateway_set && !(naming && named_in(&named, &X_FORWARDED_FOR)) {
         let mut joined: Option<Vec<u8>> = None;
         for v in fields.get_all(&X_FORWARDED_FOR) {
             let v = v.trim_ascii();
@@ -222,17 +232,6 @@ pub fn strip_request_fields(fields: &mut ClientFields) -> RequestFields {
         out.upgrade = fields.value(&header::UPGRADE);
     }
     if hop || expect || gateway_set {
-        // The `Connection` values that name fields (rare), copied out of the
-        // list they are about to be removed from.
-        let named: Vec<Vec<u8>> = if naming {
-            fields
-                .get_all(&header::CONNECTION)
-                .filter(|v| connection_options(v).names)
-                .map(<[u8]>::to_vec)
-                .collect()
-        } else {
-            Vec::new()
-        };
         fields.retain(|name, _| {
             !(hop_by_hop(name).is_some()
                 || (expect && *name == header::EXPECT)
@@ -240,7 +239,8 @@ pub fn strip_request_fields(fields: &mut ClientFields) -> RequestFields {
                 || (naming && named_in(&named, name)))
         });
     }
-    if cookies > 1 {
+    // Counted again: `Connection` may have named `Cookie`.
+    if cookies > 1 && fields.get_all(&header::COOKIE).nth(1).is_some() {
         let joined = fields
             .get_all(&header::COOKIE)
             .filter_map(as_text)
@@ -458,7 +458,20 @@ mod tests {
             .map(|(n, v)| format!("{n}: {}", String::from_utf8_lossy(v)))
             .collect();
         assert_eq!(left, ["host: a", "cookie: a=1; b=2", "x-keep: 1"]);
-        // Nothing to take out: the map is left as it is.
+        // Fields the client's `Connection` names go, even the gateway's own
+        // and `Cookie`: neither read nor joined.
+        let mut named = fields(&[
+            ("connection", "x-forwarded-for, cookie"),
+            ("x-forwarded-for", "203.0.113.9"),
+            ("cookie", "a=1"),
+            ("cookie", "b=2"),
+            ("accept", "*/*"),
+        ]);
+        let f = strip_request_fields(&mut named);
+        assert!(f.forwarded_for.is_none());
+        let left: Vec<_> = named.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(left, ["accept"]);
+        // Nothing to take out: the list is left as it is.
         let mut plain = fields(&[("host", "a"), ("cookie", "a=1"), ("accept", "*/*")]);
         let f = strip_request_fields(&mut plain);
         assert!(f.forwarded_for.is_none() && f.upgrade.is_none());

@@ -231,6 +231,80 @@ async fn backend_receives_forwarding_headers_and_no_hop_by_hop_fields() {
     }
 }
 
+/// What a raw backend reads: the client's field lines as they came (case and
+/// spacing), in their order, less the hop-by-hop ones and those `Connection`
+/// names; `Host` first; several `Cookie` fields joined in the first one's
+/// place; the gateway's fields after the client's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_backend_reads_the_clients_field_lines_as_they_came() {
+    let backend = RawServer::start(Raw::Answer(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+    ));
+    let port = free_port();
+    let _gw = Gateway::start(
+        "raw-fields",
+        &basic_config(port, &[backend.addr.to_string()], ""),
+    );
+    let request = "GET /raw?q=1 HTTP/1.1\r\n\
+        User-Agent:  Mozilla/5.0 (X11)  \r\n\
+        Host: shop.example\r\n\
+        Connection: close, X-Private\r\n\
+        X-Private: secret\r\n\
+        Accept:\t*/*\r\n\
+        Cookie: a=1\r\n\
+        X-Forwarded-For: 203.0.113.9\r\n\
+        X-Custom-Thing: 1\r\n\
+        cookie: b=2\r\n\
+        TE: trailers\r\n\
+        Proxy-Authorization: Basic eDp5\r\n\
+        \r\n";
+    let (answer, _) = raw_exchange(local(port), request.as_bytes());
+    assert_eq!(raw_status(&answer), 200, "{answer}");
+    let seen = backend.requests();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let head = seen[0].split("\r\n\r\n").next().unwrap_or("");
+    let lines: Vec<&str> = head.split("\r\n").collect();
+    let at = |prefix: &str| lines.iter().position(|l| l.starts_with(prefix));
+    assert_eq!(lines[0], "GET /raw?q=1 HTTP/1.1");
+    assert_eq!(lines[1], "host: shop.example", "{head}");
+    // The client's lines, untouched and in order.
+    let kept = [
+        "User-Agent:  Mozilla/5.0 (X11)  ",
+        "Accept:\t*/*",
+        "cookie: a=1; b=2",
+        "X-Custom-Thing: 1",
+    ];
+    let places: Vec<_> = kept
+        .iter()
+        .map(|k| lines.iter().position(|l| l == k))
+        .collect();
+    assert!(places.iter().all(Option::is_some), "{kept:?} in {head}");
+    assert!(places.windows(2).all(|w| w[0] < w[1]), "order: {head}");
+    for gone in [
+        "Connection",
+        "X-Private",
+        "TE",
+        "Proxy-Authorization",
+        "Cookie: a=1",
+    ] {
+        assert!(at(gone).is_none(), "{gone} reached the backend: {head}");
+    }
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.to_ascii_lowercase().starts_with("x-forwarded-for"))
+            .count(),
+        1,
+        "{head}"
+    );
+    let xff = at("x-forwarded-for: ").expect("x-forwarded-for");
+    assert_eq!(lines[xff], "x-forwarded-for: 203.0.113.9, 127.0.0.1");
+    assert!(
+        places.iter().flatten().all(|p| *p < xff),
+        "gateway's last: {head}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_override_and_pick_from_backend_address() {
     let app = DemoApp::start();
