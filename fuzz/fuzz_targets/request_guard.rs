@@ -15,13 +15,19 @@
 //!   framing (Content-Length, or chunked);
 //! - the bytes the body decoder consumed, head and body together, are exactly
 //!   the messages httparse reads (chunk sizes as httparse reads them), up to an
-//!   upgrade or CONNECT, and a Content-Length body decodes to that many bytes.
+//!   upgrade or CONNECT, and a Content-Length body decodes to that many bytes;
+//! - the field lines an accepted head's fields become for the backend
+//!   (`headers::strip_request_fields`, then `ClientFields::write_lines`, which
+//!   copies the client's lines as they came) parse with httparse into exactly
+//!   the fields left in the list, in order, none of them hop-by-hop.
 #![no_main]
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
+use portcullis::gateway::fields::ClientFields;
 use portcullis::gateway::guard::{take_head, BodyFraming, Step};
 use portcullis::gateway::h1client::{decode_body, Framing};
+use portcullis::gateway::headers::{hop_by_hop, strip_request_fields};
 
 fuzz_target!(|input: &[u8]| {
     let Some((&control, rest)) = input.split_first() else {
@@ -88,7 +94,8 @@ fuzz_target!(|input: &[u8]| {
                     return;
                 }
                 Step::Refused(_) => break 'reads,
-                Step::Request(head) => {
+                Step::Request(mut head) => {
+                    check_forwarded(&mut head.fields);
                     let end = fed - buf.len();
                     passed.extend_from_slice(&data[end - head.bytes..end]);
                     upgraded = head.upgrade;
@@ -107,6 +114,39 @@ fuzz_target!(|input: &[u8]| {
     }
     check_messages(&passed);
 });
+
+/// The fields of an accepted head as the backend would read them: prepared
+/// as the proxy prepares them, written as `h1client::write_head` writes them
+/// (`Host` left to the gateway), then parsed by httparse.
+fn check_forwarded(fields: &mut ClientFields) {
+    strip_request_fields(fields);
+    let mut lines = BytesMut::from(&b"GET / HTTP/1.1\r\nhost: gateway\r\n"[..]);
+    fields.write_lines(&mut lines, |n| *n == http::header::HOST);
+    lines.extend_from_slice(b"\r\n");
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(&lines) {
+        Ok(httparse::Status::Complete(n)) => assert_eq!(n, lines.len(), "one head, whole"),
+        other => panic!(
+            "the forwarded head does not parse ({other:?}): {:?}",
+            String::from_utf8_lossy(&lines)
+        ),
+    }
+    let kept: Vec<_> = fields
+        .iter()
+        .filter(|(n, _)| **n != http::header::HOST)
+        .collect();
+    assert_eq!(req.headers.len(), kept.len() + 1, "a field line per field");
+    for (h, (name, value)) in req.headers[1..].iter().zip(kept) {
+        assert!(
+            h.name.eq_ignore_ascii_case(name.as_str()),
+            "{} written for {name}",
+            h.name
+        );
+        assert_eq!(h.value, value, "the value of {name}");
+        assert!(hop_by_hop(name).is_none(), "{name} forwarded");
+    }
+}
 
 /// Walks the messages httparse reads from `out`: each must parse, and each
 /// body must be framed as its head says.
