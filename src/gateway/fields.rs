@@ -22,9 +22,9 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 /// one the gateway made, such as joined `Cookie` fields).
 #[derive(Debug, Clone)]
 enum Value {
-    /// The value is `head[start..end]`, checked as [`HeaderValue`] would
-    /// check it; the whole field line, name to CRLF, is `head[line..line_end]`
-    /// (`line_end` 0 when it is not known to be one).
+    /// The value is `head[start..end]`, which httparse checked by
+    /// [`HeaderValue`]'s rule; the whole field line, name to CRLF, is
+    /// `head[line..line_end]` (`line_end` 0 when it is not known to be one).
     At {
         line: u32,
         start: u32,
@@ -75,7 +75,10 @@ impl ClientFields {
         let line = (raw_name.as_ptr() as usize).wrapping_sub(base);
         let start = (value.as_ptr() as usize).wrapping_sub(base);
         let end = start.wrapping_add(value.len());
-        if line.wrapping_add(raw_name.len()) > start || start > end || end > head.len() {
+        let Some(name_end) = line.checked_add(raw_name.len()) else {
+            return false;
+        };
+        if name_end > start || start > end || end > head.len() {
             return false;
         }
         debug_assert!(valid_value(value), "a field value httparse let through");
@@ -93,7 +96,7 @@ impl ClientFields {
         let whole_line = line >= 2
             && head.get(line - 2..line) == Some(b"\r\n")
             && head
-                .get(line + raw_name.len()..start)
+                .get(name_end..start)
                 .is_some_and(|sep| sep.first() == Some(&b':') && ows(&sep[1..]))
             && rest.get(ws..ws + 2) == Some(b"\r\n");
         let line_end = if whole_line { end + ws + 2 } else { 0 };
@@ -228,9 +231,10 @@ impl ClientFields {
     /// Writes the fields `skip` says no to as an HTTP/1.1 head's field lines,
     /// in order. A field of the head goes as its line came (the name in the
     /// client's case, RFC 9110 §5.1), and a run of them that lay side by side
-    /// in one copy: about 4,000 instructions a browser's request less than
-    /// writing name, `": "`, value and CRLF of each. Any other as
-    /// `name: value`.
+    /// in one copy. Any other as `name: value`. Against writing name, `": "`,
+    /// value and CRLF of each, about 700 instructions fewer a browser's
+    /// request (callgrind), of which finding each line's end in
+    /// [`ClientFields::push_slice`] takes back about 250.
     pub fn write_lines(&self, out: &mut BytesMut, mut skip: impl FnMut(&HeaderName) -> bool) {
         let head: &[u8] = &self.head;
         // Lines of the head not yet copied: `head[run.0..run.1]`.
