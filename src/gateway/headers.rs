@@ -241,9 +241,14 @@ pub fn strip_request_fields(fields: &mut ClientFields) -> RequestFields {
     }
     // Counted again: `Connection` may have named `Cookie`.
     if cookies > 1 && fields.get_all(&header::COOKIE).nth(1).is_some() {
+        // Pair by pair (RFC 6265 §5.4: `pair; pair`), so that an empty field
+        // or a trailing `;` leaves no empty pair or trailing space behind.
         let joined = fields
             .get_all(&header::COOKIE)
             .filter_map(as_text)
+            .flat_map(|v| v.split(';'))
+            .map(str::trim)
+            .filter(|pair| !pair.is_empty())
             .collect::<Vec<_>>()
             .join("; ");
         if let Ok(v) = HeaderValue::from_str(&joined) {
@@ -383,7 +388,8 @@ mod tests {
             ("accept", "*/*"),
             ("cookie", "a=1"),
             ("x-between", "1"),
-            ("cookie", "ApplicationGatewayAffinity=abc; b=2"),
+            ("cookie", ""),
+            ("cookie", "ApplicationGatewayAffinity=abc; b=2;"),
         ]);
         assert_eq!(cookie(&h, "ApplicationGatewayAffinity"), Some("abc"));
         strip_request_fields(&mut h);
