@@ -5,9 +5,10 @@
 Both builds run at once, each pinned to core 1 as in the throughput harness
 (run.py), with the same config on their own ports, behind the harness's nginx
 backend on core 0; the rounds alternate which build goes first. Per round and
-build it prints requests per second and the proxy's CPU seconds per 100,000
-requests (user + system, /proc/PID/stat, and each part), then the mean of each
-over the rounds and NEW's ratio to OLD. A change to portcullis's own code moves
+build it prints requests per second, the p99 latency (wrk's; none for h2) and
+the proxy's CPU seconds per 100,000 requests (user + system, /proc/PID/stat,
+and each part), then the mean of each over the rounds (the median of the p99s)
+and NEW's ratio to OLD. A change to portcullis's own code moves
 the user part; the system part is the kernel's socket work, the same for both
 builds unless the system calls changed. On a shared VM one round moves by ±15 %, so use several
 rounds and read the means; instructions.py counts work without that noise.
@@ -45,17 +46,22 @@ def main():
         base = {"old": run.TARGETS["portcullis"], "new": run.TARGETS["portcullis-nolog"]}
         fn = run.SCENARIOS[a.scenario][1]
         got = {n: [] for n in names}
+        p99 = {n: [] for n in names}
         for r in range(a.rounds):
             for n in (names if r % 2 == 0 else names[::-1]):
                 res = run.measure(fn, base[n], s.worker_pid(n), a.duration)
                 cpu, user, sys_ = res["cpu_s_per_100k"], res["user_s_per_100k"], res["sys_s_per_100k"]
                 got[n].append((res["rps"], cpu, user, sys_))
-                print(f"round {r + 1} {n}: {res['rps']:>9.0f} req/s, CPU {cpu:.3f} s per 100k "
+                if res.get("p99_ms") is not None:
+                    p99[n].append(res["p99_ms"])
+                tail = f", p99 {res['p99_ms']:.3f} ms" if res.get("p99_ms") is not None else ""
+                print(f"round {r + 1} {n}: {res['rps']:>9.0f} req/s{tail}, CPU {cpu:.3f} s per 100k "
                       f"(user {user:.3f}, system {sys_:.3f}), errors {res['non2xx']} {res['socket_errors']}", flush=True)
         # Means over the rounds: req/s, CPU, user, system.
         mean = {n: [sum(r[i] for r in got[n]) / a.rounds for i in range(4)] for n in names}
         for n, b in zip(names, a.bin):
-            print(f"{n} ({b}): mean {mean[n][0]:.0f} req/s, CPU {mean[n][1]:.3f} s per 100k "
+            tail = f", median p99 {sorted(p99[n])[len(p99[n]) // 2]:.3f} ms" if p99[n] else ""
+            print(f"{n} ({b}): mean {mean[n][0]:.0f} req/s{tail}, CPU {mean[n][1]:.3f} s per 100k "
                   f"(user {mean[n][2]:.3f}, system {mean[n][3]:.3f})")
         ratio = lambda i: mean["new"][i] / mean["old"][i] if mean["old"][i] else float("nan")
         print(f"new / old: req/s {ratio(0):.3f}, CPU per request {ratio(1):.3f} (user {ratio(2):.3f}, "
