@@ -25,7 +25,7 @@
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use portcullis::gateway::fields::ClientFields;
-use portcullis::gateway::guard::{take_head, BodyFraming, Step};
+use portcullis::gateway::guard::{take_head, BodyFraming, Step, MAX_HEADERS};
 use portcullis::gateway::h1client::{decode_body, Framing};
 use portcullis::gateway::headers::{hop_by_hop, strip_request_fields};
 
@@ -123,7 +123,8 @@ fn check_forwarded(fields: &mut ClientFields) {
     let mut lines = BytesMut::from(&b"GET / HTTP/1.1\r\nhost: gateway\r\n"[..]);
     fields.write_lines(&mut lines, |n| *n == http::header::HOST);
     lines.extend_from_slice(b"\r\n");
-    let mut headers = [httparse::EMPTY_HEADER; 128];
+    // The guard's most fields, and the `host` line above.
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS + 1];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(&lines) {
         Ok(httparse::Status::Complete(n)) => assert_eq!(n, lines.len(), "one head, whole"),

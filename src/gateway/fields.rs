@@ -36,7 +36,8 @@ enum Value {
 }
 
 /// A request's header fields in the order they came: names as `HeaderName`s
-/// (lower case), values as byte slices. Every value holds only the bytes a
+/// (lower case), values as ranges of the head or values of their own. Every
+/// value holds only the bytes a
 /// `HeaderValue` may hold (visible ASCII, obs-text, SP and HTAB; RFC 9110
 /// §5.5).
 #[derive(Debug, Clone, Default)]

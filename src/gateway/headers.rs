@@ -170,13 +170,12 @@ pub const GATEWAY_SET: [&HeaderName; 6] = [
     &X_TRANSACTION_ID,
 ];
 
-/// Prepares a request's fields for the backend, in one pass over them:
-/// removes hop-by-hop fields (and those `Connection` names), `Expect` (the gateway
+/// Prepares a request's fields for the backend: removes hop-by-hop fields (and those `Connection` names), `Expect` (the gateway
 /// answers `100-continue` itself) and the client's fields of the names in
 /// [`GATEWAY_SET`], and joins several `Cookie` fields into one, in the first
 /// one's place (an HTTP/1.1 backend expects one; RFC 9113 §8.2.3 lets HTTP/2
-/// clients split them). A request with none of these (most) costs the pass
-/// only: the gateway's fields are written after the client's by the backend
+/// clients split them). A request with none of these (most) costs one pass
+/// over its fields; the gateway's fields are written after the client's by the backend
 /// client (`h1client.rs` `RequestHead::added`), not put in among them.
 pub fn strip_request_fields(fields: &mut ClientFields) -> RequestFields {
     let mut hop = false;
@@ -242,16 +241,21 @@ pub fn strip_request_fields(fields: &mut ClientFields) -> RequestFields {
     // Counted again: `Connection` may have named `Cookie`.
     if cookies > 1 && fields.get_all(&header::COOKIE).nth(1).is_some() {
         // Pair by pair (RFC 6265 §5.4: `pair; pair`), so that an empty field
-        // or a trailing `;` leaves no empty pair or trailing space behind.
-        let joined = fields
+        // or a trailing `;` leaves no empty pair or trailing space behind; as
+        // bytes, so a value with obs-text goes along too.
+        let mut joined: Vec<u8> = Vec::new();
+        for pair in fields
             .get_all(&header::COOKIE)
-            .filter_map(as_text)
-            .flat_map(|v| v.split(';'))
-            .map(str::trim)
+            .flat_map(|v| v.split(|b| *b == b';'))
+            .map(<[u8]>::trim_ascii)
             .filter(|pair| !pair.is_empty())
-            .collect::<Vec<_>>()
-            .join("; ");
-        if let Ok(v) = HeaderValue::from_str(&joined) {
+        {
+            if !joined.is_empty() {
+                joined.extend_from_slice(b"; ");
+            }
+            joined.extend_from_slice(pair);
+        }
+        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)) {
             fields.insert(header::COOKIE, v);
         }
     }
@@ -323,15 +327,22 @@ pub static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-p
 /// `x-original-host`.
 pub static X_ORIGINAL_HOST: HeaderName = HeaderName::from_static("x-original-host");
 
-/// The value of cookie `name` in the request's `Cookie` fields.
+/// The value of cookie `name` in the request's `Cookie` fields, when it is
+/// text. Read pair by pair as bytes, so that another pair with obs-text in
+/// it does not hide this one.
 pub fn cookie<'a>(fields: &'a ClientFields, name: &str) -> Option<&'a str> {
     fields
         .get_all(&header::COOKIE)
-        .filter_map(as_text)
-        .flat_map(|v| v.split(';'))
+        .flat_map(|v| v.split(|b| *b == b';'))
         .find_map(|pair| {
-            let (k, v) = pair.trim().split_once('=')?;
-            (k == name).then_some(v)
+            let pair = pair.trim_ascii();
+            let eq = pair.iter().position(|b| *b == b'=')?;
+            let (k, v) = (pair.get(..eq)?, pair.get(eq + 1..)?);
+            if k == name.as_bytes() {
+                as_text(v)
+            } else {
+                None
+            }
         })
 }
 
@@ -390,6 +401,7 @@ mod tests {
             ("x-between", "1"),
             ("cookie", ""),
             ("cookie", "ApplicationGatewayAffinity=abc; b=2;"),
+            ("cookie", "name=caf\u{e9}"),
         ]);
         assert_eq!(cookie(&h, "ApplicationGatewayAffinity"), Some("abc"));
         strip_request_fields(&mut h);
@@ -401,7 +413,7 @@ mod tests {
             left,
             [
                 "accept: */*",
-                "cookie: a=1; ApplicationGatewayAffinity=abc; b=2",
+                "cookie: a=1; ApplicationGatewayAffinity=abc; b=2; name=caf\u{e9}",
                 "x-between: 1"
             ]
         );

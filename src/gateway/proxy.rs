@@ -225,7 +225,8 @@ pub fn base_record(
 /// hyper): routes it, forwards it, and answers with a body that writes the
 /// request's access-log record when it ends (or is dropped: 499).
 ///
-/// `head_bytes` is the size of the request head as it came on the wire (request
+/// `fields` are the request's header fields (`req`'s own `HeaderMap` is empty:
+/// `fields.rs` says why). `head_bytes` is the size of the request head as it came on the wire (request
 /// line, fields, the empty line), for the record's `receivedBytes`; `None`
 /// (HTTP/2, whose fields arrive compressed) counts the decoded head as an
 /// HTTP/1.1 head would be.
