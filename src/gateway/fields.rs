@@ -35,11 +35,22 @@ enum Value {
     Own(HeaderValue),
 }
 
+impl Value {
+    /// The value's bytes; `head` is the buffer of the list it is in.
+    fn bytes<'a>(&'a self, head: &'a [u8]) -> &'a [u8] {
+        match self {
+            Value::At { start, end, .. } => {
+                head.get(*start as usize..*end as usize).unwrap_or_default()
+            }
+            Value::Own(v) => v.as_bytes(),
+        }
+    }
+}
+
 /// A request's header fields in the order they came: names as `HeaderName`s
 /// (lower case), values as ranges of the head or values of their own. Every
-/// value holds only the bytes a
-/// `HeaderValue` may hold (visible ASCII, obs-text, SP and HTAB; RFC 9110
-/// §5.5).
+/// value holds only the bytes a `HeaderValue` may hold (visible ASCII,
+/// obs-text, SP and HTAB; RFC 9110 §5.5).
 #[derive(Debug, Clone, Default)]
 pub struct ClientFields {
     /// The buffer [`Value::At`] ranges point into (the HTTP/1.x head; empty
@@ -88,17 +99,14 @@ impl ClientFields {
         // let through): its name, then a colon and whitespace up to the
         // value, then whitespace and CRLF. Anything else is written as
         // `name: value`.
-        let ows = |b: &[u8]| b.iter().all(|c| matches!(c, b' ' | b'\t'));
+        let ows = |b: &u8| matches!(b, b' ' | b'\t');
         let rest = head.get(end..).unwrap_or_default();
-        let ws = rest
-            .iter()
-            .take_while(|b| matches!(b, b' ' | b'\t'))
-            .count();
+        let ws = rest.iter().take_while(|b| ows(b)).count();
         let whole_line = line >= 2
             && head.get(line - 2..line) == Some(b"\r\n")
             && head
                 .get(name_end..start)
-                .is_some_and(|sep| sep.first() == Some(&b':') && ows(&sep[1..]))
+                .is_some_and(|sep| sep.first() == Some(&b':') && sep[1..].iter().all(ows))
             && rest.get(ws..ws + 2) == Some(b"\r\n");
         let line_end = if whole_line { end + ws + 2 } else { 0 };
         let (Ok(line), Ok(start), Ok(end), Ok(line_end)) = (
@@ -157,13 +165,7 @@ impl ClientFields {
     }
 
     fn bytes<'a>(&'a self, v: &'a Value) -> &'a [u8] {
-        match v {
-            Value::At { start, end, .. } => self
-                .head
-                .get(*start as usize..*end as usize)
-                .unwrap_or_default(),
-            Value::Own(v) => v.as_bytes(),
-        }
+        v.bytes(&self.head)
     }
 
     /// Every field, in order: its name and its value's bytes.
@@ -211,15 +213,7 @@ impl ClientFields {
     /// Keeps the fields `keep` says yes to (by name and value), in order.
     pub fn retain(&mut self, mut keep: impl FnMut(&HeaderName, &[u8]) -> bool) {
         let head = &self.head;
-        self.list.retain(|(n, v)| {
-            let b = match v {
-                Value::At { start, end, .. } => {
-                    head.get(*start as usize..*end as usize).unwrap_or_default()
-                }
-                Value::Own(v) => v.as_bytes(),
-            };
-            keep(n, b)
-        });
+        self.list.retain(|(n, v)| keep(n, v.bytes(head)));
     }
 
     /// Sets `name: value` in the place of the first field of that name, the
@@ -266,11 +260,10 @@ impl ClientFields {
         out.extend_from_slice(head.get(run.0..run.1).unwrap_or_default());
     }
 
-    /// Rough size on the wire (`name: value\r\n` each), for byte counts.
+    /// Rough size on the wire (`name: value\r\n` each), for byte counts
+    /// (`headers.rs` `wire_size`).
     pub fn wire_size(&self) -> u64 {
-        self.iter()
-            .map(|(n, v)| (n.as_str().len() + v.len() + 4) as u64)
-            .sum()
+        super::headers::wire_size(self.iter())
     }
 }
 

@@ -170,13 +170,15 @@ pub const GATEWAY_SET: [&HeaderName; 6] = [
     &X_TRANSACTION_ID,
 ];
 
-/// Prepares a request's fields for the backend: removes hop-by-hop fields (and those `Connection` names), `Expect` (the gateway
-/// answers `100-continue` itself) and the client's fields of the names in
+/// Prepares a request's fields for the backend: removes hop-by-hop fields
+/// (and those `Connection` names), `Expect` (the gateway answers
+/// `100-continue` itself) and the client's fields of the names in
 /// [`GATEWAY_SET`], and joins several `Cookie` fields into one, in the first
 /// one's place (an HTTP/1.1 backend expects one; RFC 9113 §8.2.3 lets HTTP/2
 /// clients split them). A request with none of these (most) costs one pass
-/// over its fields; the gateway's fields are written after the client's by the backend
-/// client (`h1client.rs` `RequestHead::added`), not put in among them.
+/// over its fields; the gateway's fields are written after the client's by
+/// the backend client (`h1client.rs` `RequestHead::added`), not put in among
+/// them.
 pub fn strip_request_fields(fields: &mut ClientFields) -> RequestFields {
     let mut hop = false;
     let mut naming = false;
@@ -347,11 +349,12 @@ pub fn cookie<'a>(fields: &'a ClientFields, name: &str) -> Option<&'a str> {
 }
 
 /// Rough size of a header block on the wire (`name: value\r\n` each), for
-/// byte counts: of a map, or of any (name, value) pairs.
-pub fn wire_size<'a>(fields: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>) -> u64 {
+/// byte counts: of a map, of a request's [`ClientFields`], or of any (name,
+/// value) pairs.
+pub fn wire_size<'a, V: AsRef<[u8]>>(fields: impl IntoIterator<Item = (&'a HeaderName, V)>) -> u64 {
     fields
         .into_iter()
-        .map(|(k, v)| (k.as_str().len() + v.len() + 4) as u64)
+        .map(|(k, v)| (k.as_str().len() + v.as_ref().len() + 4) as u64)
         .sum()
 }
 
