@@ -15,6 +15,10 @@
 //! the file back and to drop the pages already written back (`posix_fadvise`
 //! `POSIX_FADV_DONTNEED`; see [`FileSink`]). The hosted apps keep their cache, and
 //! the log is written into recycled pages instead of ever new ones.
+//!
+//! The writer thread shares the CPU with the request threads, so it makes no
+//! long system call: it writes [`WRITE_STEP`] bytes and advises [`ADVISE_STEP`]
+//! bytes a call, and yields the CPU between calls.
 
 use super::AccessRecord;
 use prometheus_client::metrics::counter::Counter;
@@ -23,7 +27,7 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Where records go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +52,79 @@ pub const BATCH_INTERVAL: Duration = Duration::from_millis(10);
 /// the benchmark VM 8 MiB took 0.8-5 ms, the requests on the same core waiting
 /// meanwhile); a smaller step makes more, shorter calls for the same total.
 pub const DROP_BEHIND: u64 = 1024 * 1024;
+
+/// Most bytes the writer hands to one `write` (64 KiB, the buffer nginx writes
+/// its log with) while it steps; [`ADVISE_STEP`] is the most one
+/// `posix_fadvise` covers.
+///
+/// A system call holds its CPU until it returns, and the writer shares the
+/// request threads' cores. With a 10 ms batch of about 500 KiB in one `write`
+/// (0.16-0.19 ms on the benchmark VM) and a drop-behind over 1.4-2.9 MiB in one
+/// call (0.2-0.96 ms), requests on that core waited that long every 10 to 20
+/// ms: the p99 of a lightly loaded gateway (`perf sched timehist`;
+/// docs/benchmarks.md section 2). In steps, with the CPU yielded between two
+/// of them ([`let_others_run`]), a request waits for one step at most.
+/// Smaller steps cost more than they save: 16 KiB writes and 64 KiB advice
+/// doubled the writer's CPU time, and 256 KiB advice added a fifth to it, for
+/// no better p99. Lowering the writer's priority (nice 10) instead of yielding
+/// did not help: the scheduler switches threads at a system call's end, not in
+/// it.
+pub const WRITE_STEP: usize = 64 * 1024;
+
+/// Most bytes one drop-behind `posix_fadvise` call covers while the writer
+/// steps (1 MiB, 0.1-0.3 ms); see [`WRITE_STEP`].
+pub const ADVISE_STEP: u64 = 1024 * 1024;
+
+/// How long into a batch the writer keeps stepping and yielding at most (one
+/// [`BATCH_INTERVAL`]); what is left then goes in one `write` and one
+/// `posix_fadvise`. The writer also stops stepping when a yield takes longer
+/// than [`LONG_YIELD`].
+///
+/// Yielding needs limits: on a core the request thread keeps busy (a
+/// saturated gateway), each yield hands it a whole time slice, one step per
+/// slice is slower than records come, and the batches grow without end (side
+/// by side at 64 connections, 5 % fewer requests per second and a p99 of
+/// 2.4 ms against 1.7). Half an interval was too short for a lightly loaded
+/// gateway's batches (p99 0.43 ms against 0.26 with no limit), and one
+/// interval alone still cost the saturated one (p99 2.0-2.9 ms).
+pub const STEP_FOR: Duration = BATCH_INTERVAL;
+
+/// A yield that took longer than this (200 µs) handed the CPU to a thread
+/// with that much work waiting: the core is busy, requests already queue
+/// behind one another, and the rest of the batch goes at once ([`STEP_FOR`]).
+/// At 64 connections this kept the saturated gateway's throughput and p99
+/// (74,800 req/s and 1.44 ms, against 70,100 and 2.29 ms without steps, in
+/// the same run); at 4 connections the p99 was 0.33 ms against 0.51.
+pub const LONG_YIELD: Duration = Duration::from_micros(200);
+
+thread_local! {
+    /// Until when the writer thread steps and yields in the batch it writes
+    /// (`None`: it does not; threads other than the writer, and tests).
+    static STEP_UNTIL: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// Between two of the writer's system calls: gives the CPU to any thread
+/// waiting for it (`sched_yield`), so a request thread woken meanwhile runs
+/// first instead of at the end of the writer's time slice (the scheduler lets
+/// a running thread finish its slice before a woken one of the same
+/// priority). Costs under a microsecond when nothing waits. Returns whether
+/// the writer should go on in steps: false once the batch's [`STEP_FOR`] is
+/// over (it does not yield then) or after a yield longer than [`LONG_YIELD`]
+/// (then for the rest of the batch).
+fn let_others_run() -> bool {
+    match STEP_UNTIL.with(std::cell::Cell::get) {
+        Some(until) if Instant::now() < until => {
+            let asked = Instant::now();
+            std::thread::yield_now();
+            if asked.elapsed() > LONG_YIELD {
+                STEP_UNTIL.with(|u| u.set(None));
+                return false;
+            }
+            true
+        }
+        _ => false,
+    }
+}
 
 /// State shared by the handles and the writer thread.
 struct Shared {
@@ -249,7 +326,9 @@ impl FileSink {
 
     /// Starts write-back of the pages written since the last call and drops
     /// those written back since the one before; a no-op until [`DROP_BEHIND`]
-    /// bytes were appended since the last call. Returns the byte range advised.
+    /// bytes were appended since the last call. Returns the byte range advised,
+    /// in calls of at most [`ADVISE_STEP`] bytes with the CPU yielded between
+    /// while the batch may step ([`let_others_run`]), the rest in one call.
     fn drop_behind(&mut self) -> Option<std::ops::Range<u64>> {
         if self.end - self.last_call < DROP_BEHIND {
             return None;
@@ -257,14 +336,27 @@ impl FileSink {
         // The range starts at `settled`, not at `last_call`: pages the last
         // call found still under write-back are dropped by this one.
         let from = self.settled;
-        let len = self.end - from;
-        if let (Ok(off), Ok(len)) = (i64::try_from(from), i64::try_from(len)) {
-            let _ = nix::fcntl::posix_fadvise(
-                &self.file,
-                off,
-                len,
-                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-            );
+        let mut at = from;
+        let mut stepping = true;
+        while at < self.end {
+            let left = self.end - at;
+            let step = if stepping {
+                ADVISE_STEP.min(left)
+            } else {
+                left
+            };
+            if let (Ok(off), Ok(len)) = (i64::try_from(at), i64::try_from(step)) {
+                let _ = nix::fcntl::posix_fadvise(
+                    &self.file,
+                    off,
+                    len,
+                    nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+                );
+            }
+            at += step;
+            if at < self.end {
+                stepping = let_others_run();
+            }
         }
         self.settled = self.last_call;
         self.last_call = self.end;
@@ -283,6 +375,27 @@ impl Write for FileSink {
         let _ = self.drop_behind();
         self.file.flush()
     }
+}
+
+/// Writes `batch` to `out` [`WRITE_STEP`] bytes at a time, yielding the CPU
+/// after each step, while the batch may step ([`let_others_run`]); the rest in
+/// one write. Errors: the first write error.
+fn write_in_steps(out: &mut dyn Write, batch: &[u8]) -> io::Result<()> {
+    let mut rest = batch;
+    let mut stepping = true;
+    while !rest.is_empty() {
+        let n = if stepping {
+            WRITE_STEP.min(rest.len())
+        } else {
+            rest.len()
+        };
+        out.write_all(&rest[..n])?;
+        rest = &rest[n..];
+        if !rest.is_empty() {
+            stepping = let_others_run();
+        }
+    }
+    Ok(())
 }
 
 fn write_loop(s: &Shared, mut out: Box<dyn Write + Send>) {
@@ -310,7 +423,8 @@ fn write_loop(s: &Shared, mut out: Box<dyn Write + Send>) {
             std::mem::swap(&mut *buf, &mut batch);
         }
         if !batch.is_empty() {
-            if let Err(e) = out.write_all(&batch).and_then(|()| out.flush()) {
+            STEP_UNTIL.with(|u| u.set(Some(Instant::now() + STEP_FOR)));
+            if let Err(e) = write_in_steps(&mut *out, &batch).and_then(|()| out.flush()) {
                 tracing::warn!("access log write failed: {e}");
             }
             batch.clear();
@@ -432,6 +546,41 @@ mod tests {
         let written = *lines.lock().expect("lock") as u64;
         // Every record was either written or counted, never both.
         assert_eq!(written + counter.get(), total);
+    }
+
+    /// Records the size of every `write` it is given.
+    struct Sizes(Vec<usize>, Vec<u8>);
+
+    impl Write for Sizes {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.push(buf.len());
+            self.1.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_batch_is_written_in_steps_while_it_may_and_whole() {
+        let batch: Vec<u8> = (0..WRITE_STEP * 5 / 2).map(|i| i as u8).collect();
+        // Within the batch's stepping time: steps.
+        STEP_UNTIL.with(|u| u.set(Some(Instant::now() + Duration::from_secs(60))));
+        let mut out = Sizes(Vec::new(), Vec::new());
+        write_in_steps(&mut out, &batch).expect("write");
+        assert_eq!(out.0, vec![WRITE_STEP, WRITE_STEP, WRITE_STEP / 2]);
+        assert_eq!(out.1, batch);
+        let mut out = Sizes(Vec::new(), Vec::new());
+        write_in_steps(&mut out, &[]).expect("write");
+        assert!(out.0.is_empty());
+        // Past it: one step, then the rest at once.
+        STEP_UNTIL.with(|u| u.set(Some(Instant::now())));
+        let mut out = Sizes(Vec::new(), Vec::new());
+        write_in_steps(&mut out, &batch).expect("write");
+        assert_eq!(out.0, vec![WRITE_STEP, WRITE_STEP * 3 / 2]);
+        assert_eq!(out.1, batch);
+        STEP_UNTIL.with(|u| u.set(None));
     }
 
     #[test]
