@@ -16,9 +16,11 @@
 //! `POSIX_FADV_DONTNEED`; see [`FileSink`]). The hosted apps keep their cache, and
 //! the log is written into recycled pages instead of ever new ones.
 //!
-//! The writer thread shares the CPU with the request threads, so it makes no
-//! long system call: it writes [`WRITE_STEP`] bytes and advises [`ADVISE_STEP`]
-//! bytes a call, and yields the CPU between calls.
+//! The writer thread shares the CPU with the request threads, so while their
+//! core has idle moments it makes no long system call: it writes at most
+//! [`WRITE_STEP`] bytes (whole lines) and advises [`ADVISE_STEP`] bytes a call,
+//! and yields the CPU between calls. On a busy core ([`LONG_YIELD`]), or once
+//! the batch's [`STEP_FOR`] is over, it writes and advises the rest in one call.
 
 use super::AccessRecord;
 use prometheus_client::metrics::counter::Counter;
@@ -46,16 +48,17 @@ pub const MAX_BUFFERED: usize = 16 * 1024 * 1024;
 /// How long the writer lets records gather after it was woken.
 pub const BATCH_INTERVAL: Duration = Duration::from_millis(10);
 
-/// Bytes written to a log file between two drop-behind calls (1 MiB): the page
-/// cache holds at most about twice this much of the log. Small, because a call
-/// holds the CPU for as long as it takes to start write-back of that much (on
-/// the benchmark VM 8 MiB took 0.8-5 ms, the requests on the same core waiting
-/// meanwhile); a smaller step makes more, shorter calls for the same total.
+/// Bytes written to a log file between two drop-behinds (1 MiB): the page
+/// cache holds at most about twice this much of the log, and a drop-behind
+/// advises about that much. Small, because advice holds the CPU for as long as
+/// it takes to start write-back of what it covers (on the benchmark VM 8 MiB
+/// took 0.8-5 ms, the requests on the same core waiting meanwhile); the
+/// advice is given in calls of at most [`ADVISE_STEP`] bytes.
 pub const DROP_BEHIND: u64 = 1024 * 1024;
 
 /// Most bytes the writer hands to one `write` (64 KiB, the buffer nginx writes
-/// its log with) while it steps; [`ADVISE_STEP`] is the most one
-/// `posix_fadvise` covers.
+/// its log with) while it steps, ending at a line's end when one lies in
+/// them; [`ADVISE_STEP`] is the most one `posix_fadvise` covers.
 ///
 /// A system call holds its CPU until it returns, and the writer shares the
 /// request threads' cores. With a 10 ms batch of about 500 KiB in one `write`
@@ -76,9 +79,9 @@ pub const WRITE_STEP: usize = 64 * 1024;
 pub const ADVISE_STEP: u64 = 1024 * 1024;
 
 /// How long into a batch the writer keeps stepping and yielding at most (one
-/// [`BATCH_INTERVAL`]); what is left then goes in one `write` and one
-/// `posix_fadvise`. The writer also stops stepping when a yield takes longer
-/// than [`LONG_YIELD`].
+/// [`BATCH_INTERVAL`]); what is left of the batch's write or advice then goes
+/// in one call. The writer also stops stepping when a yield takes longer than
+/// [`LONG_YIELD`].
 ///
 /// Yielding needs limits: on a core the request thread keeps busy (a
 /// saturated gateway), each yield hands it a whole time slice, one step per
@@ -92,14 +95,15 @@ pub const STEP_FOR: Duration = BATCH_INTERVAL;
 /// A yield that took longer than this (200 µs) handed the CPU to a thread
 /// with that much work waiting: the core is busy, requests already queue
 /// behind one another, and the rest of the batch goes at once ([`STEP_FOR`]).
-/// At 64 connections this kept the saturated gateway's throughput and p99
-/// (74,800 req/s and 1.44 ms, against 70,100 and 2.29 ms without steps, in
-/// the same run); at 4 connections the p99 was 0.33 ms against 0.51.
+/// Side by side with the build before steps (six rounds each): at 64
+/// connections, the saturated gateway, req/s 1.008 × and p99 1.59 → 1.57 ms;
+/// at 4 connections p99 0.437 → 0.366 ms.
 pub const LONG_YIELD: Duration = Duration::from_micros(200);
 
 thread_local! {
     /// Until when the writer thread steps and yields in the batch it writes
-    /// (`None`: it does not; threads other than the writer, and tests).
+    /// (`None`: it writes and advises in one call each; threads other than the
+    /// writer).
     static STEP_UNTIL: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
 }
 
@@ -112,18 +116,27 @@ thread_local! {
 /// over (it does not yield then) or after a yield longer than [`LONG_YIELD`]
 /// (then for the rest of the batch).
 fn let_others_run() -> bool {
-    match STEP_UNTIL.with(std::cell::Cell::get) {
-        Some(until) if Instant::now() < until => {
-            let asked = Instant::now();
-            std::thread::yield_now();
-            if asked.elapsed() > LONG_YIELD {
-                STEP_UNTIL.with(|u| u.set(None));
-                return false;
-            }
-            true
-        }
-        _ => false,
+    let Some(until) = STEP_UNTIL.with(std::cell::Cell::get) else {
+        return false;
+    };
+    let asked = Instant::now();
+    if asked >= until {
+        return false;
     }
+    std::thread::yield_now();
+    if asked.elapsed() > LONG_YIELD {
+        STEP_UNTIL.with(|u| u.set(None));
+        return false;
+    }
+    true
+}
+
+/// Whether the writer thread's batch starts in steps (its [`STEP_FOR`] is not
+/// over): the first step of a write or an advice, before any yield.
+fn may_step() -> bool {
+    STEP_UNTIL
+        .with(std::cell::Cell::get)
+        .is_some_and(|until| Instant::now() < until)
 }
 
 /// State shared by the handles and the writer thread.
@@ -293,13 +306,14 @@ pub fn wait_for_writers(limit: std::time::Duration) {
 
 /// An append-only log file that keeps little of itself in the page cache.
 ///
-/// Every [`DROP_BEHIND`] bytes, [`FileSink::drop_behind`] calls
-/// `posix_fadvise(POSIX_FADV_DONTNEED)` on everything written before the
-/// previous call. For dirty pages that call only starts their write-back
-/// (`WB_SYNC_NONE`: it does not wait); clean pages are dropped. So each call
-/// drops what the call before it sent to disk, and the writer never waits for the
-/// disk. The same idea as PostgreSQL's `*_flush_after` settings. Advice the
-/// kernel refuses is ignored: it changes memory use, never what is written.
+/// Every [`DROP_BEHIND`] bytes, [`FileSink::drop_behind`] advises
+/// `posix_fadvise(POSIX_FADV_DONTNEED)` from the end of the drop-behind before
+/// the previous one to the end of the file. For dirty pages that advice only
+/// starts their write-back (`WB_SYNC_NONE`: it does not wait); clean pages are
+/// dropped. So each drop-behind drops what the one before it sent to disk, and
+/// the writer never waits for the disk. The same idea as PostgreSQL's
+/// `*_flush_after` settings. Advice the kernel refuses is ignored: it changes
+/// memory use, never what is written.
 pub struct FileSink {
     file: std::fs::File,
     /// Bytes in the file: its length when opened plus what we appended.
@@ -330,6 +344,17 @@ impl FileSink {
     /// in calls of at most [`ADVISE_STEP`] bytes with the CPU yielded between
     /// while the batch may step ([`let_others_run`]), the rest in one call.
     fn drop_behind(&mut self) -> Option<std::ops::Range<u64>> {
+        self.drop_behind_in_steps(may_step(), &mut let_others_run)
+    }
+
+    /// [`FileSink::drop_behind`], the first call of at most [`ADVISE_STEP`]
+    /// bytes when `stepping`, `next` asked after each call whether the next
+    /// is a step too (else it covers the rest).
+    fn drop_behind_in_steps(
+        &mut self,
+        mut stepping: bool,
+        next: &mut dyn FnMut() -> bool,
+    ) -> Option<std::ops::Range<u64>> {
         if self.end - self.last_call < DROP_BEHIND {
             return None;
         }
@@ -337,7 +362,6 @@ impl FileSink {
         // call found still under write-back are dropped by this one.
         let from = self.settled;
         let mut at = from;
-        let mut stepping = true;
         while at < self.end {
             let left = self.end - at;
             let step = if stepping {
@@ -355,7 +379,7 @@ impl FileSink {
             }
             at += step;
             if at < self.end {
-                stepping = let_others_run();
+                stepping = next();
             }
         }
         self.settled = self.last_call;
@@ -377,22 +401,29 @@ impl Write for FileSink {
     }
 }
 
-/// Writes `batch` to `out` [`WRITE_STEP`] bytes at a time, yielding the CPU
-/// after each step, while the batch may step ([`let_others_run`]); the rest in
-/// one write. Errors: the first write error.
-fn write_in_steps(out: &mut dyn Write, batch: &[u8]) -> io::Result<()> {
+/// Writes `batch` to `out`: when `stepping`, at most [`WRITE_STEP`] bytes a
+/// write, each step ending at the last line end within them (a reader of the
+/// file sees whole records between two steps) or cut at [`WRITE_STEP`] when
+/// there is none; `next` is asked after each write whether the next is a step
+/// too (else it writes the rest). Errors: the first write error; what follows
+/// it is not written.
+fn write_in_steps(
+    out: &mut dyn Write,
+    batch: &[u8],
+    mut stepping: bool,
+    next: &mut dyn FnMut() -> bool,
+) -> io::Result<()> {
     let mut rest = batch;
-    let mut stepping = true;
     while !rest.is_empty() {
-        let n = if stepping {
-            WRITE_STEP.min(rest.len())
+        let n = if stepping && rest.len() > WRITE_STEP {
+            memchr::memrchr(b'\n', &rest[..WRITE_STEP]).map_or(WRITE_STEP, |i| i + 1)
         } else {
             rest.len()
         };
         out.write_all(&rest[..n])?;
         rest = &rest[n..];
         if !rest.is_empty() {
-            stepping = let_others_run();
+            stepping = next();
         }
     }
     Ok(())
@@ -424,7 +455,9 @@ fn write_loop(s: &Shared, mut out: Box<dyn Write + Send>) {
         }
         if !batch.is_empty() {
             STEP_UNTIL.with(|u| u.set(Some(Instant::now() + STEP_FOR)));
-            if let Err(e) = write_in_steps(&mut *out, &batch).and_then(|()| out.flush()) {
+            if let Err(e) = write_in_steps(&mut *out, &batch, may_step(), &mut let_others_run)
+                .and_then(|()| out.flush())
+            {
                 tracing::warn!("access log write failed: {e}");
             }
             batch.clear();
@@ -563,23 +596,51 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_is_written_in_steps_while_it_may_and_whole() {
-        let batch: Vec<u8> = (0..WRITE_STEP * 5 / 2).map(|i| i as u8).collect();
-        // Within the batch's stepping time: steps.
-        STEP_UNTIL.with(|u| u.set(Some(Instant::now() + Duration::from_secs(60))));
+    fn a_batch_is_written_in_steps_of_whole_lines_while_it_may() {
+        // Lines of 1,000 bytes: 65 fit in a step.
+        let line: Vec<u8> = (0..999)
+            .map(|i| b'a' + (i % 26) as u8)
+            .chain([b'\n'])
+            .collect();
+        let batch: Vec<u8> = line.repeat(160);
         let mut out = Sizes(Vec::new(), Vec::new());
-        write_in_steps(&mut out, &batch).expect("write");
-        assert_eq!(out.0, vec![WRITE_STEP, WRITE_STEP, WRITE_STEP / 2]);
+        let mut asked = 0;
+        write_in_steps(&mut out, &batch, true, &mut || {
+            asked += 1;
+            true
+        })
+        .expect("write");
+        assert_eq!(out.0, vec![65_000, 65_000, 30_000]);
+        assert_eq!(asked, 2);
         assert_eq!(out.1, batch);
+        // Told to stop stepping after the first: the rest at once.
         let mut out = Sizes(Vec::new(), Vec::new());
-        write_in_steps(&mut out, &[]).expect("write");
+        write_in_steps(&mut out, &batch, true, &mut || false).expect("write");
+        assert_eq!(out.0, vec![65_000, 95_000]);
+        assert_eq!(out.1, batch);
+        // Not stepping: one write.
+        let mut out = Sizes(Vec::new(), Vec::new());
+        write_in_steps(&mut out, &batch, false, &mut || true).expect("write");
+        assert_eq!(out.0, vec![160_000]);
+        // A line longer than a step is cut at the step's size.
+        let long = vec![b'x'; WRITE_STEP * 3 / 2];
+        let mut out = Sizes(Vec::new(), Vec::new());
+        write_in_steps(&mut out, &long, true, &mut || true).expect("write");
+        assert_eq!(out.0, vec![WRITE_STEP, WRITE_STEP / 2]);
+        assert_eq!(out.1, long);
+        let mut out = Sizes(Vec::new(), Vec::new());
+        write_in_steps(&mut out, &[], true, &mut || true).expect("write");
         assert!(out.0.is_empty());
-        // Past it: one step, then the rest at once.
+    }
+
+    /// Outside the writer's batch (no [`STEP_UNTIL`]) nothing steps or yields.
+    #[test]
+    fn only_the_writers_batch_steps() {
+        assert!(!may_step());
+        assert!(!let_others_run());
         STEP_UNTIL.with(|u| u.set(Some(Instant::now())));
-        let mut out = Sizes(Vec::new(), Vec::new());
-        write_in_steps(&mut out, &batch).expect("write");
-        assert_eq!(out.0, vec![WRITE_STEP, WRITE_STEP * 3 / 2]);
-        assert_eq!(out.1, batch);
+        assert!(!may_step());
+        assert!(!let_others_run());
         STEP_UNTIL.with(|u| u.set(None));
     }
 
@@ -599,10 +660,23 @@ mod tests {
                 ranges.push(r);
             }
         }
-        let total = 4 + 40 * 1024 * 1024;
+        // In steps: one call per ADVISE_STEP bytes of the range, `next` asked
+        // between two calls.
+        sink.write_all(&chunk).expect("write");
+        let mut asked = 0;
+        let r = sink
+            .drop_behind_in_steps(true, &mut || {
+                asked += 1;
+                true
+            })
+            .expect("due");
+        assert_eq!(asked, (r.end - r.start).div_ceil(ADVISE_STEP) - 1);
+        assert!(asked >= 1);
+        ranges.push(r);
+        let total = 4 + 41 * 1024 * 1024;
         assert_eq!(sink.end, total);
         // One call per DROP_BEHIND bytes; the first covers the old content too.
-        assert_eq!(ranges.len() as u64, 40 * 1024 * 1024 / DROP_BEHIND);
+        assert_eq!(ranges.len() as u64, 41 * 1024 * 1024 / DROP_BEHIND);
         assert_eq!(ranges[0].start, 0);
         // Each call reaches back to where the call before the last one ended, so
         // a page still being written back at one call is dropped by the next.
