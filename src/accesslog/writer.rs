@@ -116,13 +116,10 @@ thread_local! {
 /// over (it does not yield then) or after a yield longer than [`LONG_YIELD`]
 /// (then for the rest of the batch).
 fn let_others_run() -> bool {
-    let Some(until) = STEP_UNTIL.with(std::cell::Cell::get) else {
-        return false;
-    };
-    let asked = Instant::now();
-    if asked >= until {
+    if !may_step() {
         return false;
     }
+    let asked = Instant::now();
     std::thread::yield_now();
     if asked.elapsed() > LONG_YIELD {
         STEP_UNTIL.with(|u| u.set(None));

@@ -226,10 +226,10 @@ pub fn base_record(
 /// request's access-log record when it ends (or is dropped: 499).
 ///
 /// `fields` are the request's header fields (`req`'s own `HeaderMap` is empty:
-/// `fields.rs` says why). `head_bytes` is the size of the request head as it came on the wire (request
-/// line, fields, the empty line), for the record's `receivedBytes`; `None`
-/// (HTTP/2, whose fields arrive compressed) counts the decoded head as an
-/// HTTP/1.1 head would be.
+/// `fields.rs` says why). `head_bytes` is the size of the request head as it
+/// came on the wire (request line, fields, the empty line), for the record's
+/// `receivedBytes`; `None` (HTTP/2, whose fields arrive compressed) counts the
+/// decoded head as an HTTP/1.1 head would be.
 ///
 /// The checks that need no waiting (the record started, the request's own
 /// fields checked) run here, before the future is made; a refused request
