@@ -265,23 +265,25 @@ where
         input: BytesMut::new(),
         out: Out::default(),
         read_eof: false,
+        first: true,
         timer: None,
         stop: None,
-        send_timeout: timeouts.send,
+        timeouts,
         stall: Stall::default(),
     };
     let shutdown = Shutdown::new(shutdown);
     async move {
-        let mut first = true;
         loop {
-            let next = conn.next_head(&mut first, timeouts, &shutdown).await;
-            // The exchange lives in this block only: ending its storage before
-            // the awaits that follow lets it share its room in this future with
-            // the wait for the next head (an idle connection holds that wait).
+            let next = conn.next_head(&shutdown).await;
+            // The exchange is boxed, one allocation a request: in place it
+            // made this future (and so every idle connection's task) 256
+            // bytes larger, the room of the largest state (docs/benchmarks.md
+            // section 4). It lives in this block only.
             let after = {
-                let mut exchange = match next {
+                let exchange = match next {
                     Next::Close => {
-                        let _ = tokio::time::timeout(timeouts.send, conn.io.shutdown()).await;
+                        let send = conn.timeouts.send;
+                        let _ = tokio::time::timeout(send, conn.io.shutdown()).await;
                         return Outcome::Closed;
                     }
                     Next::Http2 => {
@@ -293,15 +295,16 @@ where
                         None => Exchange::new(&info, *head),
                     },
                 };
-                // The exchange is polled where it lies in this future: an `async fn`
-                // taking it would hold it twice (its argument and its binding).
+                let mut exchange = Box::new(exchange);
                 conn.stall.clear();
                 poll_fn(|cx| exchange.poll(&mut conn, &shutdown, cx)).await
             };
             match after {
                 Ok(After::KeepAlive) => continue,
                 Ok(After::Close { linger }) => {
-                    conn.close(linger).await;
+                    // Boxed, once a connection: in place its state would
+                    // be the largest of this future's.
+                    Box::pin(conn.close(linger)).await;
                     return Outcome::Closed;
                 }
                 Ok(After::Upgrade(to)) => {
@@ -316,7 +319,7 @@ where
                     // after the send timeout, which that answer may be what waited.
                     if e.kind() != io::ErrorKind::TimedOut {
                         let _ = tokio::time::timeout(
-                            timeouts.send,
+                            conn.timeouts.send,
                             poll_fn(|cx| conn.poll_settled(cx)),
                         )
                         .await;
@@ -367,14 +370,19 @@ struct Conn<I> {
     out: Out,
     /// The client ended its side (or the read failed).
     read_eof: bool,
+    /// No request head was taken yet (`guard::take_head`'s `first`).
+    first: bool,
     /// The idle / head timer (see `next_head`).
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Ready when the shutdown flag turns true (or its sender is gone). Made
     /// the first time the connection waits between requests and kept: a
     /// wait registered once per connection, not once per request.
     stop: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
-    /// `client_send_timeout`.
-    send_timeout: Duration,
+    /// The connection's timeouts (`client_send_timeout` for every answer;
+    /// the header and idle ones for [`Conn::next_head`]). Kept here, not
+    /// passed to `next_head`: an `async fn`'s argument is held twice in its
+    /// future, as argument and as local (48 bytes each).
+    timeouts: Timeouts,
     /// The answer in progress's wait for the client to take bytes (its socket
     /// full); cleared when bytes leave or the answer waits for its backend.
     stall: Stall,
@@ -415,10 +423,10 @@ impl<I: AsyncRead + AsyncWrite + Lend + Unpin> Conn<I> {
     }
 
     /// Called when the answer waits for the client to take bytes. Ready with
-    /// the error that ends the connection once it has waited `send_timeout`
+    /// the error that ends the connection once it has waited `client_send_timeout`
     /// without a byte leaving ([`Stall`]).
     fn wait_for_client(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        self.stall.poll(cx, self.send_timeout).map(|()| {
+        self.stall.poll(cx, self.timeouts.send).map(|()| {
             io::Error::new(
                 io::ErrorKind::TimedOut,
                 "the client took no byte of its answer for client_send_timeout",
@@ -448,19 +456,19 @@ impl<I: AsyncRead + AsyncWrite + Lend + Unpin> Conn<I> {
     }
 
     /// Waits for the next request head (see the module doc for the timeouts).
-    async fn next_head(
-        &mut self,
-        first: &mut bool,
-        timeouts: Timeouts,
-        shutdown: &Shutdown,
-    ) -> Next {
-        let idle_until = Instant::now() + timeouts.idle;
+    ///
+    /// Its future is the largest part of an idle connection's task, so it
+    /// keeps few locals across its wait: `first` lives in the connection,
+    /// and the deadline in force is worked out again after the wait, not
+    /// kept (docs/benchmarks.md section 4).
+    async fn next_head(&mut self, shutdown: &Shutdown) -> Next {
+        let idle_until = Instant::now() + self.timeouts.idle;
         let mut head_until: Option<Instant> = None;
-        // The deadline in force for the last read, and whether it was the idle
-        // one: checked when what was read did not complete a head.
-        let mut read_by: Option<(Instant, bool)> = None;
+        // Whether a read was made, and whether the deadline in force for it
+        // was the idle one: checked when what was read did not complete a head.
+        let mut read_between: Option<bool> = None;
         loop {
-            match guard::take_head(&mut self.input, first) {
+            match guard::take_head(&mut self.input, &mut self.first) {
                 Step::Request(head) => return Next::Head(head),
                 Step::Http2 => return Next::Http2,
                 Step::Refused(rej) => return Next::Refused(rej),
@@ -473,13 +481,13 @@ impl<I: AsyncRead + AsyncWrite + Lend + Unpin> Conn<I> {
             // Reads that never complete a head (a stream of empty lines, a
             // trickle) do not outlive the deadline. Checked only here: a read
             // that completes a head (nearly every one) costs no clock reading.
-            if let Some((until, idle)) = read_by.take() {
-                if Instant::now() >= until {
+            if let Some(idle) = read_between.take() {
+                if Instant::now() >= Self::in_force(idle_until, head_until, idle) {
                     return self.deadline_passed(idle);
                 }
             }
             let between = self.input.is_empty();
-            let until = if between {
+            if between {
                 if shutdown.asked() {
                     return Next::Close;
                 }
@@ -493,24 +501,35 @@ impl<I: AsyncRead + AsyncWrite + Lend + Unpin> Conn<I> {
                     self.out.gather = Vec::new();
                 }
                 head_until = None;
-                idle_until
-            } else {
-                *head_until.get_or_insert_with(|| Instant::now() + timeouts.header)
-            };
+            } else if head_until.is_none() {
+                head_until = Some(Instant::now() + self.timeouts.header);
+            }
             // One timer per connection, moved only when it would fire too late:
             // the idle deadline moves forward with every request, and the
             // timer is re-armed when it fires early instead of on every request.
-            let mut timer = self
-                .timer
-                .take()
-                .unwrap_or_else(|| Box::pin(tokio::time::sleep_until(until)));
-            if timer.deadline() > until {
-                timer.as_mut().reset(until);
-            }
+            let mut timer = {
+                let until = Self::in_force(idle_until, head_until, between);
+                let mut timer = self
+                    .timer
+                    .take()
+                    .unwrap_or_else(|| Box::pin(tokio::time::sleep_until(until)));
+                if timer.deadline() > until {
+                    timer.as_mut().reset(until);
+                }
+                timer
+            };
             if between && self.stop.is_none() {
                 let mut rx = shutdown.rx.clone();
+                // `changed` in a loop, not `wait_for`: the same wait in a
+                // smaller box (about 100 bytes against 168), held by every
+                // idle connection. Ends when the flag is true or its sender
+                // is gone.
                 self.stop = Some(Box::pin(async move {
-                    let _ = rx.wait_for(|stop| *stop).await;
+                    while !*rx.borrow_and_update() {
+                        if rx.changed().await.is_err() {
+                            return;
+                        }
+                    }
                 }));
             }
             let mut stop = self.stop.take();
@@ -522,8 +541,9 @@ impl<I: AsyncRead + AsyncWrite + Lend + Unpin> Conn<I> {
             };
             self.stop = stop;
             self.timer = Some(timer);
+            let until = Self::in_force(idle_until, head_until, between);
             match woke {
-                Woke::Read(true) => read_by = Some((until, between)),
+                Woke::Read(true) => read_between = Some(between),
                 Woke::Read(false) | Woke::Shutdown => return Next::Close,
                 Woke::Timer if Instant::now() < until => {
                     if let Some(t) = self.timer.as_mut() {
@@ -532,6 +552,15 @@ impl<I: AsyncRead + AsyncWrite + Lend + Unpin> Conn<I> {
                 }
                 Woke::Timer => return self.deadline_passed(between),
             }
+        }
+    }
+
+    /// The deadline in force for a wait: the idle one `between` requests,
+    /// else the head's (set whenever part of a head was read).
+    fn in_force(idle_until: Instant, head_until: Option<Instant>, between: bool) -> Instant {
+        match head_until {
+            Some(head) if !between => head,
+            _ => idle_until,
         }
     }
 
@@ -551,7 +580,7 @@ impl<I: AsyncRead + AsyncWrite + Lend + Unpin> Conn<I> {
     /// unread body) read and discard for a while so that the kernel does not
     /// reset the connection before the client has read the answer.
     async fn close(&mut self, linger: bool) {
-        let _ = tokio::time::timeout(self.send_timeout, self.io.shutdown()).await;
+        let _ = tokio::time::timeout(self.timeouts.send, self.io.shutdown()).await;
         if !linger || self.read_eof {
             return;
         }
@@ -1267,6 +1296,25 @@ pub fn date_value() -> HeaderValue {
 mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
+
+    /// The size of what `f` returns, without calling it.
+    fn returned_size<F, A, B, C, D, R>(_: F) -> usize
+    where
+        F: FnOnce(A, B, C, D) -> R,
+    {
+        std::mem::size_of::<R>()
+    }
+
+    /// The connection's future is most of an idle connection's memory: at
+    /// 472 bytes its task (tokio's header and trailer, the listener's
+    /// wrappers, rounded up to the task's 128-byte alignment) is 640 bytes;
+    /// past 480 it would be 768 (`-Zprint-type-sizes`, docs/benchmarks.md
+    /// section 4). The exchange and the close are boxed to keep it there.
+    #[test]
+    fn an_idle_connection_future_stays_small() {
+        let plain = returned_size(serve::<batch::Socket>);
+        assert!(plain <= 480, "{plain} bytes");
+    }
 
     /// Small pieces (gathered) and large ones (segments), written through a
     /// pipe that takes at most 16 bytes at a time: every write is partial, and

@@ -407,7 +407,7 @@ impl Listeners {
                     this.gateway.clone(),
                     info.bound,
                     info.peer,
-                    info.tls.clone(),
+                    info.tls.as_deref().cloned(),
                     false,
                 ));
                 // Boxed: an HTTP/2 connection's state is large, and an HTTP/1
