@@ -1,12 +1,14 @@
 """Memory with 10,000 idle keep-alive client connections: portcullis, nginx and HAProxy.
 
-    python3 bench/idle.py [--conns N] [--bin PATH]
+    python3 bench/idle.py [--conns N] [--bin PATH] [--tls]
 
 One backend (nginx, 1 worker, a 6-byte body) and, one after the other, each proxy pinned
 to core 1 in front of it. For each proxy: warm up (2,000 requests on 10 connections,
 then closed), read the RSS ("before"); open N connections, each sending one
 `GET /` and reading the whole answer, then left open and idle; read the RSS and the
-proxy's open file descriptors ("with N"); check that the connections are still served
+proxy's open file descriptors ("with N"); with --tls, each connection is TLS 1.3 (ECDSA
+P-256, ALPN http/1.1) to an https listener of each proxy, and the results go to
+bench/idle-tls-results.json; check that the connections are still served
 (one more request on 200 of them, chosen at random); close them all and, once the
 proxy holds no more file descriptors than before (at most 15 s) and --settle + 2 s more
 (4 s by default), read the RSS again ("after close"). RSS is VmRSS from /proc (for nginx: the worker, and master +
@@ -19,7 +21,7 @@ above N (plus `no strict-limits` when the hard limit is below HAProxy's 2 x maxc
 reservation, e.g. 20000: HAProxy 2.6 would refuse to start). N must stay below about (hard limit - 200): the client and the proxy each hold
 N sockets.
 """
-import argparse, asyncio, json, random, resource, shutil, socket, sys, tempfile, time
+import argparse, asyncio, json, random, resource, shutil, socket, ssl, subprocess, sys, tempfile, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -29,8 +31,20 @@ from common import (ROOT, TOKEN, Setup, start_checked, children, copy_binary, fd
 BACKEND, FRONT, CONSOLE = 14280, 14281, 14290  # below the e2e tests' 15000-32000
 
 
-def configs(w, n):
+def configs(w, n, tls):
+    """The backend's and the proxies' configs; with `tls`, each proxy's front is
+    https with a new self-signed ECDSA P-256 certificate."""
     lim = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    ssl_listen, ssl_bind, https = "", "", ""
+    if tls:
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-days", "2", "-subj", "/CN=localhost", "-keyout", str(w / "key.pem"), "-out",
+                        str(w / "cert.pem")], check=True, capture_output=True)
+        (w / "both.pem").write_text((w / "cert.pem").read_text() + (w / "key.pem").read_text())
+        ssl_listen = f" ssl; ssl_certificate {w}/cert.pem; ssl_certificate_key {w}/key.pem"
+        ssl_bind = f" ssl crt {w}/both.pem alpn http/1.1"
+        https = f'protocol = "https"\ntls = {{ certificate = "{w}/cert.pem", key = "{w}/key.pem" }}\n'
+
     (w / "backend.conf").write_text(f"""worker_processes 1; daemon off; pid {w}/backend.pid; error_log {w}/backend.error.log warn;
 events {{ worker_connections 4096; }}
 http {{ access_log off; keepalive_requests 1000000; keepalive_timeout 600s;
@@ -42,7 +56,7 @@ events {{ worker_connections {min(lim - 100, n + 2000)}; }}
 http {{ access_log {w}/nginx.access.log combined buffer=64k flush=1s;
   keepalive_requests 1000000; keepalive_timeout 600s;
   upstream b {{ server 127.0.0.1:{BACKEND}; keepalive 128; }}
-  server {{ listen 127.0.0.1:{FRONT} backlog=4096;
+  server {{ listen 127.0.0.1:{FRONT} backlog=4096{ssl_listen};
     location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
 """)
     # HAProxy reserves 2 fds per connection (client + server side) and refuses to start when
@@ -60,7 +74,7 @@ defaults
   timeout http-keep-alive 600s
   option http-keep-alive
 frontend f
-  bind 127.0.0.1:{FRONT} backlog 4096
+  bind 127.0.0.1:{FRONT} backlog 4096{ssl_bind}
   default_backend b
 backend b
   server s1 127.0.0.1:{BACKEND}
@@ -74,7 +88,7 @@ token = "{TOKEN}"
 [[listeners]]
 name = "web"
 listen = "127.0.0.1:{FRONT}"
-[[backend_pools]]
+{https}[[backend_pools]]
 name = "pool"
 addresses = ["127.0.0.1:{BACKEND}"]
 [[backend_http_settings]]
@@ -104,10 +118,28 @@ async def one_request(r, w):
     return status
 
 
+def client_tls():
+    """The clients' TLS: any certificate (the proxies' are self-signed), HTTP/1.1."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+TLS = None  # the clients' ssl.SSLContext with --tls
+
+
+def connect():
+    if TLS is None:
+        return asyncio.open_connection("127.0.0.1", FRONT)
+    return asyncio.open_connection("127.0.0.1", FRONT, ssl=TLS, server_hostname="localhost")
+
+
 async def open_conn(sem, conns, errors):
     async with sem:
         try:
-            r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", FRONT), 10)
+            r, w = await asyncio.wait_for(connect(), 10)
             s = await asyncio.wait_for(one_request(r, w), 10)
             if s != 200:
                 errors.append(f"status {s}")
@@ -121,7 +153,7 @@ async def measure(n, pids, settle):
         return {k: rss(p) for k, p in pids.items()}
 
     # warm-up: 2,000 requests on 10 connections
-    warm = [await asyncio.open_connection("127.0.0.1", FRONT) for _ in range(10)]
+    warm = [await connect() for _ in range(10)]
     for _ in range(200):
         await asyncio.gather(*(one_request(r, w) for r, w in warm))
     for _, w in warm:
@@ -172,8 +204,12 @@ def main():
     ap.add_argument("--bin", default=str(ROOT / "target/release/portcullis"))
     ap.add_argument("--proxies", default="portcullis,nginx,haproxy")
     ap.add_argument("--settle", type=float, default=2.0, help="seconds to wait before each reading")
-    ap.add_argument("--out", default=str(ROOT / "bench/idle-results.json"))
+    ap.add_argument("--tls", action="store_true", help="TLS connections (https listeners)")
+    ap.add_argument("--out", help="default bench/idle-results.json, with --tls bench/idle-tls-results.json")
     a = ap.parse_args()
+    a.out = a.out or str(ROOT / ("bench/idle-tls-results.json" if a.tls else "bench/idle-results.json"))
+    global TLS
+    TLS = client_tls() if a.tls else None
     tools_check(["nginx", "haproxy", "taskset"])
     soft, hard = raise_nofile()
     if a.conns + 200 > soft:
@@ -181,7 +217,7 @@ def main():
     pin_self(0)
     w = Path(tempfile.mkdtemp(prefix="pc-idle-"))
     binary, bininfo = copy_binary(a.bin, w)
-    configs(w, a.conns)
+    configs(w, a.conns, a.tls)
     s = Setup(w)
     results = {}
     try:
@@ -214,7 +250,8 @@ def main():
     finally:
         s.stop()
         shutil.rmtree(w, ignore_errors=True)
-    doc = {"machine": machine(), "binary": bininfo, "conns": a.conns, "nofile": [soft, hard], "results": results}
+    doc = {"machine": machine(), "binary": bininfo, "conns": a.conns, "tls": a.tls, "nofile": [soft, hard],
+           "results": results}
     Path(a.out).write_text(json.dumps(doc, indent=1))
     print_table(doc)
     print(f"\nwritten: {a.out}")
@@ -224,7 +261,7 @@ def print_table(doc):
     m = doc["machine"]
     mib = lambda v: f"{v / 2**20:.1f}"
     print(f"\nMachine: {m['nproc']} cores, {m['cpu']}, kernel {m['kernel']}, {m['time']}; "
-          f"binary {doc['binary']['git_head']}; {doc['conns']} connections\n")
+          f"binary {doc['binary']['git_head']}; {doc['conns']} {'TLS ' if doc.get('tls') else ''}connections\n")
     print(f"| proxy | RSS before (MiB) | RSS with {doc['conns']} idle (MiB) | bytes per connection | RSS after close (MiB) "
           f"| proxy fds with | still served |")
     print("|---|---|---|---|---|---|---|")

@@ -370,7 +370,8 @@ struct Conn<I> {
     out: Out,
     /// The client ended its side (or the read failed).
     read_eof: bool,
-    /// No request head was taken yet (`guard::take_head`'s `first`).
+    /// The input may still start with the HTTP/2 preface: true until the
+    /// connection's first bytes show otherwise (`guard::take_head`'s `first`).
     first: bool,
     /// The idle / head timer (see `next_head`).
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -521,8 +522,8 @@ impl<I: AsyncRead + AsyncWrite + Lend + Unpin> Conn<I> {
             if between && self.stop.is_none() {
                 let mut rx = shutdown.rx.clone();
                 // `changed` in a loop, not `wait_for`: the same wait in a
-                // smaller box (about 100 bytes against 168), held by every
-                // idle connection. Ends when the flag is true or its sender
+                // smaller box (144 bytes against 168, `-Zprint-type-sizes`),
+                // held by every idle connection. Ends when the flag is true or its sender
                 // is gone.
                 self.stop = Some(Box::pin(async move {
                     while !*rx.borrow_and_update() {
@@ -1305,11 +1306,13 @@ mod tests {
         std::mem::size_of::<R>()
     }
 
-    /// The connection's future is most of an idle connection's memory: at
-    /// 472 bytes its task (tokio's header and trailer, the listener's
-    /// wrappers, rounded up to the task's 128-byte alignment) is 640 bytes;
-    /// past 480 it would be 768 (`-Zprint-type-sizes`, docs/benchmarks.md
-    /// section 4). The exchange and the close are boxed to keep it there.
+    /// The connection's future is the largest part of an idle connection's
+    /// memory: at 472 bytes, its task (tokio's header and trailer, the
+    /// listener's wrappers, rounded up to the task's 128-byte alignment) is
+    /// 640 of the connection's about 1,720 bytes; past 480 it would be 768
+    /// (`-Zprint-type-sizes`, docs/benchmarks.md section 4; `listener.rs`'s
+    /// `a_connection_task_stays_small` checks the task's whole future). The
+    /// exchange and the close are boxed to keep it there.
     #[test]
     fn an_idle_connection_future_stays_small() {
         let plain = returned_size(serve::<batch::Socket>);

@@ -17,6 +17,7 @@ use futures_util::FutureExt;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -303,9 +304,7 @@ impl Listeners {
             }
             // Boxed: the handshake and the TLS stream are large, and a plain
             // connection's task must not carry room for them.
-            Some(tls) => Either::Right(Box::pin(async move {
-                self.serve_tls(tls, key, stream, peer).await
-            })),
+            Some(tls) => Either::Right(Box::pin(self.serve_tls(tls, key, stream, peer))),
         };
         // The guard goes with the closure: dropped when the connection ends or
         // its task is dropped. (An async block awaiting `serve` would hold it
@@ -313,34 +312,65 @@ impl Listeners {
         serve.map(move |()| drop(open))
     }
 
-    /// An https connection: the plain-HTTP check, the handshake (SNI, ALPN), then
-    /// HTTP/2 or HTTP/1.
-    async fn serve_tls(
+    /// An https connection: the plain-HTTP check and the handshake (SNI, ALPN),
+    /// then HTTP/2 or HTTP/1.
+    ///
+    /// Not an `async fn`, for the reason `serve_tcp` gives: two futures
+    /// chained (`then`), the handshake's and then the server's. The chain is
+    /// boxed in the connection's task and lives as long as the connection, idle
+    /// or not, at the size of its larger part (about 1,700 bytes, the HTTP/1
+    /// server's over the TLS stream). As one `async fn` it was 11,728 bytes
+    /// (`-Zprint-type-sizes`): room for HTTP/2's server (7,800, now boxed
+    /// apart in [`Listeners::serve_handshaken`]), the TLS stream twice (a
+    /// binding for the handshake's result beside the stream moved into the
+    /// server), and its arguments twice (docs/benchmarks.md section 4).
+    fn serve_tls(
         self: &Arc<Self>,
         tls: Arc<rustls::ServerConfig>,
         key: SocketAddr,
         stream: TcpStream,
         peer: SocketAddr,
-    ) {
-        let mut first = [0u8; 1];
-        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
-            Ok(Ok(1)) => {}
-            _ => return,
-        }
-        if first[0] != 0x16 {
-            // Not a TLS handshake record: someone spoke plain HTTP to an https port.
-            self.plain_http_on_https(stream, peer).await;
-            return;
-        }
-        let accepted = tokio::time::timeout(
-            TLS_HANDSHAKE_TIMEOUT,
-            tokio_rustls::TlsAcceptor::from(tls).accept(batch::Socket::for_client(stream)),
-        )
-        .await;
-        let Ok(Ok(tls_stream)) = accepted else {
-            tracing::debug!(client = %peer, "TLS handshake failed");
-            return;
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let this = Arc::clone(self);
+        let handshake = async move {
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+                Ok(Ok(1)) => {}
+                _ => return None,
+            }
+            if first[0] != 0x16 {
+                // Not a TLS handshake record: someone spoke plain HTTP to an
+                // https port. (Boxed: rare, and larger than the handshake.)
+                Box::pin(this.plain_http_on_https(stream, peer)).await;
+                return None;
+            }
+            let accept =
+                tokio_rustls::TlsAcceptor::from(tls).accept(batch::Socket::for_client(stream));
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, accept).await {
+                Ok(Ok(tls_stream)) => Some(tls_stream),
+                _ => {
+                    tracing::debug!(client = %peer, "TLS handshake failed");
+                    None
+                }
+            }
         };
+        let this = Arc::clone(self);
+        handshake.then(move |done| match done {
+            Some(tls_stream) => Either::Left(this.serve_handshaken(tls_stream, key, peer)),
+            None => Either::Right(std::future::ready(())),
+        })
+    }
+
+    /// The server of a TLS connection whose handshake is done: HTTP/2 when
+    /// ALPN chose `h2` (boxed: its state is large, and an HTTP/1.1
+    /// connection's task must not carry room for it), else HTTP/1.
+    fn serve_handshaken(
+        self: &Arc<Self>,
+        mut tls_stream: tokio_rustls::server::TlsStream<batch::Socket>,
+        key: SocketAddr,
+        peer: SocketAddr,
+    ) -> Either<Pin<Box<dyn Future<Output = ()> + Send>>, impl Future<Output = ()> + Send + 'static>
+    {
         let (_, sc) = tls_stream.get_ref();
         let h2 = sc.alpn_protocol() == Some(b"h2");
         let tls_info = TlsInfo {
@@ -365,12 +395,13 @@ impl Listeners {
             ));
             // HTTP/2 writes its frames, then flushes: each flush's frames
             // go out with the other connections' writes (batch.rs).
-            let mut tls_stream = tls_stream;
             tls_stream.get_mut().0.write_behind();
-            self.serve_h2(tls_stream, info).await;
+            let this = Arc::clone(self);
+            Either::Left(Box::pin(
+                async move { this.serve_h2(tls_stream, info).await },
+            ))
         } else {
-            self.serve_http1(tls_stream, key, peer, Some(tls_info))
-                .await;
+            Either::Right(self.serve_http1(tls_stream, key, peer, Some(tls_info)))
         }
     }
 
@@ -525,6 +556,37 @@ impl Listeners {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The size of what `f` returns (four arguments), without calling it.
+    fn returned_size4<F, A, B, C, D, R>(_: F) -> usize
+    where
+        F: FnOnce(A, B, C, D) -> R,
+    {
+        std::mem::size_of::<R>()
+    }
+
+    /// The same with five arguments.
+    fn returned_size5<F, A, B, C, D, E, R>(_: F) -> usize
+    where
+        F: FnOnce(A, B, C, D, E) -> R,
+    {
+        std::mem::size_of::<R>()
+    }
+
+    /// A connection's task holds `serve_tcp`'s future for the connection's
+    /// whole life. It is 512 bytes; at most 536, with tokio's stage (8),
+    /// core (16), header (32) and trailer (48) it is a 640-byte task (rounded
+    /// up to its 128-byte alignment); past that, 768 (`-Zprint-type-sizes`,
+    /// docs/benchmarks.md section 4). An https connection's part is boxed
+    /// apart: 1,680 bytes, at most 1,792, one of the allocator's size
+    /// classes (it was 11,728 bytes).
+    #[test]
+    fn a_connection_task_stays_small() {
+        let task = returned_size4(Listeners::serve_tcp);
+        let tls = returned_size5(Listeners::serve_tls);
+        assert!(task <= 536, "serve_tcp: {task} bytes");
+        assert!(tls <= 1792, "serve_tls: {tls} bytes");
+    }
 
     /// The connections a listener accepts start in delayed-ACK mode: the
     /// setting made on the listening socket is the accepted socket's too.

@@ -83,8 +83,8 @@ pub struct ConnInfo {
     /// An HTTP/1 connection (our server, `h1server.rs`), not HTTP/2.
     pub http1: bool,
     /// The client's IP address as text (`clientIP`, `X-Forwarded-For`), made
-    /// once per connection; inline (no allocation) up to 24 bytes, every
-    /// IPv4 address and most IPv6 ones.
+    /// once per connection; inline (no allocation) up to 24 bytes: every
+    /// IPv4 address and short IPv6 ones (`::1`, `::ffff:192.0.2.1`).
     pub peer_ip: Text,
     /// `peer_ip` as a field value (`X-Forwarded-For` when the client sent none).
     pub peer_ip_value: Option<HeaderValue>,
