@@ -23,7 +23,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", action="append", required=True, help="two portcullis binaries: OLD, then NEW")
     # Not tls: the second build's variant config has no TLS listener.
-    ap.add_argument("--scenario", choices=[k for k in run.SCENARIOS if k != "tls"], default="ka64")
+    ap.add_argument("--scenario", choices=[k for k in run.SCENARIOS if k not in ("tls", "tlsnew")], default="ka64")
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--duration", type=int, default=5)
     a = ap.parse_args()

@@ -41,7 +41,9 @@ def configs(w, n, tls):
                         "-days", "2", "-subj", "/CN=localhost", "-keyout", str(w / "key.pem"), "-out",
                         str(w / "cert.pem")], check=True, capture_output=True)
         (w / "both.pem").write_text((w / "cert.pem").read_text() + (w / "key.pem").read_text())
-        ssl_listen = f" ssl; ssl_certificate {w}/cert.pem; ssl_certificate_key {w}/key.pem"
+        # nginx 1.22 enables TLS 1.3 only when asked (its default is TLSv1 to TLSv1.2
+        # until 1.23.4); portcullis and HAProxy speak 1.3.
+        ssl_listen = f" ssl; ssl_certificate {w}/cert.pem; ssl_certificate_key {w}/key.pem; ssl_protocols TLSv1.2 TLSv1.3"
         ssl_bind = f" ssl crt {w}/both.pem alpn http/1.1"
         https = f'protocol = "https"\ntls = {{ certificate = "{w}/cert.pem", key = "{w}/key.pem" }}\n'
 
