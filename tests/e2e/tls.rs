@@ -567,3 +567,79 @@ async fn https_to_the_backend_with_a_trusted_root() {
         format!("127.0.0.1:{bport}")
     );
 }
+
+/// One HTTP/1.1 request over a new TLS connection made with `client`; returns
+/// how its handshake went. The answer is read to its end, which also reads
+/// the session tickets the gateway sent after the handshake.
+async fn tls_get(
+    client: &std::sync::Arc<rustls::ClientConfig>,
+    port: u16,
+) -> Option<rustls::HandshakeKind> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(client.clone())
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    tls.write_all(b"GET /status/200 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer).await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    tls.get_ref().1.handshake_kind()
+}
+
+/// Sessions resume with stateless tickets: a client that got its tickets
+/// before 300 other clients connected (600 more sessions than the 256
+/// rustls's default server cache would have kept) still resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_sessions_resume_after_many_other_clients() {
+    let app = DemoApp::start();
+    let dir = temp_dir("certs-resume");
+    let (ca, cert, key) = test_pki(&dir);
+    let port = free_port();
+    let config = basic_config(port, &[app.addr.to_string()], "").replace(
+        "listen = ",
+        &format!(
+            "protocol = \"https\"\ntls = {{ certificate = \"{}\", key = \"{}\" }}\nlisten = ",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let _gw = Gateway::start_one_core("https-resume", &config);
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls_pki_types::pem::PemObject;
+    for c in rustls_pki_types::CertificateDer::pem_file_iter(&ca).expect("ca") {
+        roots.add(c.expect("pem")).expect("root");
+    }
+    let client = || {
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut c = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        c.alpn_protocols = vec![b"http/1.1".to_vec()];
+        std::sync::Arc::new(c)
+    };
+    let first = client();
+    assert_eq!(
+        tls_get(&first, port).await,
+        Some(rustls::HandshakeKind::Full)
+    );
+    for _ in 0..300 {
+        tls_get(&client(), port).await;
+    }
+    assert_eq!(
+        tls_get(&first, port).await,
+        Some(rustls::HandshakeKind::Resumed)
+    );
+}
