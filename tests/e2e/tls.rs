@@ -13,20 +13,26 @@ fn curl(args: &[&str]) -> (String, String) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn https_listener_speaks_h2_and_http11_and_refuses_plain_http() {
-    let app = DemoApp::start();
-    let dir = temp_dir("certs");
-    let (ca, cert, key) = test_pki(&dir);
-    let port = free_port();
-    let config = basic_config(port, &[app.addr.to_string()], "").replace(
+/// A one-listener config whose listener is https on `port` with `cert` and
+/// `key`, in front of `app`.
+fn https_config(port: u16, app: &DemoApp, cert: &std::path::Path, key: &std::path::Path) -> String {
+    basic_config(port, &[app.addr.to_string()], "").replace(
         "listen = ",
         &format!(
             "protocol = \"https\"\ntls = {{ certificate = \"{}\", key = \"{}\" }}\nlisten = ",
             cert.display(),
             key.display()
         ),
-    );
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_listener_speaks_h2_and_http11_and_refuses_plain_http() {
+    let app = DemoApp::start();
+    let dir = temp_dir("certs");
+    let (ca, cert, key) = test_pki(&dir);
+    let port = free_port();
+    let config = https_config(port, &app, &cert, &key);
     let gw = Gateway::start_one_core("https", &config);
     let url = format!("https://localhost:{port}/headers");
     let (body, err) = curl(&[
@@ -606,14 +612,7 @@ async fn tls_sessions_resume_after_many_other_clients() {
     let dir = temp_dir("certs-resume");
     let (ca, cert, key) = test_pki(&dir);
     let port = free_port();
-    let config = basic_config(port, &[app.addr.to_string()], "").replace(
-        "listen = ",
-        &format!(
-            "protocol = \"https\"\ntls = {{ certificate = \"{}\", key = \"{}\" }}\nlisten = ",
-            cert.display(),
-            key.display()
-        ),
-    );
+    let config = https_config(port, &app, &cert, &key);
     let _gw = Gateway::start_one_core("https-resume", &config);
     let mut roots = rustls::RootCertStore::empty();
     use rustls_pki_types::pem::PemObject;
