@@ -62,17 +62,23 @@ impl ResolvesServerCert for SniResolver {
 /// tickets for resumption.
 ///
 /// Tickets: rustls's recommended `Ticketer` (ChaCha20-Poly1305, keys made at
-/// random and rotated every 6 hours, a ticket good for 12 hours), so a
-/// client's session travels in its ticket and any number of clients can
-/// resume, as with nginx's and HAProxy's default tickets. rustls's default
-/// instead keeps TLS 1.3 sessions in a cache of 256 on the server: with more
-/// clients than that connecting (each new connection is sent two tickets),
-/// their tickets were evicted before use and every handshake was a full one
-/// (200 `wrk` connections, each a new connection per request: 2,319
-/// connections a second and twice the client's CPU a connection, against
-/// nginx's 4,476; docs/benchmarks.md section 1). Errors: no randomness for
-/// the first key. One ticketer serves the process ([`ticketer`]): a config
-/// reload keeps its keys, so clients keep resuming across it.
+/// random; a key makes tickets for 6 hours and reads them for 6 more, and
+/// clients are told 12 hours), so a client's session travels in its ticket
+/// and any number of clients can resume, as with nginx's and HAProxy's
+/// default tickets. rustls's default instead keeps TLS 1.3 sessions in a
+/// cache of 256 on the server: with more clients than that connecting (each
+/// TLS 1.3 handshake is sent two tickets), their tickets were evicted before
+/// use and every handshake was a full one (200 `wrk` connections, each a new
+/// connection per request: 2,319 connections a second and twice the client's
+/// CPU a connection, against nginx's 4,476; docs/benchmarks.md section 2).
+///
+/// Each config gets its own ticketer, as each had its own cache: a ticket
+/// resumes only on the listener (and certificates) that issued it, and a
+/// config reload, which may replace or remove certificates, ends every
+/// session (rustls checks only the suite and the server name on
+/// resumption, so a ticketer shared across listeners or reloads would let a
+/// session outlive the certificate it was made with). Errors: no randomness
+/// for the first key.
 pub fn server_config(resolver: SniResolver) -> Result<Arc<rustls::ServerConfig>, String> {
     let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(default_provider()))
         .with_safe_default_protocol_versions()
@@ -80,20 +86,8 @@ pub fn server_config(resolver: SniResolver) -> Result<Arc<rustls::ServerConfig>,
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    cfg.ticketer = ticketer()?;
+    cfg.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| e.to_string())?;
     Ok(Arc::new(cfg))
-}
-
-/// The process's session-ticket maker, made the first time an https listener
-/// is configured. Errors: no randomness for its first key.
-fn ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, String> {
-    static TICKETER: std::sync::OnceLock<Arc<dyn rustls::server::ProducesTickets>> =
-        std::sync::OnceLock::new();
-    if let Some(t) = TICKETER.get() {
-        return Ok(t.clone());
-    }
-    let made = rustls::crypto::ring::Ticketer::new().map_err(|e| e.to_string())?;
-    Ok(TICKETER.get_or_init(|| made).clone())
 }
 
 /// A client config for an https backend: roots from `trusted` PEM files, or the
