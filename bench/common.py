@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import ROOT, Setup, children, wait_port  # noqa: E402,F401  (re-exported)
+from run import ROOT, Setup, children, make_certificate, wait_port  # noqa: E402,F401  (re-exported)
 
 TOKEN = "bench"
 

@@ -21,12 +21,12 @@ above N (plus `no strict-limits` when the hard limit is below HAProxy's 2 x maxc
 reservation, e.g. 20000: HAProxy 2.6 would refuse to start). N must stay below about (hard limit - 200): the client and the proxy each hold
 N sockets.
 """
-import argparse, asyncio, json, random, resource, shutil, socket, ssl, subprocess, sys, tempfile, time
+import argparse, asyncio, json, random, resource, shutil, socket, ssl, sys, tempfile, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (ROOT, TOKEN, Setup, start_checked, children, copy_binary, fd_count, machine, pin_self, raise_nofile, rss,  # noqa: E402
-                    tools_check)
+                    make_certificate, tools_check)
 
 BACKEND, FRONT, CONSOLE = 14280, 14281, 14290  # below the e2e tests' 15000-32000
 
@@ -37,10 +37,7 @@ def configs(w, n, tls):
     lim = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     ssl_listen, ssl_bind, https = "", "", ""
     if tls:
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                        "-days", "2", "-subj", "/CN=localhost", "-keyout", str(w / "key.pem"), "-out",
-                        str(w / "cert.pem")], check=True, capture_output=True)
-        (w / "both.pem").write_text((w / "cert.pem").read_text() + (w / "key.pem").read_text())
+        make_certificate(w)
         # nginx 1.22 enables TLS 1.3 only when asked (its default is TLSv1 to TLSv1.2
         # until 1.23.4); portcullis and HAProxy speak 1.3.
         ssl_listen = f" ssl; ssl_certificate {w}/cert.pem; ssl_certificate_key {w}/key.pem; ssl_protocols TLSv1.2 TLSv1.3"

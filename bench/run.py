@@ -120,12 +120,19 @@ backend b
 """
 
 
-def write_configs(w):
-    (w / "www").mkdir()
-    (w / "www/1m").write_bytes(b"x" * 1048576)
+def make_certificate(w):
+    """A new self-signed ECDSA P-256 certificate for localhost in `w`: cert.pem and
+    key.pem, and both.pem (the two in one file, as HAProxy's `crt` takes them)."""
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
                     "-days", "2", "-subj", "/CN=localhost", "-keyout", str(w / "key.pem"), "-out", str(w / "cert.pem")],
                    check=True, capture_output=True)
+    (w / "both.pem").write_text((w / "cert.pem").read_text() + (w / "key.pem").read_text())
+
+
+def write_configs(w):
+    (w / "www").mkdir()
+    (w / "www/1m").write_bytes(b"x" * 1048576)
+    make_certificate(w)
     common = f"""worker_processes 1; daemon off; pid {w}/%s.pid; error_log {w}/%s.error.log warn;
 events {{ worker_connections 20000; }}
 """
@@ -172,7 +179,6 @@ http {{ log_format azure escape=json '{azure}';
     location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_buffering on; }} }} }}
 """)
-    (w / "both.pem").write_text((w / "cert.pem").read_text() + (w / "key.pem").read_text())
     # HAProxy logging every request, as portcullis and nginx do: its standard HTTP
     # log line (`option httplog`, ~150 bytes), written to stderr (a file here) one
     # write per line, as HAProxy logs in a container. Every scenario.

@@ -523,8 +523,8 @@ impl<I: AsyncRead + AsyncWrite + Lend + Unpin> Conn<I> {
                 let mut rx = shutdown.rx.clone();
                 // `changed` in a loop, not `wait_for`: the same wait in a
                 // smaller box (144 bytes against 168, `-Zprint-type-sizes`),
-                // held by every idle connection. Ends when the flag is true or its sender
-                // is gone.
+                // held by every idle connection. Ends when the flag is true
+                // or its sender is gone.
                 self.stop = Some(Box::pin(async move {
                     while !*rx.borrow_and_update() {
                         if rx.changed().await.is_err() {
@@ -1297,28 +1297,6 @@ pub fn date_value() -> HeaderValue {
 mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
-
-    /// The size of what `f` returns, without calling it.
-    fn returned_size<F, A, B, C, D, R>(_: F) -> usize
-    where
-        F: FnOnce(A, B, C, D) -> R,
-    {
-        std::mem::size_of::<R>()
-    }
-
-    /// The connection's future is the largest part of an idle connection's
-    /// memory: at 472 bytes, its task (tokio's header and trailer, the
-    /// listener's wrappers, 40 bytes more, rounded up to the task's 128-byte
-    /// alignment) is 640 of the connection's about 1,720 bytes, and would be
-    /// 768 past 496; this test allows 480 (`-Zprint-type-sizes`,
-    /// docs/benchmarks.md section 4; `listener.rs`'s
-    /// `a_connection_task_stays_small` checks the task's whole future). The
-    /// exchange and the close are boxed to keep it there.
-    #[test]
-    fn an_idle_connection_future_stays_small() {
-        let plain = returned_size(serve::<batch::Socket>);
-        assert!(plain <= 480, "{plain} bytes");
-    }
 
     /// Small pieces (gathered) and large ones (segments), written through a
     /// pipe that takes at most 16 bytes at a time: every write is partial, and
