@@ -727,10 +727,12 @@ type Handler = Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>>;
 enum Stage {
     /// The handler is working on the response.
     Waiting(Handler),
-    /// The head is queued; the body is being written.
+    /// The head is queued; the body is being written, or, once
+    /// `Exchange::ended`, is queued whole: the ended body is kept (not moved
+    /// into a stage of its own, a copy of it) until the exchange is dropped
+    /// after the answer's bytes are written, when its record is written
+    /// (`ResponseBody::finish_when_dropped`).
     Sending(ResponseBody),
-    /// The response is queued whole.
-    Done,
 }
 
 /// How the response body is framed on the wire.
@@ -749,6 +751,8 @@ enum OutFraming {
 /// One request and its response on a connection.
 struct Exchange {
     stage: Stage,
+    /// The response body has ended: the answer is queued whole.
+    ended: bool,
     /// The request body's hand-over point, while the body is not read whole.
     slot: Option<Arc<BodySlot>>,
     /// Where the request body stands.
@@ -798,6 +802,7 @@ impl Exchange {
         let req = http::Request::from_parts(parts, client_body);
         Exchange {
             stage: Stage::Waiting(proxy::handle(info.clone(), req, fields, Some(bytes as u64))),
+            ended: false,
             slot,
             request_body,
             expect_continue,
@@ -820,6 +825,7 @@ impl Exchange {
         let resp = proxy::refused(info, rej);
         Exchange {
             stage: Stage::Waiting(Box::pin(std::future::ready(resp))),
+            ended: false,
             slot: None,
             request_body: Framing::Done,
             expect_continue: false,
@@ -852,7 +858,7 @@ impl Exchange {
                     }
                 }
                 Stage::Sending(body) => {
-                    if conn.out.len < MAX_QUEUED {
+                    if !self.ended && conn.out.len < MAX_QUEUED {
                         match Pin::new(body).poll_frame(cx) {
                             Poll::Ready(Some(Ok(frame))) => {
                                 if let Ok(data) = frame.into_data() {
@@ -878,14 +884,13 @@ impl Exchange {
                                         )));
                                     }
                                 }
-                                self.stage = Stage::Done;
+                                self.ended = true;
                                 produced = true;
                             }
                             Poll::Pending => {}
                         }
                     }
                 }
-                Stage::Done => {}
             }
             let fed = self.feed_body(conn, cx);
             if self.expect_continue && matches!(self.stage, Stage::Waiting(_)) {
@@ -896,13 +901,12 @@ impl Exchange {
                     }
                 }
             }
-            if (produced || fed) && conn.out.len < MAX_QUEUED && !matches!(self.stage, Stage::Done)
-            {
+            if (produced || fed) && conn.out.len < MAX_QUEUED && !self.ended {
                 // Gather more before writing: a small response leaves in one write.
                 continue;
             }
             let mut progress = produced || fed;
-            if matches!(self.stage, Stage::Done) && !self.upgrading && !conn.out.is_empty() {
+            if self.ended && !self.upgrading && !conn.out.is_empty() {
                 if !self.keep_alive {
                     // The last answer: the FIN of the shutdown that follows
                     // leaves in its last segment.
@@ -931,7 +935,7 @@ impl Exchange {
                 if let Poll::Ready(Err(e)) = Pin::new(&mut conn.io).poll_flush(cx) {
                     return Poll::Ready(Err(e));
                 }
-                if matches!(self.stage, Stage::Done) {
+                if self.ended {
                     if let Poll::Ready(r) = Pin::new(&mut conn.io).poll_flush(cx) {
                         r?;
                         return Poll::Ready(Ok(self.after(&mut conn.input)));
@@ -1093,7 +1097,9 @@ impl Exchange {
         out: &mut Out,
         input: &mut BytesMut,
     ) {
-        let (parts, body) = resp.into_parts();
+        let (parts, mut body) = resp.into_parts();
+        // Its record is written after the answer's bytes (`Exchange::ended`).
+        body.finish_when_dropped();
         let status = parts.status;
         let mut headers = parts.headers;
         // One pass over the fields for the four this needs (the map's, then a
