@@ -1,7 +1,9 @@
 //! The body of every response the gateway sends, and the access-log record that
-//! rides along with it: the record is written when the body ends (or is dropped),
-//! so `sentBytes`, `timeTaken` and `clientResponseTime` are true figures; a
-//! backend connection whose response was read to the end goes back to the pool.
+//! rides along with it: the record is written when the body ends (or is dropped;
+//! an HTTP/1 answer's when it is dropped after its bytes were written,
+//! [`ResponseBody::finish_when_dropped`]), so `sentBytes`, `timeTaken` and
+//! `clientResponseTime` are true figures; a backend connection whose response
+//! was read to the end goes back to the pool.
 //!
 //! [`PendingRecord`] covers the time before there is a response: if the client
 //! goes away while the gateway waits for the backend, the server (ours for
@@ -82,6 +84,9 @@ pub struct ResponseBody {
     /// The record is written when the body is dropped, not at its end
     /// ([`ResponseBody::finish_when_dropped`]).
     at_drop: bool,
+    /// The answer was not written whole: the client left, or was cut, after
+    /// the body ended ([`ResponseBody::client_left`]).
+    left: bool,
 }
 
 impl ResponseBody {
@@ -103,31 +108,46 @@ impl ResponseBody {
             inner,
             completion: None,
             at_drop: false,
+            left: false,
         }
     }
 
     /// Writes the record when this body is dropped rather than when its last
     /// frame is taken; the HTTP/1 server (`h1server.rs`) asks for it and keeps
-    /// an ended body until the answer's last bytes are written. So the
-    /// record's work, the metrics and the log line (about 4,500 instructions,
-    /// docs/benchmarks.md section 2), comes after the answer's write instead
-    /// of before it, and `timeTaken` runs to the last byte handed to the
-    /// client's socket, as Azure defines it ("last byte sent in the response
-    /// to the client", shared/spec/azure-facts.md) and as nginx's
-    /// `$request_time` does. What the end of the body frees is still freed at
-    /// the end: the backend connection goes back to its pool, the request
-    /// leaves its server's in-flight count and its app's concurrency limit
+    /// an ended body until the answer's last bytes are written to the socket
+    /// (or, on one core, lent to the batch writer, `batch.rs`, which writes
+    /// them when the connections that are ready have had their turn). So the
+    /// record's work, the metrics and the log line (about 2.5-3 µs at one
+    /// connection, docs/benchmarks.md section 2), comes after the answer's
+    /// write instead of before it, and `timeTaken` runs to the last byte
+    /// written to the client's socket, as Azure defines it ("last byte sent
+    /// in the response to the client") and as nginx's `$request_time` does.
+    /// What the end of the body frees is still freed at the end: the backend
+    /// connection goes back to its pool, the request leaves its server's
+    /// in-flight count and its app's concurrency limit
     /// ([`ResponseBody::release`]). A body that ends in a backend error is
     /// written at once, as before.
     pub fn finish_when_dropped(&mut self) {
         self.at_drop = true;
     }
 
-    /// At the end of a body whose record waits for the drop: gives back what
-    /// the request held (its backend connection, to the pool; its place in
-    /// the server's in-flight count and the app's concurrency limit), as
-    /// [`ResponseBody::finish`] does, without writing the record. `now`, a
-    /// clock reading, starts the backend connection's idle time when given.
+    /// The answer of an ended body whose record waits for the drop
+    /// ([`ResponseBody::finish_when_dropped`]) was not written whole: the
+    /// client left, or the send timeout cut it, while its last bytes were
+    /// queued. The record says so, as for a client that leaves during the
+    /// body: the status sent and `ERRORINFO_CLIENT_CLOSED_REQUEST`.
+    pub fn client_left(&mut self) {
+        self.left = true;
+    }
+
+    /// At the end of a body whose record waits for the drop (its last poll,
+    /// the one that returns no frame: the backend body's own last poll may
+    /// still finish sending the request body, which lets its connection be
+    /// pooled): gives back what the request held (its backend connection, to
+    /// the pool; its place in the server's in-flight count and the app's
+    /// concurrency limit), as [`ResponseBody::finish`] does, without writing
+    /// the record. `now`, a clock reading, starts the backend connection's
+    /// idle time when given.
     fn release(&mut self, now: Option<Instant>) {
         if let Inner::Upstream(b) = &mut self.inner {
             if let Some(now) = now {
@@ -176,18 +196,6 @@ impl ResponseBody {
     }
 }
 
-impl ResponseBody {
-    /// The body ended whole: the record is written now, or, when it waits for
-    /// the drop, what the request held is given back.
-    fn end(&mut self, now: Option<Instant>) {
-        if self.at_drop {
-            self.release(now);
-        } else {
-            self.finish(true, false, now);
-        }
-    }
-}
-
 /// Why a response body stopped early (the backend's connection broke).
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -218,12 +226,13 @@ impl Body for ResponseBody {
                 if let (Some(d), Some(c)) = (f.data_ref(), this.completion.as_mut()) {
                     c.body_bytes += d.len() as u64;
                 }
-                if this.is_end_stream() {
-                    this.end(now);
+                if !this.at_drop && this.is_end_stream() {
+                    this.finish(true, false, now);
                 }
             }
             Poll::Ready(Some(Err(_))) => this.finish(false, true, now),
-            Poll::Ready(None) => this.end(now),
+            Poll::Ready(None) if this.at_drop => this.release(now),
+            Poll::Ready(None) => this.finish(true, false, now),
             Poll::Pending => {}
         }
         r
@@ -248,7 +257,7 @@ impl Body for ResponseBody {
 impl Drop for ResponseBody {
     fn drop(&mut self) {
         if self.completion.is_some() {
-            let done = self.is_end_stream();
+            let done = self.is_end_stream() && !self.left;
             self.finish(done, false, None);
         }
     }
@@ -317,6 +326,7 @@ impl PendingRecord {
             inner,
             completion,
             at_drop: false,
+            left: false,
         }
     }
 
@@ -335,6 +345,7 @@ impl PendingRecord {
             inner: Inner::Full(None),
             completion: None,
             at_drop: false,
+            left: false,
         };
         (
             body,
@@ -421,20 +432,14 @@ mod tests {
     use crate::accesslog::{AccessLog, AccessLogTarget};
     use std::time::Duration;
 
-    /// A body whose record waits for its drop, as the HTTP/1 server's do: its
-    /// end gives back the request's place in its app's concurrency limit at
-    /// once, and its record is written when it is dropped, whole.
-    #[tokio::test]
-    async fn a_record_kept_for_the_drop_is_written_then_and_the_slot_freed_at_the_end() {
-        let dir = std::env::temp_dir().join(format!("pc-body-{}", std::process::id()));
-        let path = dir.join("access.log");
-        let _ = std::fs::remove_file(&path);
+    /// A gateway whose access log is the file `path`, and nothing else.
+    fn gateway(path: &std::path::Path) -> Arc<Gateway> {
         let log = AccessLog::start(
-            &AccessLogTarget::File(path.clone()),
+            &AccessLogTarget::File(path.to_path_buf()),
             prometheus_client::metrics::counter::Counter::default(),
         )
         .expect("log");
-        let gateway = Arc::new(Gateway {
+        Arc::new(Gateway {
             snapshot: Arc::new(arc_swap::ArcSwap::from_pointee(
                 super::super::Snapshot::empty("t"),
             )),
@@ -442,24 +447,30 @@ mod tests {
             upstream: Arc::new(super::super::upstream::Upstream::default()),
             log,
             telemetry: Arc::new(crate::telemetry::Telemetry::from_env()),
-        });
-        let admission = Arc::new(crate::registry::Admission::default());
-        let slot = || admission.acquire(1, 0, Duration::from_millis(10));
-        let record = super::super::proxy::base_record(
+        })
+    }
+
+    /// The body of a 200 answer "hello\n" (a 20-byte head) to request `txid`,
+    /// its record kept for the drop, polled to its end (the frame, then none).
+    fn ended_body(
+        gateway: &Arc<Gateway>,
+        txid: &str,
+        slot: Option<crate::registry::Permit>,
+    ) -> ResponseBody {
+        let mut record = super::super::proxy::base_record(
             "t",
             "127.0.0.1:1".parse().expect("addr"),
             "127.0.0.1",
             None,
-            "kept",
+            txid,
             Instant::now(),
         );
+        record.properties.http_status = 200;
         let mut pending = PendingRecord::new(gateway.clone(), record, Instant::now());
-        pending.admission = Some(slot().await.expect("a free slot"));
-        assert!(slot().await.is_err(), "the request holds the only slot");
+        pending.admission = slot;
         let answer = Bytes::from_static(b"hello\n");
         let mut body = pending.into_body(Inner::Full(Some(answer)), 20);
         body.finish_when_dropped();
-
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let frame = Pin::new(&mut body).poll_frame(&mut cx);
         assert!(matches!(frame, Poll::Ready(Some(Ok(_)))));
@@ -468,20 +479,55 @@ mod tests {
             Pin::new(&mut body).poll_frame(&mut cx),
             Poll::Ready(None)
         ));
+        body
+    }
+
+    /// The log's records, by transaction id.
+    fn records(path: &std::path::Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON"))
+            .collect()
+    }
+
+    /// A body whose record waits for its drop, as the HTTP/1 server's do: its
+    /// end gives back the request's place in its app's concurrency limit at
+    /// once, and its record is written when it is dropped, whole; one whose
+    /// answer was not written whole (`client_left`) is written as a client
+    /// that left during the body: the status sent, `CLIENT_CLOSED_REQUEST`.
+    #[tokio::test]
+    async fn a_record_kept_for_the_drop_is_written_then_and_the_slot_freed_at_the_end() {
+        let dir = std::env::temp_dir().join(format!("pc-body-{}", std::process::id()));
+        let path = dir.join("access.log");
+        let _ = std::fs::remove_file(&path);
+        let gateway = gateway(&path);
+        let admission = Arc::new(crate::registry::Admission::default());
+        let slot = || admission.acquire(1, 0, Duration::from_millis(10));
+        let held = slot().await.expect("a free slot");
+        assert!(slot().await.is_err(), "the request holds the only slot");
+
+        let body = ended_body(&gateway, "whole", Some(held));
         drop(slot().await.expect("the body's end gave the slot back"));
         gateway.log.flush().await;
-        let before = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(before.is_empty(), "written before the drop: {before}");
-
+        assert!(records(&path).is_empty(), "written before the drop");
         drop(body);
+
+        let mut cut = ended_body(&gateway, "cut", None);
+        cut.client_left();
+        drop(cut);
         gateway.log.flush().await;
-        let text = std::fs::read_to_string(&path).expect("the log");
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 1, "{text}");
-        let r: serde_json::Value = serde_json::from_str(lines[0]).expect("JSON");
-        assert_eq!(r["properties"]["transactionId"], "kept");
-        assert_eq!(r["properties"]["error_info"], "ERRORINFO_NO_ERROR");
-        assert_eq!(r["properties"]["sentBytes"], 26);
+        let got = records(&path);
+        assert_eq!(got.len(), 2, "{got:?}");
+        let p = &got[0]["properties"];
+        assert_eq!(p["transactionId"], "whole");
+        assert_eq!(p["error_info"], "ERRORINFO_NO_ERROR");
+        assert_eq!(p["httpStatus"], 200);
+        assert_eq!(p["sentBytes"], 26);
+        let p = &got[1]["properties"];
+        assert_eq!(p["transactionId"], "cut");
+        assert_eq!(p["error_info"], "ERRORINFO_CLIENT_CLOSED_REQUEST");
+        assert_eq!(p["httpStatus"], 200);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

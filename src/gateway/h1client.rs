@@ -789,8 +789,9 @@ pub struct BackendBody {
 
 impl BackendBody {
     /// `at` is a clock reading made when the response ended (`body.rs`
-    /// `finish`): the pool takes it as the start of the connection's idle
-    /// time, where it would read the clock again.
+    /// `finish`, or `release` for an answer whose record waits for its
+    /// drop): the pool takes it as the start of the connection's idle time,
+    /// where it would read the clock again.
     pub fn ended_at(&mut self, at: Instant) {
         self.ended = Some(at);
     }

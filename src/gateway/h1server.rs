@@ -735,6 +735,17 @@ enum Stage {
     Sending(ResponseBody),
 }
 
+impl Drop for Exchange {
+    /// An answer queued whole but not written whole (the client left, the send
+    /// timeout cut it, a write failed, the connection was dropped at shutdown):
+    /// its record, written as the body drops after this, says so.
+    fn drop(&mut self) {
+        if let (true, false, Stage::Sending(body)) = (self.ended, self.written, &mut self.stage) {
+            body.client_left();
+        }
+    }
+}
+
 /// How the response body is framed on the wire.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum OutFraming {
@@ -753,6 +764,8 @@ struct Exchange {
     stage: Stage,
     /// The response body has ended: the answer is queued whole.
     ended: bool,
+    /// The answer is written whole (`poll` returned `Ok`).
+    written: bool,
     /// The request body's hand-over point, while the body is not read whole.
     slot: Option<Arc<BodySlot>>,
     /// Where the request body stands.
@@ -803,6 +816,7 @@ impl Exchange {
         Exchange {
             stage: Stage::Waiting(proxy::handle(info.clone(), req, fields, Some(bytes as u64))),
             ended: false,
+            written: false,
             slot,
             request_body,
             expect_continue,
@@ -826,6 +840,7 @@ impl Exchange {
         Exchange {
             stage: Stage::Waiting(Box::pin(std::future::ready(resp))),
             ended: false,
+            written: false,
             slot: None,
             request_body: Framing::Done,
             expect_continue: false,
@@ -938,6 +953,7 @@ impl Exchange {
                 if self.ended {
                     if let Poll::Ready(r) = Pin::new(&mut conn.io).poll_flush(cx) {
                         r?;
+                        self.written = true;
                         return Poll::Ready(Ok(self.after(&mut conn.input)));
                     }
                     // The flush of a finished answer waits for the client.
