@@ -19,7 +19,7 @@ the training never runs (errors, the console, the app host) is laid out as
 cold, which costs it nothing in behaviour: PGO changes layout, inlining and
 branch order, never what the code does.
 """
-import argparse, hashlib, os, shutil, subprocess, sys, tempfile
+import argparse, hashlib, os, shutil, subprocess, sys
 from pathlib import Path
 
 import run
@@ -46,12 +46,8 @@ def build(target_dir, rustflags):
 
 def train(binary, seconds):
     """Runs every run.py scenario against `binary` for `seconds` each."""
-    w = Path(tempfile.mkdtemp(prefix="pc-pgo-"))
-    os.chmod(w, 0o755)
-    run.write_configs(w)
-    s = run.Setup(w)
+    w, s = run.backend_setup("pc-pgo-")
     try:
-        s.start("backend", ["nginx", "-c", str(w / "backend.conf")], pin=0, port=run.PORTS["backend"])
         s.start("portcullis", [str(binary), "run", "-c", str(w / "portcullis.toml")], pin=1,
                 port=run.PORTS["portcullis"])
         for name, (_, fn) in run.SCENARIOS.items():

@@ -91,6 +91,24 @@ class Setup:
         return kids[0] if name.startswith("nginx") and kids else p.pid
 
 
+def backend_setup(prefix):
+    """A new work folder (run.py's configs in it, readable by nginx's workers, who run
+    as nobody) and a Setup with the backend started in it, pinned to core 0. The caller
+    stops the Setup and removes the folder; if the backend does not start, both are
+    done here before the error goes on."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(work, 0o755)
+    write_configs(work)
+    s = Setup(work)
+    try:
+        s.start("backend", ["nginx", "-c", str(work / "backend.conf")], pin=0, port=PORTS["backend"])
+    except BaseException:
+        s.stop()
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return work, s
+
+
 def haproxy_config(w, port, log, tls=None):
     """HAProxy (1 thread, keep-alive, `http-reuse always`) on `port` (HTTP/1.1),
     `port`+100 (HTTP/2 with prior knowledge) and, with `tls`, TLS on that port;

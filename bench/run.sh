@@ -9,6 +9,8 @@
 #   (--peers: nginx, nginx-azurelog, HAProxy and portcullis without its access log, counted the same way)
 # The same in wall-clock time, two builds side by side (req/s and CPU per 100k, rounds alternating):
 #   bench/run.sh ab --bin OLD --bin NEW [--scenario ka64|h2|...] [--rounds 6]
+# User-space time between system calls at one connection (perf tracepoints; section 2):
+#   bench/run.sh gaps [portcullis[=BIN] nginx haproxy]
 # Profile-guided build (bench/pgo.py, docs/benchmarks.md §6), alone or run beside the plain build:
 #   bench/run.sh pgo   bench/run.sh --pgo [--rounds N ...]
 set -euo pipefail
@@ -21,7 +23,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 cargo build --release --quiet
 script=run.py
-case "${1:-}" in failover|idle|soak|instructions|pgo|ab) script="$1.py"; shift ;; esac
+case "${1:-}" in failover|idle|soak|instructions|pgo|ab|gaps) script="$1.py"; shift ;; esac
 if [ "$script" = run.py ] && [[ " $* " == *" --pgo "* ]]; then
   python3 bench/pgo.py
 fi
