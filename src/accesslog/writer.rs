@@ -477,18 +477,7 @@ fn write_loop(s: &Shared, mut out: Box<dyn Write + Send>) {
 mod tests {
     use super::*;
 
-    fn record(txid: &str) -> AccessRecord {
-        let mut r = crate::gateway::proxy::base_record(
-            "t",
-            "127.0.0.1:1".parse().expect("addr"),
-            "127.0.0.1",
-            None,
-            txid,
-            std::time::Instant::now(),
-        );
-        r.properties.http_status = 200;
-        r
-    }
+    use crate::gateway::proxy::test_record as record;
 
     #[tokio::test]
     async fn records_are_written_in_order_and_flush_waits_for_them() {

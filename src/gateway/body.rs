@@ -84,9 +84,6 @@ pub struct ResponseBody {
     /// The record is written when the body is dropped, not at its end
     /// ([`ResponseBody::finish_when_dropped`]).
     at_drop: bool,
-    /// The answer was not written whole: the client left, or was cut, after
-    /// the body ended ([`ResponseBody::client_left`]).
-    left: bool,
 }
 
 impl ResponseBody {
@@ -108,7 +105,6 @@ impl ResponseBody {
             inner,
             completion: None,
             at_drop: false,
-            left: false,
         }
     }
 
@@ -134,10 +130,10 @@ impl ResponseBody {
     /// The answer of an ended body whose record waits for the drop
     /// ([`ResponseBody::finish_when_dropped`]) was not written whole: the
     /// client left, or the send timeout cut it, while its last bytes were
-    /// queued. The record says so, as for a client that leaves during the
+    /// queued. Writes the record now, as for a client that leaves during the
     /// body: the status sent and `ERRORINFO_CLIENT_CLOSED_REQUEST`.
     pub fn client_left(&mut self) {
-        self.left = true;
+        self.finish(false, false, None);
     }
 
     /// At the end of a body whose record waits for the drop (its last poll,
@@ -257,7 +253,7 @@ impl Body for ResponseBody {
 impl Drop for ResponseBody {
     fn drop(&mut self) {
         if self.completion.is_some() {
-            let done = self.is_end_stream() && !self.left;
+            let done = self.is_end_stream();
             self.finish(done, false, None);
         }
     }
@@ -326,7 +322,6 @@ impl PendingRecord {
             inner,
             completion,
             at_drop: false,
-            left: false,
         }
     }
 
@@ -345,7 +340,6 @@ impl PendingRecord {
             inner: Inner::Full(None),
             completion: None,
             at_drop: false,
-            left: false,
         };
         (
             body,
@@ -457,15 +451,7 @@ mod tests {
         txid: &str,
         slot: Option<crate::registry::Permit>,
     ) -> ResponseBody {
-        let mut record = super::super::proxy::base_record(
-            "t",
-            "127.0.0.1:1".parse().expect("addr"),
-            "127.0.0.1",
-            None,
-            txid,
-            Instant::now(),
-        );
-        record.properties.http_status = 200;
+        let record = super::super::proxy::test_record(txid);
         let mut pending = PendingRecord::new(gateway.clone(), record, Instant::now());
         pending.admission = slot;
         let answer = Bytes::from_static(b"hello\n");

@@ -738,7 +738,7 @@ enum Stage {
 impl Drop for Exchange {
     /// An answer queued whole but not written whole (the client left, the send
     /// timeout cut it, a write failed, the connection was dropped at shutdown):
-    /// its record, written as the body drops after this, says so.
+    /// its record is written now and says so (`ResponseBody::client_left`).
     fn drop(&mut self) {
         if let (true, false, Stage::Sending(body)) = (self.ended, self.written, &mut self.stage) {
             body.client_left();

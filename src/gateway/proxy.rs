@@ -230,6 +230,22 @@ pub fn base_record(
     }
 }
 
+/// For unit tests: the record of a request `txid` from 127.0.0.1:1, started
+/// now, answered 200 (instance `t`, plain HTTP).
+#[cfg(test)]
+pub fn test_record(txid: &str) -> AccessRecord {
+    let mut r = base_record(
+        "t",
+        SocketAddr::from(([127, 0, 0, 1], 1)),
+        "127.0.0.1",
+        None,
+        txid,
+        Instant::now(),
+    );
+    r.properties.http_status = 200;
+    r
+}
+
 /// The handler of one client request (HTTP/1 from `h1server.rs`, HTTP/2 from
 /// hyper): routes it, forwards it, and answers with a body that writes the
 /// request's access-log record when it ends (or is dropped: 499).
