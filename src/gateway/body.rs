@@ -1,7 +1,7 @@
 //! The body of every response the gateway sends, and the access-log record that
 //! rides along with it: the record is written when the body ends (or is dropped;
-//! an HTTP/1 answer's when it is dropped after its bytes were written,
-//! [`ResponseBody::finish_when_dropped`]), so `sentBytes`, `timeTaken` and
+//! an HTTP/1 or HTTP/2 answer's when it is dropped after its bytes were
+//! written, [`ResponseBody::finish_when_dropped`]), so `sentBytes`, `timeTaken` and
 //! `clientResponseTime` are true figures; a backend connection whose response
 //! was read to the end goes back to the pool.
 //!
@@ -112,7 +112,9 @@ impl ResponseBody {
     /// frame is taken; the HTTP/1 server (`h1server.rs`) asks for it and keeps
     /// an ended body until the answer's last bytes are written to the socket
     /// (or, on one core, lent to the batch writer, `batch.rs`, which writes
-    /// them when the connections that are ready have had their turn). So the
+    /// them when the connections that are ready have had their turn), and the
+    /// HTTP/2 server (`h2server.rs`) until the connection's next write of what
+    /// its streams queued (as far as the client's window lets it). So the
     /// record's work, the metrics and the log line (about 2.5-3 µs at one
     /// connection, docs/benchmarks.md section 2), comes after the answer's
     /// write instead of before it, and `timeTaken` runs to the last byte

@@ -121,6 +121,9 @@ pub async fn serve<I>(
         }
     };
     let mut streams = FuturesUnordered::new();
+    // Answers handed to `h2` whole whose records wait for the connection's
+    // next write ([`stream`]).
+    let mut handed_over: Vec<ResponseBody> = Vec::new();
     let mut stop = pin!(shutdown.wait_for(|s| *s));
     let mut stopping = false;
     let mut timer = pin!(tokio::time::sleep(idle));
@@ -134,9 +137,18 @@ pub async fn serve<I>(
             conn.graceful_shutdown();
         }
         loop {
-            // The streams first: what they send, the connection's poll below writes.
-            while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
-            match conn.poll_accept(cx) {
+            // The streams first: what they send, the connection's poll below
+            // writes. An answer handed over whole keeps its record until then.
+            while let Poll::Ready(Some(done)) = streams.poll_next_unpin(cx) {
+                if let Some(body) = done {
+                    handed_over.push(body);
+                }
+            }
+            let accepted = conn.poll_accept(cx);
+            // The answers' last frames are written (as far as the client's
+            // windows let them): their records now.
+            handed_over.clear();
+            match accepted {
                 Poll::Ready(Some(Ok((req, respond)))) => {
                     streams.push(stream(info.clone(), req, respond, send));
                     armed = Armed::No;
@@ -269,12 +281,20 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Counted<I> {
 /// answer that waits `send` (`client_send_timeout`) for the client's window
 /// without a piece leaving is given up: the stream is reset (CANCEL) and the
 /// request logged with the status sent and `CLIENT_CLOSED_REQUEST`.
+///
+/// An answer handed to `h2` whole is returned with its record still to write
+/// ([`ResponseBody::finish_when_dropped`]): [`serve`] drops it after the
+/// connection's next poll, which writes the frames the streams queued, so the
+/// record's work comes after the answer's write, as on HTTP/1, and
+/// `timeTaken` runs to it. What the client's window holds back is written
+/// later; the record does not wait for that (`h2` says when a frame is
+/// queued, not when it reaches the socket).
 async fn stream(
     info: Arc<ConnInfo>,
     req: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
     send_timeout: Duration,
-) {
+) -> Option<ResponseBody> {
     let (mut parts, recv) = req.into_parts();
     let body = ClientBody::H2(H2Body::new(&parts.headers, recv));
     let fields = ClientFields::from_map(std::mem::take(&mut parts.headers));
@@ -291,10 +311,8 @@ async fn stream(
     })
     .await;
     drop(handler);
-    let Some(answer) = answer else {
-        return;
-    };
-    let (mut parts, mut body) = answer.into_parts();
+    let (mut parts, mut body) = answer?.into_parts();
+    body.finish_when_dropped();
     let end = body.is_end_stream();
     prepare_head(&mut parts.headers, &body, end);
     let mut send = match respond.send_response(Response::from_parts(parts, ()), end) {
@@ -302,7 +320,8 @@ async fn stream(
         Err(e) => {
             tracing::debug!("HTTP/2 answer head not sent: {e}");
             respond.send_reset(Reason::INTERNAL_ERROR);
-            return;
+            body.client_left();
+            return None;
         }
     };
     if !end {
@@ -325,8 +344,13 @@ async fn stream(
         .await;
         if let Err(e) = sent {
             tracing::debug!("HTTP/2 answer body not sent whole: {e}");
+            // A backend's failure wrote its record already; anything else
+            // is the client's side: logged with the status sent.
+            body.client_left();
+            return None;
         }
     }
+    Some(body)
 }
 
 /// Makes an answer's fields fit for HTTP/2, in one pass over them: removes the

@@ -143,6 +143,10 @@ async fn h2c_with_prior_knowledge() {
     let rec = gw.record_where(|r| r["properties"]["requestUri"] == "/status/202");
     assert_eq!(rec["properties"]["httpVersion"], "HTTP/2.0");
     assert_eq!(rec["properties"]["serverStatus"], "202");
+    // The record waits for the connection's write of the answer (h2server.rs
+    // `serve`), and says it was sent.
+    assert_eq!(rec["properties"]["error_info"], "ERRORINFO_NO_ERROR");
+    assert!(rec["properties"]["sentBytes"].as_u64() > Some(0), "{rec}");
     // A 3 MB body: on one core the HTTP/2 frames leave through the batch
     // writer in bounded pieces (batch.rs, write-behind); all of it arrives.
     let out = Command::new("curl")
@@ -161,6 +165,14 @@ async fn h2c_with_prior_knowledge() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(out.stdout.len(), 3_000_000);
+    let rec =
+        gw.record_where(|r| r["properties"]["originalRequestUriWithArgs"] == "/bytes?n=3000000");
+    assert_eq!(rec["properties"]["httpStatus"], 200);
+    assert_eq!(rec["properties"]["error_info"], "ERRORINFO_NO_ERROR");
+    assert!(
+        rec["properties"]["sentBytes"].as_u64() > Some(3_000_000),
+        "{rec}"
+    );
 }
 
 /// The task that drives an h2 client connection; it ends when the connection does.
