@@ -5,7 +5,7 @@
 Both builds run at once, each pinned to core 1 as in the throughput harness
 (run.py), with the same config on their own ports, behind the harness's nginx
 backend on core 0; the rounds alternate which build goes first. Per round and
-build it prints requests per second, the p99 latency (wrk's; none for h2) and
+build it prints requests per second, the p99 latency (wrk's; for h2, h2load's per-request log) and
 the proxy's CPU seconds per 100,000 requests (user + system, /proc/PID/stat,
 and each part), then the mean of each over the rounds (the median of the p99s)
 and NEW's ratio to OLD. A change to portcullis's own code moves
