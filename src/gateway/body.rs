@@ -1,7 +1,8 @@
 //! The body of every response the gateway sends, and the access-log record that
 //! rides along with it: the record is written when the body ends (or is dropped;
-//! an HTTP/1 or HTTP/2 answer's when it is dropped after its bytes were
-//! written, [`ResponseBody::finish_when_dropped`]), so `sentBytes`, `timeTaken` and
+//! an HTTP/1 answer's when it is dropped after its bytes were written or lent
+//! to the batch writer, an HTTP/2 answer's after the connection's next write
+//! attempt, [`ResponseBody::finish_when_dropped`], [`HandedOver`]), so `sentBytes`, `timeTaken` and
 //! `clientResponseTime` are true figures; a backend connection whose response
 //! was read to the end goes back to the pool.
 //!
@@ -112,9 +113,10 @@ impl ResponseBody {
     /// frame is taken; the HTTP/1 server (`h1server.rs`) asks for it and keeps
     /// an ended body until the answer's last bytes are written to the socket
     /// (or, on one core, lent to the batch writer, `batch.rs`, which writes
-    /// them when the connections that are ready have had their turn), and the
-    /// HTTP/2 server (`h2server.rs`) until the connection's next write of what
-    /// its streams queued (as far as the client's window lets it). So the
+    /// them when the connections that are ready have had their turn); the
+    /// HTTP/2 server (`h2server.rs`) asks for it too, and keeps the record of
+    /// an answer handed over whole ([`ResponseBody::hand_over`]) until the
+    /// connection's next attempt to write what its streams queued. So the
     /// record's work, the metrics and the log line (about 2.5-3 µs at one
     /// connection, docs/benchmarks.md section 2), comes after the answer's
     /// write instead of before it, and `timeTaken` runs to the last byte
@@ -129,11 +131,13 @@ impl ResponseBody {
         self.at_drop = true;
     }
 
-    /// The answer of an ended body whose record waits for the drop
-    /// ([`ResponseBody::finish_when_dropped`]) was not written whole: the
-    /// client left, or the send timeout cut it, while its last bytes were
-    /// queued. Writes the record now, as for a client that leaves during the
-    /// body: the status sent and `ERRORINFO_CLIENT_CLOSED_REQUEST`.
+    /// The answer was not written whole: the client left, or the send
+    /// timeout cut it, during the body or while its last bytes were queued
+    /// (a body whose record waits for the drop,
+    /// [`ResponseBody::finish_when_dropped`]). Writes the record now, as for a
+    /// client that leaves during the body: the status sent and
+    /// `ERRORINFO_CLIENT_CLOSED_REQUEST`. Does nothing when the record was
+    /// written already (a backend body's error writes its own).
     pub fn client_left(&mut self) {
         self.finish(false, false, None);
     }
@@ -163,33 +167,107 @@ impl ResponseBody {
     /// Completes and writes the record; `now` is a clock reading just taken, if
     /// the caller has one.
     fn finish(&mut self, complete: bool, upstream_error: bool, now: Option<Instant>) {
-        let Some(mut c) = self.completion.take() else {
+        let Some(c) = self.completion.take() else {
             return;
         };
-        let received = c.received_bytes();
-        let p = &mut c.record.properties;
-        if p.error_info == ErrorInfo::NoError.as_str() {
-            if upstream_error {
-                p.error_info = ErrorInfo::UpstreamClosedConnection.text();
-            } else if !complete {
-                // Headers went out, the client left before the body ended:
-                // the status stays what was sent, the reason says who stopped.
-                p.error_info = ErrorInfo::ClientClosedRequest.text();
-            }
-        }
-        p.sent_bytes = c.head_bytes + c.body_bytes;
-        p.received_bytes = received;
-        let now = now.unwrap_or_else(Instant::now);
-        let total = now.saturating_duration_since(c.start);
-        p.time_taken = secs_number(total);
-        p.client_response_time = c
-            .first_poll
-            .map(|t| secs_number(now.saturating_duration_since(t)))
-            .unwrap_or(0.0);
-        c.emit(total);
+        let now = write_record(c, complete, upstream_error, now);
         if let Inner::Upstream(b) = &mut self.inner {
             // The backend connection's idle time starts here too.
             b.ended_at(now);
+        }
+    }
+
+    /// An answer handed to the HTTP/2 connection whole (`h2server.rs`): gives
+    /// back at once what the request held (its backend connection, to the pool
+    /// if the body was read to its end; its place in the server's in-flight
+    /// count and its app's concurrency limit), as the end of a body does, and
+    /// keeps only the record, which [`HandedOver`] writes when it is dropped.
+    pub fn hand_over(mut self) -> HandedOver {
+        let complete = self.is_end_stream();
+        self.release(None);
+        HandedOver {
+            completion: self.completion.take(),
+            complete,
+        }
+    }
+
+    /// The answer's head could not be sent (the HTTP/2 stream was reset or
+    /// its connection closed first): writes the record as for a client that
+    /// left before the head, 499 `ERRORINFO_CLIENT_CLOSED_REQUEST` with no
+    /// byte sent, as [`PendingRecord`] does.
+    pub fn head_not_sent(mut self) {
+        if let Some(mut c) = self.completion.take() {
+            c.head_bytes = 0;
+            c.body_bytes = 0;
+            let p = &mut c.record.properties;
+            p.http_status = ErrorInfo::ClientClosedRequest.status().as_u16();
+            p.error_info = ErrorInfo::ClientClosedRequest.text();
+            write_record(c, false, false, None);
+        }
+    }
+}
+
+/// Fills the figures of a finished request's record (`sentBytes`,
+/// `receivedBytes`, `timeTaken`, `clientResponseTime`, and `error_info` when
+/// it says no error yet: `upstream_error`, the backend's body broke; not
+/// `complete`, the client left during the body) and writes it (metrics and
+/// log line). Returns the clock reading it used (`now`, or one it took).
+fn write_record(
+    mut c: Box<Completion>,
+    complete: bool,
+    upstream_error: bool,
+    now: Option<Instant>,
+) -> Instant {
+    let received = c.received_bytes();
+    let p = &mut c.record.properties;
+    if p.error_info == ErrorInfo::NoError.as_str() {
+        if upstream_error {
+            p.error_info = ErrorInfo::UpstreamClosedConnection.text();
+        } else if !complete {
+            // Headers went out, the client left before the body ended:
+            // the status stays what was sent, the reason says who stopped.
+            p.error_info = ErrorInfo::ClientClosedRequest.text();
+        }
+    }
+    p.sent_bytes = c.head_bytes + c.body_bytes;
+    p.received_bytes = received;
+    let now = now.unwrap_or_else(Instant::now);
+    let total = now.saturating_duration_since(c.start);
+    p.time_taken = secs_number(total);
+    p.client_response_time = c
+        .first_poll
+        .map(|t| secs_number(now.saturating_duration_since(t)))
+        .unwrap_or(0.0);
+    c.emit(total);
+    now
+}
+
+/// The record of an answer handed to the HTTP/2 connection whole
+/// ([`ResponseBody::hand_over`]), without the body: the connection's task
+/// keeps it until its next write of what the streams queued, and drops it
+/// then, which writes the record (8 bytes and a flag where the body was a
+/// few hundred).
+pub struct HandedOver {
+    completion: Option<Box<Completion>>,
+    /// The body had ended when it was handed over.
+    complete: bool,
+}
+
+impl HandedOver {
+    /// The connection failed before it wrote the answer: writes the record
+    /// now, as for a client that left during the body (the status sent,
+    /// `ERRORINFO_CLIENT_CLOSED_REQUEST`).
+    pub fn client_left(mut self) {
+        if let Some(c) = self.completion.take() {
+            write_record(c, false, false, None);
+        }
+    }
+}
+
+impl Drop for HandedOver {
+    fn drop(&mut self) {
+        if let Some(c) = self.completion.take() {
+            write_record(c, self.complete, false, None);
         }
     }
 }
@@ -447,8 +525,8 @@ mod tests {
     }
 
     /// The body of a 200 answer "hello\n" (a 20-byte head) to request `txid`,
-    /// its record kept for the drop, polled to its end (the frame, then none).
-    fn ended_body(
+    /// its record kept for the drop, not polled yet.
+    fn answer_body(
         gateway: &Arc<Gateway>,
         txid: &str,
         slot: Option<crate::registry::Permit>,
@@ -459,10 +537,33 @@ mod tests {
         let answer = Bytes::from_static(b"hello\n");
         let mut body = pending.into_body(Inner::Full(Some(answer)), 20);
         body.finish_when_dropped();
+        body
+    }
+
+    /// [`answer_body`] with its last frame taken, as the HTTP/2 server takes
+    /// it (no poll after it).
+    fn last_frame_taken(
+        gateway: &Arc<Gateway>,
+        txid: &str,
+        slot: Option<crate::registry::Permit>,
+    ) -> ResponseBody {
+        let mut body = answer_body(gateway, txid, slot);
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let frame = Pin::new(&mut body).poll_frame(&mut cx);
         assert!(matches!(frame, Poll::Ready(Some(Ok(_)))));
         assert!(body.is_end_stream());
+        body
+    }
+
+    /// [`last_frame_taken`], then polled to its end (no more frames), as the
+    /// HTTP/1 server polls it.
+    fn ended_body(
+        gateway: &Arc<Gateway>,
+        txid: &str,
+        slot: Option<crate::registry::Permit>,
+    ) -> ResponseBody {
+        let mut body = last_frame_taken(gateway, txid, slot);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
         assert!(matches!(
             Pin::new(&mut body).poll_frame(&mut cx),
             Poll::Ready(None)
@@ -516,6 +617,57 @@ mod tests {
         assert_eq!(p["transactionId"], "cut");
         assert_eq!(p["error_info"], "ERRORINFO_CLIENT_CLOSED_REQUEST");
         assert_eq!(p["httpStatus"], 200);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An HTTP/2 answer handed over whole (`hand_over`): the request's place
+    /// in its app's concurrency limit is given back at once, and the record
+    /// is written when the connection's task drops what it keeps; one whose
+    /// connection broke first (`client_left`) is written as a client that
+    /// left, with the status sent; one whose head was never sent
+    /// (`head_not_sent`) as 499 with nothing sent.
+    #[tokio::test]
+    async fn an_answer_handed_over_frees_its_slot_at_once_and_writes_its_record_when_dropped() {
+        let dir = std::env::temp_dir().join(format!("pc-body-h2-{}", std::process::id()));
+        let path = dir.join("access.log");
+        let _ = std::fs::remove_file(&path);
+        let gateway = gateway(&path);
+        let admission = Arc::new(crate::registry::Admission::default());
+        let slot = || admission.acquire(1, 0, Duration::from_millis(10));
+        let held = slot().await.expect("a free slot");
+
+        let body = last_frame_taken(&gateway, "whole", Some(held));
+        assert!(
+            slot().await.is_err(),
+            "the request holds its slot until then"
+        );
+        let kept = body.hand_over();
+        drop(slot().await.expect("handing over gave the slot back"));
+        gateway.log.flush().await;
+        assert!(records(&path).is_empty(), "written before the drop");
+        drop(kept);
+
+        last_frame_taken(&gateway, "broken", None)
+            .hand_over()
+            .client_left();
+        answer_body(&gateway, "no-head", None).head_not_sent();
+        gateway.log.flush().await;
+        let got = records(&path);
+        assert_eq!(got.len(), 3, "{got:?}");
+        let p = &got[0]["properties"];
+        assert_eq!(p["transactionId"], "whole");
+        assert_eq!(p["error_info"], "ERRORINFO_NO_ERROR");
+        assert_eq!(p["httpStatus"], 200);
+        assert_eq!(p["sentBytes"], 26);
+        let p = &got[1]["properties"];
+        assert_eq!(p["transactionId"], "broken");
+        assert_eq!(p["error_info"], "ERRORINFO_CLIENT_CLOSED_REQUEST");
+        assert_eq!(p["httpStatus"], 200);
+        let p = &got[2]["properties"];
+        assert_eq!(p["transactionId"], "no-head");
+        assert_eq!(p["error_info"], "ERRORINFO_CLIENT_CLOSED_REQUEST");
+        assert_eq!(p["httpStatus"], 499);
+        assert_eq!(p["sentBytes"], 0);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

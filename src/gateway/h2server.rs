@@ -17,7 +17,7 @@
 //! header list, a 400 KiB send buffer per stream, 1,024 locally reset streams
 //! before GOAWAY, and [`H2_MAX_CONCURRENT_STREAMS`].
 
-use super::body::ResponseBody;
+use super::body::{HandedOver, ResponseBody};
 use super::fields::ClientFields;
 use super::h1server::Timeouts;
 use super::proxy::{self, ConnInfo};
@@ -121,9 +121,9 @@ pub async fn serve<I>(
         }
     };
     let mut streams = FuturesUnordered::new();
-    // Answers handed to `h2` whole whose records wait for the connection's
-    // next write ([`stream`]).
-    let mut handed_over: Vec<ResponseBody> = Vec::new();
+    // The records of answers handed to `h2` whole, waiting for the
+    // connection's next write ([`stream`]).
+    let mut handed_over: Vec<HandedOver> = Vec::new();
     let mut stop = pin!(shutdown.wait_for(|s| *s));
     let mut stopping = false;
     let mut timer = pin!(tokio::time::sleep(idle));
@@ -140,13 +140,18 @@ pub async fn serve<I>(
             // The streams first: what they send, the connection's poll below
             // writes. An answer handed over whole keeps its record until then.
             while let Poll::Ready(Some(done)) = streams.poll_next_unpin(cx) {
-                if let Some(body) = done {
-                    handed_over.push(body);
+                if let Some(record) = done {
+                    handed_over.push(record);
                 }
             }
             let accepted = conn.poll_accept(cx);
-            // The answers' last frames are written (as far as the client's
-            // windows let them): their records now.
+            if let Poll::Ready(Some(Err(_))) = &accepted {
+                // The connection broke: what it had queued was not written.
+                handed_over.drain(..).for_each(HandedOver::client_left);
+            }
+            // The answers' last frames were written, as far as the client's
+            // windows and the socket let them (on one core, lent to the batch
+            // writer): their records now.
             handed_over.clear();
             match accepted {
                 Poll::Ready(Some(Ok((req, respond)))) => {
@@ -282,19 +287,22 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Counted<I> {
 /// without a piece leaving is given up: the stream is reset (CANCEL) and the
 /// request logged with the status sent and `CLIENT_CLOSED_REQUEST`.
 ///
-/// An answer handed to `h2` whole is returned with its record still to write
-/// ([`ResponseBody::finish_when_dropped`]): [`serve`] drops it after the
-/// connection's next poll, which writes the frames the streams queued, so the
-/// record's work comes after the answer's write, as on HTTP/1, and
-/// `timeTaken` runs to it. What the client's window holds back is written
-/// later; the record does not wait for that (`h2` says when a frame is
-/// queued, not when it reaches the socket).
+/// An answer handed to `h2` whole returns its record still to write
+/// ([`ResponseBody::hand_over`]; what the request held is given back then):
+/// [`serve`] drops it after the connection's next poll, which tries to write
+/// the frames the streams queued (on one core it lends them to the batch
+/// writer, as HTTP/1 does its answers), so the record's work comes after that
+/// write, and `timeTaken` runs to it. What the client's window or a full
+/// socket holds back is written later; the record does not wait for that
+/// (`h2` says when a frame is queued, not when it reaches the socket). An
+/// answer whose head could not be sent is logged 499
+/// ([`ResponseBody::head_not_sent`]).
 async fn stream(
     info: Arc<ConnInfo>,
     req: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
     send_timeout: Duration,
-) -> Option<ResponseBody> {
+) -> Option<HandedOver> {
     let (mut parts, recv) = req.into_parts();
     let body = ClientBody::H2(H2Body::new(&parts.headers, recv));
     let fields = ClientFields::from_map(std::mem::take(&mut parts.headers));
@@ -320,7 +328,7 @@ async fn stream(
         Err(e) => {
             tracing::debug!("HTTP/2 answer head not sent: {e}");
             respond.send_reset(Reason::INTERNAL_ERROR);
-            body.client_left();
+            body.head_not_sent();
             return None;
         }
     };
@@ -350,7 +358,7 @@ async fn stream(
             return None;
         }
     }
-    Some(body)
+    Some(body.hand_over())
 }
 
 /// Makes an answer's fields fit for HTTP/2, in one pass over them: removes the

@@ -143,8 +143,8 @@ async fn h2c_with_prior_knowledge() {
     let rec = gw.record_where(|r| r["properties"]["requestUri"] == "/status/202");
     assert_eq!(rec["properties"]["httpVersion"], "HTTP/2.0");
     assert_eq!(rec["properties"]["serverStatus"], "202");
-    // The record waits for the connection's write of the answer (h2server.rs
-    // `serve`), and says it was sent.
+    // The record (written after the connection's write attempt, h2server.rs
+    // `serve`) says the answer was sent.
     assert_eq!(rec["properties"]["error_info"], "ERRORINFO_NO_ERROR");
     assert!(rec["properties"]["sentBytes"].as_u64() > Some(0), "{rec}");
     // A 3 MB body: on one core the HTTP/2 frames leave through the batch
