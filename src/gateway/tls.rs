@@ -80,15 +80,46 @@ impl ResolvesServerCert for SniResolver {
 /// session outlive the certificate it was made with). Errors: no randomness
 /// for the first key.
 pub fn server_config(resolver: SniResolver) -> Result<Arc<rustls::ServerConfig>, String> {
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(default_provider()))
+    let provider = rustls::crypto::CryptoProvider {
+        cipher_suites: SERVER_SUITES.to_vec(),
+        ..default_provider()
+    };
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     cfg.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| e.to_string())?;
+    cfg.ignore_client_order = true;
     Ok(Arc::new(cfg))
 }
+
+/// The cipher suites a client connection may use, in the gateway's order of
+/// preference, which it follows rather than the client's
+/// (`ignore_client_order`; an Application Gateway TLS policy sets the order
+/// too): AES-128-GCM first, TLS 1.3's mandatory suite (RFC 8446 §9.1), which
+/// BoringSSL (Envoy's TLS library) also prefers; then AES-256-GCM, then
+/// ChaCha20-Poly1305. rustls's *ring* provider lists AES-256-GCM first and
+/// follows the client, and clients built on OpenSSL (curl, wrk, Python) ask
+/// for AES-256-GCM with SHA-384 first. SHA-256 runs on the processor's SHA
+/// instructions where it has them, SHA-384 in *ring*'s portable code on AMD
+/// processors (docs/benchmarks.md section 2); AES-128 takes 10 rounds a block
+/// where AES-256 takes 14.
+static SERVER_SUITES: [rustls::SupportedCipherSuite; 9] = {
+    use rustls::crypto::ring::cipher_suite as cs;
+    [
+        cs::TLS13_AES_128_GCM_SHA256,
+        cs::TLS13_AES_256_GCM_SHA384,
+        cs::TLS13_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ]
+};
 
 /// A client config for an https backend: roots from `trusted` PEM files, or the
 /// system's roots when empty. ALPN `http/1.1`.

@@ -57,7 +57,33 @@ async fn https_listener_speaks_h2_and_http11_and_refuses_plain_http() {
     assert_eq!(p["httpVersion"], "HTTP/2.0");
     assert_eq!(p["sslEnabled"], "on");
     assert!(p["sslProtocol"].as_str().expect("s").starts_with("TLSv1."));
-    assert!(!p["sslCipher"].as_str().expect("s").is_empty());
+    // The gateway's order of suites, not the client's: curl (OpenSSL) asks
+    // for AES-256-GCM first (tls.rs `SERVER_SUITES`).
+    assert_eq!(p["sslCipher"], "TLS13_AES_128_GCM_SHA256");
+    // A client that offers only another suite still gets it.
+    for (offered, logged) in [
+        (
+            "TLS_CHACHA20_POLY1305_SHA256",
+            "TLS13_CHACHA20_POLY1305_SHA256",
+        ),
+        ("TLS_AES_256_GCM_SHA384", "TLS13_AES_256_GCM_SHA384"),
+    ] {
+        let (body, err) = curl(&[
+            "-s",
+            "--tls13-ciphers",
+            offered,
+            "--cacert",
+            &ca.display().to_string(),
+            "-D",
+            "-",
+            &format!("https://localhost:{port}/status/200?suite={offered}"),
+        ]);
+        assert!(body.starts_with("HTTP/"), "{body}\n{err}");
+        let uri = format!("/status/200?suite={offered}");
+        let rec =
+            gw.record_where(|r| r["properties"]["originalRequestUriWithArgs"] == uri.as_str());
+        assert_eq!(rec["properties"]["sslCipher"], logged, "{rec}");
+    }
     // Three requests on one HTTP/2 connection: each answer carries its own
     // x-transaction-id (an HPACK literal that is never indexed, since it never
     // repeats), the one in its record. (curl 7.88 cannot reuse an h2c
