@@ -99,7 +99,8 @@ pub fn server_config(resolver: SniResolver) -> Result<Arc<rustls::ServerConfig>,
 /// preference, which it follows rather than the client's
 /// (`ignore_client_order`; an Application Gateway TLS policy sets the order
 /// too): AES-128-GCM first, TLS 1.3's mandatory suite (RFC 8446 §9.1), which
-/// BoringSSL (Envoy's TLS library) also prefers; then AES-256-GCM, then
+/// BoringSSL (Envoy's TLS library) also prefers on processors with AES
+/// instructions; then AES-256-GCM, then
 /// ChaCha20-Poly1305. rustls's *ring* provider lists AES-256-GCM first and
 /// follows the client, and clients built on OpenSSL (curl, wrk, Python) ask
 /// for AES-256-GCM with SHA-384 first. SHA-256 runs on the processor's SHA

@@ -60,29 +60,57 @@ async fn https_listener_speaks_h2_and_http11_and_refuses_plain_http() {
     // The gateway's order of suites, not the client's: curl (OpenSSL) asks
     // for AES-256-GCM first (tls.rs `SERVER_SUITES`).
     assert_eq!(p["sslCipher"], "TLS13_AES_128_GCM_SHA256");
-    // A client that offers only another suite still gets it.
-    for (offered, logged) in [
+    // A client that lists AES-256 first gets AES-128 all the same, on TLS 1.3
+    // and on TLS 1.2 (the test certificate is RSA); one that offers only
+    // another suite still gets it.
+    for (version, option, offered, logged) in [
         (
+            "1.3",
+            "--tls13-ciphers",
+            "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256",
+            "TLS13_AES_128_GCM_SHA256",
+        ),
+        (
+            "1.3",
+            "--tls13-ciphers",
             "TLS_CHACHA20_POLY1305_SHA256",
             "TLS13_CHACHA20_POLY1305_SHA256",
         ),
-        ("TLS_AES_256_GCM_SHA384", "TLS13_AES_256_GCM_SHA384"),
-    ] {
-        let (body, err) = curl(&[
-            "-s",
+        (
+            "1.3",
             "--tls13-ciphers",
+            "TLS_AES_256_GCM_SHA384",
+            "TLS13_AES_256_GCM_SHA384",
+        ),
+        (
+            "1.2",
+            "--ciphers",
+            "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-GCM-SHA256",
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+        ),
+    ] {
+        let uri = format!("/status/200?suite={offered}");
+        let (body, err) = curl(&[
+            "-sS",
+            "--tls-max",
+            version,
+            option,
             offered,
             "--cacert",
             &ca.display().to_string(),
             "-D",
             "-",
-            &format!("https://localhost:{port}/status/200?suite={offered}"),
+            &format!("https://localhost:{port}{uri}"),
         ]);
         assert!(body.starts_with("HTTP/"), "{body}\n{err}");
-        let uri = format!("/status/200?suite={offered}");
         let rec =
             gw.record_where(|r| r["properties"]["originalRequestUriWithArgs"] == uri.as_str());
         assert_eq!(rec["properties"]["sslCipher"], logged, "{rec}");
+        assert_eq!(
+            rec["properties"]["sslProtocol"],
+            format!("TLSv{version}"),
+            "{rec}"
+        );
     }
     // Three requests on one HTTP/2 connection: each answer carries its own
     // x-transaction-id (an HPACK literal that is never indexed, since it never
