@@ -192,18 +192,11 @@ impl ResponseBody {
     }
 
     /// The answer's head could not be sent (the HTTP/2 stream was reset or
-    /// its connection closed first): writes the record as for a client that
-    /// left before the head, 499 `ERRORINFO_CLIENT_CLOSED_REQUEST` with no
-    /// byte sent, as [`PendingRecord`] does.
+    /// its connection closed first): the record is written by the
+    /// [`PendingRecord`] it came from, as for a client that left before the
+    /// head: 499 `ERRORINFO_CLIENT_CLOSED_REQUEST`, no byte sent.
     pub fn head_not_sent(mut self) {
-        if let Some(mut c) = self.completion.take() {
-            c.head_bytes = 0;
-            c.body_bytes = 0;
-            let p = &mut c.record.properties;
-            p.http_status = ErrorInfo::ClientClosedRequest.status().as_u16();
-            p.error_info = ErrorInfo::ClientClosedRequest.text();
-            write_record(c, false, false, None);
-        }
+        drop(PendingRecord(self.completion.take()));
     }
 }
 
@@ -258,9 +251,7 @@ impl HandedOver {
     /// now, as for a client that left during the body (the status sent,
     /// `ERRORINFO_CLIENT_CLOSED_REQUEST`).
     pub fn client_left(mut self) {
-        if let Some(c) = self.completion.take() {
-            write_record(c, false, false, None);
-        }
+        self.complete = false;
     }
 }
 
@@ -548,11 +539,15 @@ mod tests {
         slot: Option<crate::registry::Permit>,
     ) -> ResponseBody {
         let mut body = answer_body(gateway, txid, slot);
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        let frame = Pin::new(&mut body).poll_frame(&mut cx);
-        assert!(matches!(frame, Poll::Ready(Some(Ok(_)))));
+        assert!(matches!(poll_once(&mut body), Poll::Ready(Some(Ok(_)))));
         assert!(body.is_end_stream());
         body
+    }
+
+    /// One poll of `body` for its next frame, with a waker that does nothing.
+    fn poll_once(body: &mut ResponseBody) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        Pin::new(body).poll_frame(&mut cx)
     }
 
     /// [`last_frame_taken`], then polled to its end (no more frames), as the
@@ -563,11 +558,7 @@ mod tests {
         slot: Option<crate::registry::Permit>,
     ) -> ResponseBody {
         let mut body = last_frame_taken(gateway, txid, slot);
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        assert!(matches!(
-            Pin::new(&mut body).poll_frame(&mut cx),
-            Poll::Ready(None)
-        ));
+        assert!(matches!(poll_once(&mut body), Poll::Ready(None)));
         body
     }
 
