@@ -2,7 +2,8 @@
 //! for both directions: the request guard checks clients' chunked bodies with
 //! it, and the backend client decodes chunked responses with it. Refused: no
 //! digits, more than 15 hex digits, whitespace around the size, a bare LF, a
-//! missing CRLF after data, a trailer line over [`MAX_TRAILER_LINE`] bytes.
+//! missing CRLF after data, a chunk extension or a trailer line over
+//! [`MAX_LINE`] bytes, a trailer section over [`MAX_TRAILER_SECTION`] bytes.
 
 use std::io;
 
@@ -11,8 +12,8 @@ use std::io;
 pub enum Chunk {
     /// Reading hex digits of a chunk size (count so far).
     Size { digits: u8, value: u64 },
-    /// In a chunk extension, until CR.
-    Ext { value: u64 },
+    /// In a chunk extension, until CR: its bytes so far.
+    Ext { value: u64, len: u32 },
     /// Saw CR after the size line; want LF.
     SizeLf { value: u64 },
     /// Chunk data left.
@@ -21,8 +22,13 @@ pub enum Chunk {
     DataCr,
     /// Want LF after data.
     DataLf,
-    /// In the trailer section: bytes on the current line so far.
-    Trailer { line_len: usize, cr: bool },
+    /// In the trailer section: bytes on the current line so far, and in the
+    /// section's lines before it.
+    Trailer {
+        line_len: usize,
+        cr: bool,
+        before: usize,
+    },
 }
 
 impl Chunk {
@@ -38,8 +44,17 @@ pub fn chunk_error() -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, "invalid chunked framing")
 }
 
-/// Longest trailer line accepted.
-pub const MAX_TRAILER_LINE: usize = 8 * 1024;
+/// Longest chunk extension (after the size's `;`) and longest trailer line
+/// accepted, in bytes (8 KiB). The gateway forwards neither (chunks are
+/// written again with their sizes only, trailers are dropped), so a client
+/// could otherwise send any amount that no limit counts and no backend sees;
+/// hyper refuses chunk extensions over 16 KiB a message for the same reason,
+/// and Node.js since CVE-2024-22019.
+pub const MAX_LINE: usize = 8 * 1024;
+
+/// Largest trailer section accepted, in bytes: as much as a request head
+/// (64 KiB, `guard.rs` `MAX_HEAD_BYTES`).
+pub const MAX_TRAILER_SECTION: usize = super::guard::MAX_HEAD_BYTES;
 
 /// Scans chunked-body bytes. Returns how many bytes belong to the body and the
 /// state after them (None = the body ended within `buf`). With `stop_at_data`
@@ -72,19 +87,23 @@ pub fn scan_chunked(
                 }
                 b';' if digits > 0 => {
                     i += 1;
-                    Chunk::Ext { value }
+                    Chunk::Ext { value, len: 0 }
                 }
                 _ => return Err(chunk_error()),
             },
-            Chunk::Ext { value } => match b {
+            Chunk::Ext { value, len } => match b {
                 b'\r' => {
                     i += 1;
                     Chunk::SizeLf { value }
                 }
                 b'\n' | 0 => return Err(chunk_error()),
+                _ if len as usize >= MAX_LINE => return Err(chunk_error()),
                 _ => {
                     i += 1;
-                    Chunk::Ext { value }
+                    Chunk::Ext {
+                        value,
+                        len: len + 1,
+                    }
                 }
             },
             Chunk::SizeLf { value } => {
@@ -96,6 +115,7 @@ pub fn scan_chunked(
                     Chunk::Trailer {
                         line_len: 0,
                         cr: false,
+                        before: 0,
                     }
                 } else {
                     Chunk::Data(value)
@@ -128,27 +148,42 @@ pub fn scan_chunked(
                     value: 0,
                 }
             }
-            Chunk::Trailer { line_len, cr } => {
+            Chunk::Trailer {
+                line_len,
+                cr,
+                before,
+            } => {
                 i += 1;
                 match (b, cr) {
-                    (b'\r', false) => Chunk::Trailer { line_len, cr: true },
+                    (b'\r', false) => Chunk::Trailer {
+                        line_len,
+                        cr: true,
+                        before,
+                    },
                     (b'\n', true) => {
                         if line_len == 0 {
                             return Ok((i, None));
                         }
+                        // The line and its CRLF.
+                        let before = before + line_len + 2;
+                        if before > MAX_TRAILER_SECTION {
+                            return Err(chunk_error());
+                        }
                         Chunk::Trailer {
                             line_len: 0,
                             cr: false,
+                            before,
                         }
                     }
                     (b'\n', false) | (_, true) => return Err(chunk_error()),
                     _ => {
-                        if line_len >= MAX_TRAILER_LINE {
+                        if line_len >= MAX_LINE {
                             return Err(chunk_error());
                         }
                         Chunk::Trailer {
                             line_len: line_len + 1,
                             cr: false,
+                            before,
                         }
                     }
                 }
@@ -190,6 +225,39 @@ mod tests {
             }
         }
         assert_eq!(total, body.len() - 3);
+    }
+
+    /// Chunk extensions and trailers are dropped, not forwarded: each has a
+    /// limit, and a body that stays within them passes.
+    #[test]
+    fn long_extensions_and_trailer_sections_are_refused() {
+        let scan = |b: &[u8]| scan_chunked(Chunk::START, b, false).map(|(_, n)| n);
+        let ext = |n: usize| [&b"3;"[..], &vec![b'a'; n], b"\r\nabc\r\n0\r\n\r\n"].concat();
+        assert_eq!(scan(&ext(MAX_LINE)).expect("at the limit"), None);
+        assert!(scan(&ext(MAX_LINE + 1)).is_err());
+        // Long, in pieces, as it comes off a socket.
+        let long = ext(5_000_000);
+        let mut c = Chunk::START;
+        let failed = long
+            .chunks(4096)
+            .any(|piece| match scan_chunked(c, piece, false) {
+                Ok((_, Some(next))) => {
+                    c = next;
+                    false
+                }
+                _ => true,
+            });
+        assert!(failed, "a 5 MB extension is refused before its end");
+        let trailers = |lines: usize| {
+            let line = b"X-T: 0123456789\r\n"; // 17 bytes
+            [&b"0\r\n"[..], &line.repeat(lines), b"\r\n"].concat()
+        };
+        let fit = MAX_TRAILER_SECTION / 17;
+        assert_eq!(scan(&trailers(fit)).expect("within the section"), None);
+        assert!(scan(&trailers(fit + 1)).is_err());
+        let line = |n: usize| [&b"0\r\nX: "[..], &vec![b'v'; n - 3], b"\r\n\r\n"].concat();
+        assert_eq!(scan(&line(MAX_LINE)).expect("a line at the limit"), None);
+        assert!(scan(&line(MAX_LINE + 1)).is_err());
     }
 
     #[test]

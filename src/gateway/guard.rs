@@ -132,7 +132,8 @@ pub struct Head {
     pub fields: ClientFields,
     /// How the body that follows is framed.
     pub body: BodyFraming,
-    /// The request asks to switch protocols (`Upgrade`) or is a CONNECT.
+    /// The request asks to switch protocols (`Upgrade`, to more than `h2c`) or
+    /// is a CONNECT.
     pub upgrade: bool,
     /// The client allows another request on the connection: HTTP/1.1 without
     /// `Connection: close`, HTTP/1.0 with `Connection: keep-alive` (RFC 9112 §9.3).
@@ -419,7 +420,9 @@ pub fn check_head(whole: &Bytes) -> Result<Box<Head>, Box<Rejection>> {
                 }
                 chunked = true;
             }
-            Special::Upgrade => upgrade = true,
+            // `h2c` alone is no upgrade here: it is not forwarded
+            // (`headers.rs` `upgrade_without_h2c`), and the connection goes on.
+            Special::Upgrade => upgrade |= super::headers::upgrade_without_h2c(value).is_some(),
             Special::Connection => {
                 let o = connection_options(value);
                 if o.close {
@@ -568,6 +571,15 @@ mod tests {
             panic!("upgrade head")
         };
         assert!(u.upgrade && u.keep_alive);
+
+        // `h2c` is not forwarded (`headers.rs`): the connection is checked on.
+        let mut h2c = BytesMut::from(
+            &b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"[..],
+        );
+        let Step::Request(c) = take_head(&mut h2c, &mut true) else {
+            panic!("h2c head")
+        };
+        assert!(!c.upgrade && c.keep_alive);
     }
 
     #[test]

@@ -399,6 +399,15 @@ pub async fn send(
         req.method == Method::HEAD,
         req.fields_as_list,
     )?;
+    // RFC 9110 §15.2.2: a server switches only to a protocol the request's
+    // `Upgrade` named. A 101 to a request without one (the gateway sent no
+    // `h2c` upgrade on, `headers.rs` `upgrade_without_h2c`) is not an answer
+    // the gateway can pass on or tunnel.
+    if raw.code == 101 && !req.fields.contains(&http::header::UPGRADE) {
+        return Err(SendError::Malformed(
+            "101 Switching Protocols to a request without Upgrade".into(),
+        ));
+    }
     Ok(Answer {
         head: built.parts,
         fields: built.fields,

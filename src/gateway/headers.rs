@@ -6,11 +6,14 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::borrow::Cow;
 
 /// How many names [`HOP_BY_HOP`] holds.
-const HOP_BY_HOP_COUNT: usize = 9;
+const HOP_BY_HOP_COUNT: usize = 10;
 
 /// Hop-by-hop fields that never cross the gateway (RFC 9110 §7.6.1, plus the
-/// non-standard `Keep-Alive` and `Proxy-Connection`), and `Proxy-Authenticate`,
-/// which answers the gateway's own `Proxy-Authorization`.
+/// non-standard `Keep-Alive` and `Proxy-Connection`), `Proxy-Authenticate`,
+/// which answers the gateway's own `Proxy-Authorization`, and
+/// `HTTP2-Settings`, which belongs to an `h2c` upgrade of the one connection
+/// (RFC 7540 §3.2.1; the gateway forwards no `h2c` upgrade, [`upgrade_without_h2c`]),
+/// whether or not the client's `Connection` names it.
 static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -21,11 +24,12 @@ static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::UPGRADE,
     header::PROXY_AUTHORIZATION,
     header::PROXY_AUTHENTICATE,
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// `name`'s entry in [`HOP_BY_HOP`], if it has one: one `match` on the name's
 /// text (names are lower case), where comparing `HeaderName`s against each of
-/// the nine would compare the bytes of every custom name nine times.
+/// the ten would compare the bytes of every custom name ten times.
 pub fn hop_by_hop(name: &HeaderName) -> Option<&'static HeaderName> {
     let i = match name.as_str() {
         "connection" => 0,
@@ -37,6 +41,7 @@ pub fn hop_by_hop(name: &HeaderName) -> Option<&'static HeaderName> {
         "upgrade" => 6,
         "proxy-authorization" => 7,
         "proxy-authenticate" => 8,
+        "http2-settings" => 9,
         _ => return None,
     };
     HOP_BY_HOP.get(i)
@@ -52,6 +57,48 @@ pub fn valid_value(value: &[u8]) -> bool {
     value.iter().fold(true, |ok, &b| {
         ok & (((b >= 0x20) & (b != 0x7f)) | (b == b'\t'))
     })
+}
+
+/// An `Upgrade` value (RFC 9110 §7.8: protocols, `name[/version]`, comma
+/// separated) without its `h2c` protocols: `None` when none is left, the
+/// value itself when it had none (nearly always: `websocket`), else the
+/// others joined with `, `.
+///
+/// Why: the gateway never forwards an upgrade to cleartext HTTP/2. A backend
+/// that accepted one would turn the connection into a tunnel the gateway
+/// cannot see into, in which a client could send any request past the routing
+/// rules ("h2c smuggling"); RFC 9113 §3.1 has deprecated the upgrade, and an
+/// HTTP/2 client reaches the gateway itself with prior knowledge or ALPN.
+/// Envoy drops `Upgrade: h2c` the same way and forwards the request as an
+/// ordinary one (Java's HTTP clients send it with their first request on
+/// every `http://` connection), so such a request keeps its connection open.
+/// Names are compared without regard to case.
+pub fn upgrade_without_h2c(value: &[u8]) -> Option<Cow<'_, [u8]>> {
+    let is_h2c = |t: &[u8]| {
+        let name = t.split(|b| *b == b'/').next().unwrap_or(t);
+        name.trim_ascii().eq_ignore_ascii_case(b"h2c")
+    };
+    let tokens = || {
+        value
+            .split(|b| *b == b',')
+            .map(<[u8]>::trim_ascii)
+            .filter(|t| !t.is_empty())
+    };
+    if !tokens().any(is_h2c) {
+        return tokens().next().is_some().then_some(Cow::Borrowed(value));
+    }
+    let kept: Vec<&[u8]> = tokens().filter(|t| !is_h2c(t)).collect();
+    if kept.is_empty() {
+        return None;
+    }
+    Some(Cow::Owned(kept.join(&b", "[..])))
+}
+
+/// Whether a request with these `Upgrade` values asks for an upgrade the
+/// gateway forwards: one of them names a protocol other than `h2c`
+/// ([`upgrade_without_h2c`]).
+pub fn asks_upgrade<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> bool {
+    values.any(|v| upgrade_without_h2c(v).is_some())
 }
 
 /// What a `Connection` value (RFC 9110 §7.6.1) says: its options, compared
@@ -153,7 +200,8 @@ pub struct RequestFields {
     /// (several fields of a list are one list, RFC 9110 §5.3); `None` without
     /// one, or when none is text.
     pub forwarded_for: Option<Vec<u8>>,
-    /// The client's `Upgrade` (its first field), before it was removed with
+    /// The client's `Upgrade` (the first field that asks for more than `h2c`,
+    /// without `h2c`: [`upgrade_without_h2c`]), before it was removed with
     /// the other hop-by-hop fields.
     pub upgrade: Option<HeaderValue>,
 }
@@ -230,7 +278,14 @@ pub fn strip_request_fields(fields: &mut ClientFields) -> RequestFields {
         out.forwarded_for = joined;
     }
     if hop {
-        out.upgrade = fields.value(&header::UPGRADE);
+        // The first `Upgrade` that asks for more than `h2c`, without `h2c`.
+        out.upgrade = fields
+            .get_all(&header::UPGRADE)
+            .find_map(upgrade_without_h2c)
+            .and_then(|v| match v {
+                Cow::Borrowed(v) => HeaderValue::from_bytes(v).ok(),
+                Cow::Owned(v) => HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok(),
+            });
     }
     if hop || expect || gateway_set {
         fields.retain(|name, _| {
@@ -446,6 +501,50 @@ mod tests {
             at = i + line.len();
         }
         f
+    }
+
+    #[test]
+    fn an_upgrade_to_h2c_is_not_forwarded_and_other_protocols_are() {
+        let w = |v: &'static str| upgrade_without_h2c(v.as_bytes()).map(|c| c.into_owned());
+        assert_eq!(w("websocket"), Some(b"websocket".to_vec()));
+        // Left as the client wrote it when there is no `h2c` in it.
+        assert!(matches!(
+            upgrade_without_h2c(b"HTTP/2.0, SHTTP/1.3"),
+            Some(Cow::Borrowed(_))
+        ));
+        for only_h2c in ["h2c", "H2C", " h2c ", "h2c, h2c", "h2c/1", "", " , "] {
+            assert_eq!(w(only_h2c), None, "{only_h2c:?}");
+        }
+        assert_eq!(w("h2c, websocket"), Some(b"websocket".to_vec()));
+        assert_eq!(w("foo/1,H2C ,bar"), Some(b"foo/1, bar".to_vec()));
+        assert_eq!(w("h2"), Some(b"h2".to_vec()));
+        assert!(!asks_upgrade([&b"h2c"[..], b"H2c"].into_iter()));
+        assert!(asks_upgrade([&b"h2c"[..], b"websocket"].into_iter()));
+        assert!(!asks_upgrade(std::iter::empty()));
+
+        // A Java client's first request on an http:// connection: no
+        // upgrade, and neither `Upgrade` nor `HTTP2-Settings` goes on, even
+        // when `Connection` does not name the second.
+        for connection in ["Upgrade, HTTP2-Settings", "Upgrade"] {
+            let mut h = fields(&[
+                ("host", "a"),
+                ("connection", connection),
+                ("upgrade", "h2c"),
+                ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+                ("user-agent", "Java-http-client/21"),
+            ]);
+            let f = strip_request_fields(&mut h);
+            assert_eq!(f.upgrade, None, "{connection}");
+            let left: Vec<_> = h.iter().map(|(n, _)| n.as_str().to_owned()).collect();
+            assert_eq!(left, ["host", "user-agent"], "{connection}");
+        }
+        let mut h = fields(&[
+            ("connection", "upgrade"),
+            ("upgrade", "h2c"),
+            ("upgrade", "h2c, websocket"),
+        ]);
+        let f = strip_request_fields(&mut h);
+        assert_eq!(f.upgrade, Some(HeaderValue::from_static("websocket")));
     }
 
     #[test]

@@ -276,8 +276,9 @@ pub fn handle(
     // The guard stops checking a connection once a request asks for an upgrade
     // (or is a CONNECT): unless the answer really is 101, close the connection so
     // no further request can ride on it unchecked.
-    let asked_upgrade =
-        conn.http1 && (req.method() == Method::CONNECT || fields.contains(&header::UPGRADE));
+    let asked_upgrade = conn.http1
+        && (req.method() == Method::CONNECT
+            || headers::asks_upgrade(fields.get_all(&header::UPGRADE)));
     match check_request(&req, &fields, head_bytes, &mut pending) {
         Ok(host) => {
             let (parts, body) = req.into_parts();
@@ -460,6 +461,16 @@ fn check_request(
     }
     if method == Method::CONNECT {
         return Err(ErrorInfo::InvalidMethod);
+    }
+    // No userinfo in the host: `Host = uri-host [":" port]` (RFC 9112 §3.2, a
+    // Host with an invalid value is a 400), and HTTP/2's `:authority` must
+    // not carry it (RFC 9113 §8.3.1). `http`'s authority parser takes
+    // `user@host`, and a backend that builds links from `Host` would too.
+    if client_host
+        .as_ref()
+        .is_some_and(|h| h.as_bytes().contains(&b'@'))
+    {
+        return Err(ErrorInfo::InvalidRequest);
     }
     match client_host.filter(|h| !h.is_empty()) {
         Some(host) => Ok(host),

@@ -18,6 +18,8 @@ const CASES: &[(&str, &[u8], u16, &str)] = &[
     ("NUL in header name", b"GET / HTTP/1.1\r\nHost: a\r\nX\x00Y: 1\r\n\r\n", 400, "ERRORINFO_INVALID_REQUEST"),
     ("CR in header name", b"GET / HTTP/1.1\r\nHost: a\r\nX\rY: 1\r\n\r\n", 400, "ERRORINFO_INVALID_REQUEST"),
     ("two Host", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "ERRORINFO_INVALID_REQUEST"),
+    ("userinfo in Host", b"GET / HTTP/1.1\r\nHost: user@a\r\n\r\n", 400, "ERRORINFO_INVALID_REQUEST"),
+    ("userinfo in target", b"GET http://user@a/ HTTP/1.1\r\nHost: a\r\n\r\n", 400, "ERRORINFO_INVALID_REQUEST"),
     ("no Host", b"GET / HTTP/1.1\r\n\r\n", 400, "ERRORINFO_HTTP_NO_HOST_HEADER"),
     ("bad target", b"GET index.html HTTP/1.1\r\nHost: a\r\n\r\n", 400, "ERRORINFO_REQUEST_URI_INVALID"),
     ("HTTP/1.2", b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", 400, "ERRORINFO_INVALID_VERSION"),
@@ -144,6 +146,132 @@ async fn no_request_rides_unchecked_after_a_refused_upgrade_or_connect() {
     }
 }
 
+/// Chunk extensions and trailers are dropped on the way (chunks go on with
+/// their sizes only), so each has a limit: an extension over 8 KiB or a
+/// trailer section over 64 KiB is a 400 and the connection closes; a body
+/// within both passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunk_extensions_and_trailers_past_their_limits_are_refused() {
+    let app = DemoApp::start();
+    let port = free_port();
+    let gw = Gateway::start_one_core(
+        "chunk-limits",
+        &basic_config(port, &[app.addr.to_string()], ""),
+    );
+    let post = |chunks: &[u8]| {
+        [
+            &b"POST /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            chunks,
+        ]
+        .concat()
+    };
+    let ext = |n: usize| [&b"3;"[..], &vec![b'e'; n], b"\r\nabc\r\n0\r\n\r\n"].concat();
+    let trailers = |n: usize| {
+        [
+            &b"3\r\nabc\r\n0\r\n"[..],
+            &b"X-T: 0123456789\r\n".repeat(n),
+            b"\r\n",
+        ]
+        .concat()
+    };
+    for (name, body, status) in [
+        ("extension at 8 KiB", ext(8 * 1024), 200),
+        ("extension over 8 KiB", ext(8 * 1024 + 1), 400),
+        ("trailers within 64 KiB", trailers(3000), 200),
+        ("trailers over 64 KiB", trailers(4000), 400),
+    ] {
+        let (text, closed) = raw_exchange(local(port), &post(&body));
+        assert_eq!(raw_status(&text), status, "{name}: {text}");
+        assert!(closed, "{name}");
+        let rec = gw.record(&raw_txid(&text));
+        let info = if status == 200 {
+            "ERRORINFO_NO_ERROR"
+        } else {
+            "ERRORINFO_INVALID_REQUEST"
+        };
+        assert_eq!(rec["properties"]["error_info"], info, "{name}");
+        if status == 200 {
+            assert!(
+                text.ends_with("3\r\nabc\r\n0\r\n\r\n"),
+                "{name}: the body only: {text}"
+            );
+        }
+    }
+}
+
+/// `Upgrade: h2c` is never forwarded (h2c smuggling: a backend that switched
+/// would give the client a tunnel past the routing rules). A Java client's
+/// first request on an http:// connection carries it: the request is
+/// forwarded as an ordinary one, without `Upgrade` and `HTTP2-Settings`, and
+/// the connection goes on. A backend that answers 101 all the same gets no
+/// tunnel: the client gets a 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2c_upgrade_is_not_forwarded_and_the_connection_goes_on() {
+    use std::io::Write;
+    let app = DemoApp::start();
+    let port = free_port();
+    let _gw = Gateway::start_one_core("h2c", &basic_config(port, &[app.addr.to_string()], ""));
+    let java = "GET /headers HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+                Upgrade: h2c\r\nHTTP2-Settings: AAEAAEAAAAIAAAABAAMAAABkAAQBAAAAAAUAAEAA\r\n\
+                User-Agent: Java-http-client/21\r\n\r\n";
+    let mut s = std::net::TcpStream::connect(local(port)).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    for round in 0..2 {
+        s.write_all(java.as_bytes()).expect("write");
+        let (head, body) = read_response(&mut s);
+        assert_eq!(raw_status(&head), 200, "round {round}: {head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("connection: close"),
+            "{head}"
+        );
+        let seen: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        let fields = seen["headers"].as_object().expect("headers");
+        for gone in ["upgrade", "http2-settings", "connection"] {
+            assert!(
+                fields.get(gone).is_none(),
+                "round {round}: {gone} forwarded: {seen}"
+            );
+        }
+        assert_eq!(seen["headers"]["user-agent"][0], "Java-http-client/21");
+    }
+    assert!(!closed_within(
+        &mut s,
+        std::time::Duration::from_millis(300)
+    ));
+
+    // A backend that switches to h2c whatever it was asked (`HTTP2-Settings`
+    // not named in `Connection`, as a smuggler would send it).
+    let eager = RawServer::start(Raw::Answer(
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+    ));
+    let port = free_port();
+    // Kept in rotation: its probe would see the 101 and take it out (502 NO_LIVE).
+    let config = format!(
+        "{}\n[[probes]]\nname = \"keep\"\nmin_servers = 1\n",
+        basic_config(port, &[eager.addr.to_string()], "probe = \"keep\"")
+    );
+    let gw = Gateway::start_one_core("h2c-101", &config);
+    let (text, _) = raw_exchange(
+        local(port),
+        b"GET /admin HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\
+          HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    );
+    assert_eq!(raw_status(&text), 502, "{text}");
+    assert!(!text.contains("101"), "{text}");
+    let rec = gw.record(&raw_txid(&text));
+    assert_eq!(
+        rec["properties"]["error_info"],
+        "ERRORINFO_UPSTREAM_CLOSED_CONNECTION"
+    );
+    let got = eager.requests().join("\n").to_ascii_lowercase();
+    assert!(got.starts_with("get /admin http/1.1"), "{got}");
+    assert!(
+        !got.contains("upgrade") && !got.contains("http2-settings"),
+        "{got}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_does_not_starve_normal_clients_and_gets_408() {
     let app = DemoApp::start();
@@ -194,8 +322,15 @@ async fn slowloris_does_not_starve_normal_clients_and_gets_408() {
     assert_eq!(rec["properties"]["error_info"], "ERRORINFO_INVALID_REQUEST");
 }
 
-/// Reads one response with a Content-Length body from a kept-alive connection.
+/// Reads one response with a Content-Length body from a kept-alive
+/// connection; returns its head.
 fn read_one_response(s: &mut std::net::TcpStream) -> String {
+    read_response(s).0
+}
+
+/// Reads one response with a Content-Length body from a kept-alive
+/// connection: its head and its body.
+fn read_response(s: &mut std::net::TcpStream) -> (String, Vec<u8>) {
     use std::io::Read;
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
@@ -220,7 +355,7 @@ fn read_one_response(s: &mut std::net::TcpStream) -> String {
         .expect("content-length");
     let mut body = vec![0u8; len];
     s.read_exact(&mut body).expect("body");
-    head
+    (head, body)
 }
 
 /// Waits (up to `limit`) for the peer to close: true on EOF.
