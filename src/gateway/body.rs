@@ -12,7 +12,7 @@
 //! written as 499 `CLIENT_CLOSED_REQUEST`.
 
 use super::failure::ErrorInfo;
-use super::h1client::BackendBody;
+use super::h1client::{BackendBody, ClientBodyFailed};
 use super::proxy::{Gateway, InFlight};
 use crate::accesslog::{secs_number, AccessRecord};
 use crate::telemetry::Observation;
@@ -297,7 +297,20 @@ impl Body for ResponseBody {
                     this.finish(true, false, now);
                 }
             }
-            Poll::Ready(Some(Err(_))) => this.finish(false, true, now),
+            Poll::Ready(Some(Err(e))) => match ClientBodyFailed::of(e.as_ref()) {
+                // The client's body failed after the answer's head came: the
+                // client stopped it, not the backend (the status stays
+                // what was sent).
+                Some(ClientBodyFailed(client)) => {
+                    if let Some(c) = this.completion.as_mut() {
+                        if super::reqbody::is_invalid_framing(client) {
+                            c.record.properties.error_info = ErrorInfo::InvalidRequest.text();
+                        }
+                    }
+                    this.finish(false, false, now)
+                }
+                None => this.finish(false, true, now),
+            },
             Poll::Ready(None) if this.at_drop => this.release(now),
             Poll::Ready(None) => this.finish(true, false, now),
             Poll::Pending => {}

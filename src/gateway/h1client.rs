@@ -147,6 +147,25 @@ fn make_room(buf: &mut BytesMut) {
     }
 }
 
+/// The error a [`BackendBody`] ends with when the client's request body
+/// failed after the answer's head had come (the client left mid-upload, or
+/// its chunked framing broke): the exchange is the client's to blame, not
+/// the server's (`body.rs` logs it so).
+#[derive(Debug, thiserror::Error)]
+#[error("client request body: {0}")]
+pub struct ClientBodyFailed(pub super::reqbody::ClientBodyError);
+
+impl ClientBodyFailed {
+    /// The `ClientBodyFailed` inside a body's error, if it is one.
+    pub fn of<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a ClientBodyFailed> {
+        let inner = match e.downcast_ref::<io::Error>() {
+            Some(io) => io.get_ref()?,
+            None => e,
+        };
+        inner.downcast_ref::<ClientBodyFailed>()
+    }
+}
+
 /// Why an exchange ended without a response head.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -399,13 +418,18 @@ pub async fn send(
         req.method == Method::HEAD,
         req.fields_as_list,
     )?;
-    // RFC 9110 §15.2.2: a server switches only to a protocol the request's
-    // `Upgrade` named. A 101 to a request without one (the gateway sent no
-    // `h2c` upgrade on, `headers.rs` `upgrade_without_h2c`) is not an answer
-    // the gateway can pass on or tunnel.
-    if raw.code == 101 && !req.fields.contains(&http::header::UPGRADE) {
+    // RFC 9110 §7.8: a server switches only to a protocol the request's
+    // `Upgrade` named. A 101 to a request without one (the gateway forwards
+    // no `h2c` upgrade, `headers.rs` `upgrade_without_h2c`), or to another
+    // protocol, or to h2c, is not an answer the gateway can pass on or tunnel.
+    if raw.code == 101
+        && !super::headers::switches_as_asked(
+            req.fields.get(&http::header::UPGRADE),
+            built.upgrade.as_ref().map(HeaderValue::as_bytes),
+        )
+    {
         return Err(SendError::Malformed(
-            "101 Switching Protocols to a request without Upgrade".into(),
+            "101 Switching Protocols to a protocol the request did not ask for".into(),
         ));
     }
     Ok(Answer {
@@ -868,9 +892,21 @@ impl BackendBody {
         if let Some(u) = self.upload.as_mut() {
             match u.poll(cx, &mut conn.io) {
                 Poll::Ready(Ok(())) => self.upload = None,
+                Poll::Ready(Err(SendError::ClientBody(e))) => {
+                    // The client left in the middle of its body, or its
+                    // chunked framing broke: the backend waits for the rest
+                    // of a request that will never come, so its answer may
+                    // never end, and the client connection ends anyway. The
+                    // exchange ends here (the backend connection is closed);
+                    // waiting for the answer held both connections until the
+                    // backend gave up, for ever with one that waits.
+                    self.upload = None;
+                    self.reusable = false;
+                    return Poll::Ready(Some(Err(io::Error::other(ClientBodyFailed(e)))));
+                }
                 Poll::Ready(Err(e)) => {
-                    // The backend stopped reading or the client left: no more of
-                    // the request goes out; the answer is still read.
+                    // The backend stopped reading (an early 413, say): no more
+                    // of the request goes out; the answer is still read.
                     tracing::debug!(error = %e, "request body stopped after the answer");
                     self.upload = None;
                     self.reusable = false;
@@ -1030,8 +1066,11 @@ impl Body for BackendBody {
             Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
             Poll::Ready(Some(Err(e))) => {
                 this.conn = None;
-                if e.kind() == io::ErrorKind::ConnectionAborted {
-                    this.outcome = None; // cut by us: not the server's fault
+                if e.kind() == io::ErrorKind::ConnectionAborted
+                    || ClientBodyFailed::of(&e).is_some()
+                {
+                    // Cut by us, or the client's fault: not the server's.
+                    this.outcome = None;
                 } else {
                     this.settle(true);
                 }

@@ -94,6 +94,33 @@ pub fn upgrade_without_h2c(value: &[u8]) -> Option<Cow<'_, [u8]>> {
     Some(Cow::Owned(kept.join(&b", "[..])))
 }
 
+/// Whether a 101 whose `Upgrade` is `answered` switches to protocols the
+/// request's `Upgrade` (`asked`, as forwarded) named: each of its protocol
+/// names is one the request named, and none is `h2c`. RFC 9110 §7.8: a
+/// server must not switch to a protocol the client did not ask for. `None`
+/// on either side is false (a 101 without `Upgrade`, or to a request without
+/// one). Names are compared without their `/version` and without regard to
+/// case.
+pub fn switches_as_asked(asked: Option<&[u8]>, answered: Option<&[u8]>) -> bool {
+    fn names(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+        v.split(|b| *b == b',')
+            .map(|t| t.split(|b| *b == b'/').next().unwrap_or(t).trim_ascii())
+            .filter(|t| !t.is_empty())
+    }
+    let (Some(asked), Some(answered)) = (asked, answered) else {
+        return false;
+    };
+    let mut any = false;
+    for name in names(answered) {
+        if name.eq_ignore_ascii_case(b"h2c") || !names(asked).any(|a| a.eq_ignore_ascii_case(name))
+        {
+            return false;
+        }
+        any = true;
+    }
+    any
+}
+
 /// Whether a request with these `Upgrade` values asks for an upgrade the
 /// gateway forwards: one of them names a protocol other than `h2c`
 /// ([`upgrade_without_h2c`]).
@@ -521,6 +548,20 @@ mod tests {
         assert!(!asks_upgrade([&b"h2c"[..], b"H2c"].into_iter()));
         assert!(asks_upgrade([&b"h2c"[..], b"websocket"].into_iter()));
         assert!(!asks_upgrade(std::iter::empty()));
+        // A 101 switches only to what the request named, never to h2c.
+        let ok = |a: Option<&'static str>, b: Option<&'static str>| {
+            switches_as_asked(a.map(str::as_bytes), b.map(str::as_bytes))
+        };
+        assert!(ok(Some("websocket"), Some("websocket")));
+        assert!(ok(Some("WebSocket"), Some("websocket")));
+        assert!(ok(Some("foo/2, bar"), Some("Foo/1")));
+        assert!(!ok(Some("websocket"), Some("h2c")));
+        assert!(!ok(Some("websocket"), Some("websocket, h2c")));
+        assert!(!ok(Some("h2c"), Some("h2c")));
+        assert!(!ok(Some("websocket"), Some("other")));
+        assert!(!ok(None, Some("websocket")));
+        assert!(!ok(Some("websocket"), None));
+        assert!(!ok(Some("websocket"), Some(" , ")));
 
         // A Java client's first request on an http:// connection: no
         // upgrade, and neither `Upgrade` nor `HTTP2-Settings` goes on, even

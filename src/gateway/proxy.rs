@@ -462,8 +462,8 @@ fn check_request(
     if method == Method::CONNECT {
         return Err(ErrorInfo::InvalidMethod);
     }
-    // No userinfo in the host: `Host = uri-host [":" port]` (RFC 9112 §3.2, a
-    // Host with an invalid value is a 400), and HTTP/2's `:authority` must
+    // No userinfo in the host: `Host = uri-host [":" port]` (RFC 9110 §7.2;
+    // a Host with an invalid value is a 400, RFC 9112 §3.2), and HTTP/2's `:authority` must
     // not carry it (RFC 9113 §8.3.1). `http`'s authority parser takes
     // `user@host`, and a backend that builds links from `Host` would too.
     if client_host
