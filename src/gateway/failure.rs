@@ -19,6 +19,9 @@ pub enum ErrorInfo {
     HeadersTooLarge,
     /// No complete request head within the header timeout (60 s). 408, logged as `INVALID_REQUEST`.
     RequestHeaderTimeout,
+    /// The request body stopped coming for the header timeout (60 s) before
+    /// any answer (nginx's `client_body_timeout`). 408, logged as `INVALID_REQUEST`.
+    RequestBodyTimeout,
     /// HTTP/1.1 request without Host (RFC 9112 §3.2). 400.
     HttpNoHostHeader,
     /// Request target that is not origin-, absolute- or asterisk-form. 400.
@@ -64,7 +67,9 @@ impl ErrorInfo {
         use ErrorInfo::*;
         match self {
             NoError => "ERRORINFO_NO_ERROR",
-            InvalidRequest | HeadersTooLarge | RequestHeaderTimeout => "ERRORINFO_INVALID_REQUEST",
+            InvalidRequest | HeadersTooLarge | RequestHeaderTimeout | RequestBodyTimeout => {
+                "ERRORINFO_INVALID_REQUEST"
+            }
             HttpNoHostHeader => "ERRORINFO_HTTP_NO_HOST_HEADER",
             RequestUriInvalid | UriTooLong => "ERRORINFO_REQUEST_URI_INVALID",
             InvalidVersion => "ERRORINFO_INVALID_VERSION",
@@ -91,7 +96,7 @@ impl ErrorInfo {
             InvalidRequest | HttpNoHostHeader | RequestUriInvalid | InvalidVersion
             | HttpToHttpsPort => 400,
             HeadersTooLarge => 431,
-            RequestHeaderTimeout => 408,
+            RequestHeaderTimeout | RequestBodyTimeout => 408,
             UriTooLong => 414,
             Invalid09Method => 505,
             InvalidMethodTrace | InvalidMethod => 405,
@@ -111,6 +116,7 @@ impl ErrorInfo {
             InvalidRequest
                 | HeadersTooLarge
                 | RequestHeaderTimeout
+                | RequestBodyTimeout
                 | HttpNoHostHeader
                 | RequestUriInvalid
                 | UriTooLong
@@ -138,6 +144,7 @@ impl ErrorInfo {
             InvalidRequest => "The request was malformed or ambiguous and was not forwarded.",
             HeadersTooLarge => "The request headers are larger than the gateway accepts.",
             RequestHeaderTimeout => "The request headers did not arrive in time.",
+            RequestBodyTimeout => "The request body stopped arriving.",
             HttpNoHostHeader => "An HTTP/1.1 request must carry a Host header.",
             RequestUriInvalid => "The request target is not a valid URI.",
             UriTooLong => "The request target is longer than the gateway accepts.",

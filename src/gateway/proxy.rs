@@ -23,7 +23,7 @@ use super::pool::{affinity_key, Backend, Candidate, HostRewrite, PoolSource, Ser
 use super::probe::Prober;
 use super::reqbody::ClientBody;
 use super::routing::{backend_path, match_listener, ListenerInfo};
-use super::upstream::{Conn, ConnKey, ConnectError, Liveness, ReqBody, Upstream};
+use super::upstream::{ClientWait, Conn, ConnKey, ConnectError, Liveness, ReqBody, Upstream};
 use super::Snapshot;
 use crate::accesslog::{secs_string, AccessLog, AccessRecord, Attempt, Properties, Text};
 use crate::txid::TransactionId;
@@ -38,7 +38,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Most bytes of a request head the gateway sets aside for it at once
 /// (`RequestHead::size_hint`); a larger head grows as it is written.
@@ -618,10 +618,15 @@ fn route_and_forward<'a>(
         );
 
         let has_body = !http_body::Body::is_end_stream(&body);
+        // With a body, the time its upload waits for the client, which the
+        // backend's `request_timeout` does not count (`upstream.rs` `ClientWait`).
+        let mut client_wait = None;
         let body = if has_body {
             let counter = Arc::new(AtomicU64::new(0));
             pending.received_body = Some(counter.clone());
-            ReqBody::counted(body, counter)
+            let wait = Arc::new(ClientWait::new(Instant::now()));
+            client_wait = Some(wait.clone());
+            ReqBody::counted(body, counter, wait)
         } else {
             ReqBody::empty()
         };
@@ -764,9 +769,24 @@ fn route_and_forward<'a>(
                 // the clock again. `request_timeout` is at most a day
                 // (validated), so the sum cannot overflow.
                 // A timer an earlier request left spare (deadline.rs).
-                let deadline = tokio::time::Instant::from_std(sent_at + settings.request_timeout);
-                let result =
-                    deadline::timeout_at(deadline, h1client::send(c, request_head, b)).await;
+                let mut client_stalled = false;
+                let result = match &client_wait {
+                    None => {
+                        let deadline =
+                            tokio::time::Instant::from_std(sent_at + settings.request_timeout);
+                        deadline::timeout_at(deadline, h1client::send(c, request_head, b)).await
+                    }
+                    Some(wait) => {
+                        wait_for_answer(
+                            h1client::send(c, request_head, b),
+                            wait,
+                            sent_at + settings.request_timeout,
+                            snapshot.header_timeout,
+                            &mut client_stalled,
+                        )
+                        .await
+                    }
+                };
                 let answered = Instant::now();
                 let since_arrival = pending.elapsed_at(answered);
                 if matches!(result, Ok(Ok(_))) {
@@ -779,6 +799,20 @@ fn route_and_forward<'a>(
                 // were cut). Asked only when it is met.
                 let race_replay =
                     || may_replay && !cand.health.as_ref().is_some_and(|h| h.is_retired());
+                if client_stalled {
+                    // The client's body stopped coming before any answer: its
+                    // fault, not the server's (no outlier count); the backend
+                    // connection is closed with the request.
+                    add_attempt(
+                        p,
+                        Attempt {
+                            server: addr_text.clone(),
+                            error_info: ErrorInfo::RequestBodyTimeout.text(),
+                            server_status: "-".into(),
+                        },
+                    );
+                    return fail(pending, ErrorInfo::RequestBodyTimeout, txid, listener);
+                }
                 match result {
                     // RFC 9110 section 15.5.9: a 408 says the server closed the
                     // connection instead of waiting for a request; a client with a
@@ -1008,6 +1042,46 @@ fn route_and_forward<'a>(
             }
         }
         fail(pending, last_failure, txid, listener)
+    }
+}
+
+/// Waits for the answer to a request with a body: `send` (the upload and the
+/// answer's head) against two limits. The backend has until
+/// `backend_deadline` (sending plus `request_timeout`) moved on by the time
+/// the upload waited for the client's body (`wait`): a slow upload is not
+/// the backend's delay. A wait for the client's body longer than
+/// `client_limit` (`request_header_timeout`, as nginx's
+/// `client_body_timeout` limits the time between two reads of a body) sets
+/// `client_stalled` and ends it (`Err`). `Err` also when the backend's time
+/// is up.
+async fn wait_for_answer<F: Future>(
+    send: F,
+    wait: &ClientWait,
+    backend_deadline: Instant,
+    client_limit: Duration,
+    client_stalled: &mut bool,
+) -> Result<F::Output, deadline::Elapsed> {
+    let mut send = std::pin::pin!(send);
+    loop {
+        let now = Instant::now();
+        let mut until = backend_deadline + wait.total(now);
+        if let Some(waited) = wait.current(now) {
+            until = until.min(now + client_limit.saturating_sub(waited));
+        }
+        match deadline::timeout_at(tokio::time::Instant::from_std(until), send.as_mut()).await {
+            Err(elapsed) => {
+                let now = Instant::now();
+                if wait.current(now).is_some_and(|t| t >= client_limit) {
+                    *client_stalled = true;
+                    return Err(elapsed);
+                }
+                // Later than `until` only if the client was waited for meanwhile.
+                if backend_deadline + wait.total(now) <= now {
+                    return Err(elapsed);
+                }
+            }
+            done => return done,
+        }
     }
 }
 

@@ -39,10 +39,12 @@ pub const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 pub const MAX_IDLE_PER_SERVER: usize = 256;
 
 /// The body of a request sent to a backend: the client's body, its bytes
-/// added up for `receivedBytes`.
+/// added up for `receivedBytes`, and the time spent waiting for them
+/// ([`ClientWait`]).
 pub struct ReqBody {
     body: ClientBody,
     received: Option<Arc<AtomicU64>>,
+    wait: Option<Arc<ClientWait>>,
 }
 
 impl ReqBody {
@@ -51,15 +53,87 @@ impl ReqBody {
         ReqBody {
             body: ClientBody::Empty,
             received: None,
+            wait: None,
         }
     }
 
-    /// The client's streaming body; `received` adds up its bytes.
-    pub fn counted(body: ClientBody, received: Arc<AtomicU64>) -> ReqBody {
+    /// The client's streaming body; `received` adds up its bytes, `wait`
+    /// the time the body was asked for and had nothing ready.
+    pub fn counted(body: ClientBody, received: Arc<AtomicU64>, wait: Arc<ClientWait>) -> ReqBody {
         ReqBody {
             body,
             received: Some(received),
+            wait: Some(wait),
         }
+    }
+}
+
+/// How long a request's upload has waited for the client's body: the time
+/// between a poll of the body that found nothing ready (the backend had
+/// taken everything so far) and the poll that got the next piece. The
+/// request's `request_timeout` (time allowed for the backend's response
+/// headers) does not count it: a client that uploads slowly is not the
+/// backend's delay (Envoy starts its route timeout when the request is
+/// complete; nginx buffers the body first). A wait longer than
+/// `request_header_timeout` ends the request with 408 (nginx's
+/// `client_body_timeout`, the time between two reads of a body; proxy.rs).
+/// Shared between the upload, which measures, and the request's deadline.
+#[derive(Debug)]
+pub struct ClientWait {
+    /// The clock reading the offsets below count from.
+    base: Instant,
+    /// Nanoseconds in waits that have ended.
+    ended: AtomicU64,
+    /// Offset + 1 of the start of the wait in progress, in nanoseconds; 0
+    /// while not waiting.
+    since: AtomicU64,
+}
+
+impl ClientWait {
+    /// No wait yet; offsets count from `base`.
+    pub fn new(base: Instant) -> ClientWait {
+        ClientWait {
+            base,
+            ended: AtomicU64::new(0),
+            since: AtomicU64::new(0),
+        }
+    }
+
+    fn offset(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// A poll of the body found nothing: a wait starts now, unless one is on.
+    fn begin(&self) {
+        if self.since.load(Ordering::Relaxed) == 0 {
+            let at = self.offset(Instant::now()).saturating_add(1);
+            self.since.store(at, Ordering::Relaxed);
+        }
+    }
+
+    /// A poll of the body got something (or its end): the wait on, if any, ends.
+    fn end(&self) {
+        let since = self.since.swap(0, Ordering::Relaxed);
+        if since != 0 {
+            let waited = self.offset(Instant::now()).saturating_sub(since - 1);
+            self.ended.fetch_add(waited, Ordering::Relaxed);
+        }
+    }
+
+    /// How long the wait in progress has lasted at `now`; `None` when none is on.
+    pub fn current(&self, now: Instant) -> Option<Duration> {
+        match self.since.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(Duration::from_nanos(
+                self.offset(now).saturating_sub(since - 1),
+            )),
+        }
+    }
+
+    /// All the waiting up to `now`, the wait in progress included.
+    pub fn total(&self, now: Instant) -> Duration {
+        Duration::from_nanos(self.ended.load(Ordering::Relaxed))
+            + self.current(now).unwrap_or(Duration::ZERO)
     }
 }
 
@@ -76,6 +150,13 @@ impl Body for ReqBody {
         if let (Poll::Ready(Some(Ok(f))), Some(received)) = (&r, &this.received) {
             if let Some(d) = f.data_ref() {
                 received.fetch_add(d.len() as u64, Ordering::Relaxed);
+            }
+        }
+        if let Some(w) = &this.wait {
+            if r.is_pending() {
+                w.begin();
+            } else {
+                w.end();
             }
         }
         r

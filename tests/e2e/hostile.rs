@@ -317,6 +317,83 @@ async fn an_h2c_upgrade_is_not_forwarded_and_the_connection_goes_on() {
     );
 }
 
+/// A slow upload is not the backend's delay: `request_timeout` (time allowed
+/// for the backend's response headers) does not count the time the gateway
+/// waits for the client's body. A body that stops coming for
+/// `request_header_timeout` before any answer gets 408, as nginx's
+/// `client_body_timeout`. A backend that takes the whole body and does not
+/// answer still times out (502 `UPSTREAM_TIMED_OUT`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upload_is_not_a_backend_timeout_and_a_stalled_one_is_408() {
+    use std::io::Write;
+    let whole = RawServer::start(Raw::AfterBody);
+    let hang = RawServer::start(Raw::Hang);
+    let (port, hang_port) = (free_port(), free_port());
+    let config = configs_per_port(
+        &[
+            (port, whole.addr.to_string()),
+            (hang_port, hang.addr.to_string()),
+        ],
+        "request_timeout = 1\nprobe = \"keep\"",
+    ) + "\n[[probes]]\nname = \"keep\"\nmin_servers = 1\n";
+    let gw = Gateway::start_with("slow-upload", "request_header_timeout = 2", &config);
+
+    // 12 bytes, one every 250 ms: 3 s of upload against a 1 s request_timeout.
+    let mut s = std::net::TcpStream::connect(local(port)).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n")
+        .expect("head");
+    for _ in 0..12 {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        s.write_all(b"x").expect("byte");
+    }
+    let (head, body) = read_response(&mut s);
+    assert_eq!(raw_status(&head), 200, "{head}");
+    assert_eq!(body, b"got 12");
+    let rec = gw.record(&raw_txid(&head));
+    assert_eq!(
+        rec["properties"]["error_info"], "ERRORINFO_NO_ERROR",
+        "{rec}"
+    );
+
+    // Three bytes of ten, then nothing: 408 after the 2 s, the connection closed.
+    let started = std::time::Instant::now();
+    let (text, closed) = raw_exchange(
+        local(port),
+        b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc",
+    );
+    assert_eq!(raw_status(&text), 408, "{text}");
+    assert!(closed);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "{text}"
+    );
+    let rec = gw.record(&raw_txid(&text));
+    assert_eq!(
+        rec["properties"]["error_info"], "ERRORINFO_INVALID_REQUEST",
+        "{rec}"
+    );
+    assert_eq!(rec["properties"]["httpStatus"], 408, "{rec}");
+    assert_eq!(
+        rec["properties"]["attempts"][0]["server"],
+        whole.addr.to_string(),
+        "{rec}"
+    );
+
+    // The whole body went out and the server says nothing: its timeout.
+    let (text, _) = raw_exchange(
+        local(hang_port),
+        b"POST /up HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabc",
+    );
+    assert_eq!(raw_status(&text), 502, "{text}");
+    let rec = gw.record(&raw_txid(&text));
+    assert_eq!(
+        rec["properties"]["error_info"], "ERRORINFO_UPSTREAM_TIMED_OUT",
+        "{rec}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_does_not_starve_normal_clients_and_gets_408() {
     let app = DemoApp::start();

@@ -399,6 +399,10 @@ pub enum Raw {
     /// next one 408 with `Connection: close`, as a server that timed the idle
     /// connection out the moment the request came.
     TimeoutSecond,
+    /// Reads a request and its whole `Content-Length` body, then answers 200
+    /// with the body's size as text (`got N`) and closes, as a server that
+    /// takes a whole upload before it answers.
+    AfterBody,
 }
 
 /// A raw TCP backend on a free port; records the first bytes of every connection.
@@ -440,6 +444,41 @@ impl RawServer {
                         }
                         Raw::Answer(bytes) => {
                             let _ = s.write_all(bytes);
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        Raw::AfterBody => {
+                            let mut got = buf[..n].to_vec();
+                            let head_end = loop {
+                                if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                                    break Some(i + 4);
+                                }
+                                match s.read(&mut buf) {
+                                    Ok(0) | Err(_) => break None,
+                                    Ok(k) => got.extend_from_slice(&buf[..k]),
+                                }
+                            };
+                            let Some(head_end) = head_end else { return };
+                            let head =
+                                String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
+                            let length: usize = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse().ok())
+                                .unwrap_or(0);
+                            while got.len() < head_end + length {
+                                match s.read(&mut buf) {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(k) => got.extend_from_slice(&buf[..k]),
+                                }
+                            }
+                            let body = format!("got {length}");
+                            let _ = s.write_all(
+                                format!(
+                                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                                    body.len()
+                                )
+                                .as_bytes(),
+                            );
                             std::thread::sleep(Duration::from_millis(50));
                         }
                         Raw::TimeoutSecond => {
