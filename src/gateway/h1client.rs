@@ -892,7 +892,7 @@ impl BackendBody {
         if let Some(u) = self.upload.as_mut() {
             match u.poll(cx, &mut conn.io) {
                 Poll::Ready(Ok(())) => self.upload = None,
-                Poll::Ready(Err(SendError::ClientBody(e))) => {
+                Poll::Ready(Err(SendError::ClientBody(e))) if !self.framing.is_done() => {
                     // The client left in the middle of its body, or its
                     // chunked framing broke: the backend waits for the rest
                     // of a request that will never come, so its answer may
@@ -905,8 +905,10 @@ impl BackendBody {
                     return Poll::Ready(Some(Err(io::Error::other(ClientBodyFailed(e)))));
                 }
                 Poll::Ready(Err(e)) => {
-                    // The backend stopped reading (an early 413, say): no more
-                    // of the request goes out; the answer is still read.
+                    // The backend stopped reading (an early 413, say), or the
+                    // client's body failed once the answer was whole: no more
+                    // of the request goes out; the answer is still read (or
+                    // ends, whole).
                     tracing::debug!(error = %e, "request body stopped after the answer");
                     self.upload = None;
                     self.reusable = false;

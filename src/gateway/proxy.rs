@@ -782,6 +782,7 @@ fn route_and_forward<'a>(
                             wait,
                             sent_at + settings.request_timeout,
                             snapshot.header_timeout,
+                            parts.version != Version::HTTP_2,
                             &mut client_stalled,
                         )
                         .await
@@ -1046,36 +1047,49 @@ fn route_and_forward<'a>(
 }
 
 /// Waits for the answer to a request with a body: `send` (the upload and the
-/// answer's head) against two limits. The backend has until
-/// `backend_deadline` (sending plus `request_timeout`) moved on by the time
-/// the upload waited for the client's body (`wait`): a slow upload is not
-/// the backend's delay. A wait for the client's body longer than
-/// `client_limit` (`request_header_timeout`, as nginx's
-/// `client_body_timeout` limits the time between two reads of a body) sets
-/// `client_stalled` and ends it (`Err`). `Err` also when the backend's time
-/// is up.
+/// answer's head) against the backend's and the client's limits. The backend
+/// has until `backend_deadline` (sending plus `request_timeout`) moved on by
+/// the time the upload waited for the client's body (`wait`): a slow upload
+/// is not the backend's delay. A wait for the body longer than
+/// `client_limit` (`request_header_timeout`, as nginx's `client_body_timeout`
+/// limits the time between two reads of a body) or, with `min_rate` (HTTP/1),
+/// a body slower than `MIN_BODY_RATE` over the waiting (`ClientWait::too_slow`)
+/// sets `client_stalled` and ends it (`Err`). `Err` also when the backend's
+/// time is up. While an HTTP/1 body is still coming, the limits are looked
+/// at every [`LOOK_AGAIN`], so the backend's own deadline may be seen up to
+/// that late.
 async fn wait_for_answer<F: Future>(
     send: F,
     wait: &ClientWait,
     backend_deadline: Instant,
     client_limit: Duration,
+    min_rate: bool,
     client_stalled: &mut bool,
 ) -> Result<F::Output, deadline::Elapsed> {
     let mut send = std::pin::pin!(send);
     loop {
         let now = Instant::now();
-        let mut until = backend_deadline + wait.total(now);
-        if let Some(waited) = wait.current(now) {
-            until = until.min(now + client_limit.saturating_sub(waited));
-        }
+        let until = match wait.current(now) {
+            // Waiting for the client: the backend's time stands still.
+            Some(waited) => now + client_limit.saturating_sub(waited).min(LOOK_AGAIN),
+            None => {
+                let backend = backend_deadline + wait.total(now);
+                if min_rate && !wait.done() {
+                    backend.min(now + LOOK_AGAIN)
+                } else {
+                    backend
+                }
+            }
+        };
         match deadline::timeout_at(tokio::time::Instant::from_std(until), send.as_mut()).await {
             Err(elapsed) => {
                 let now = Instant::now();
-                if wait.current(now).is_some_and(|t| t >= client_limit) {
+                if wait.current(now).is_some_and(|t| t >= client_limit)
+                    || (min_rate && wait.too_slow(now))
+                {
                     *client_stalled = true;
                     return Err(elapsed);
                 }
-                // Later than `until` only if the client was waited for meanwhile.
                 if backend_deadline + wait.total(now) <= now {
                     return Err(elapsed);
                 }
@@ -1084,6 +1098,10 @@ async fn wait_for_answer<F: Future>(
         }
     }
 }
+
+/// How often [`wait_for_answer`] looks at a request whose body is still
+/// coming (1 s).
+const LOOK_AGAIN: Duration = Duration::from_secs(1);
 
 fn fail(
     pending: PendingRecord,

@@ -68,16 +68,27 @@ impl ReqBody {
     }
 }
 
+/// Slowest request body accepted, bytes per second of waiting for it, once
+/// [`MIN_BODY_RATE_GRACE`] of waiting has passed: ASP.NET Core Kestrel's
+/// `MinRequestBodyDataRate` default (240 bytes/s, 5 s grace), which, like
+/// this, counts only the time the server is ready to read.
+pub const MIN_BODY_RATE: u64 = 240;
+
+/// Waiting for a body that [`MIN_BODY_RATE`] does not hold against it (5 s).
+pub const MIN_BODY_RATE_GRACE: Duration = Duration::from_secs(5);
+
 /// How long a request's upload has waited for the client's body: the time
 /// between a poll of the body that found nothing ready (the backend had
-/// taken everything so far) and the poll that got the next piece. The
-/// request's `request_timeout` (time allowed for the backend's response
-/// headers) does not count it: a client that uploads slowly is not the
-/// backend's delay (Envoy starts its route timeout when the request is
-/// complete; nginx buffers the body first). A wait longer than
-/// `request_header_timeout` ends the request with 408 (nginx's
-/// `client_body_timeout`, the time between two reads of a body; proxy.rs).
-/// Shared between the upload, which measures, and the request's deadline.
+/// taken everything so far) and the poll that got the next piece, and how
+/// many bytes came. The request's `request_timeout` (time allowed for the
+/// backend's response headers) does not count the waiting: a client that
+/// uploads slowly is not the backend's delay (Envoy starts its route timeout
+/// when the request is complete; nginx buffers the body first). A wait longer
+/// than `request_header_timeout` (nginx's `client_body_timeout`, the time
+/// between two reads of a body), or an HTTP/1 body slower than
+/// [`MIN_BODY_RATE`] over the waiting, ends the request with 408 before
+/// the backend answers (`proxy.rs` `wait_for_answer`). Shared between the
+/// upload, which measures, and the request's deadline.
 #[derive(Debug)]
 pub struct ClientWait {
     /// The clock reading the offsets below count from.
@@ -87,6 +98,10 @@ pub struct ClientWait {
     /// Offset + 1 of the start of the wait in progress, in nanoseconds; 0
     /// while not waiting.
     since: AtomicU64,
+    /// Body bytes that came.
+    bytes: AtomicU64,
+    /// The body ended (or failed): nothing more to wait for.
+    done: AtomicBool,
 }
 
 impl ClientWait {
@@ -96,7 +111,25 @@ impl ClientWait {
             base,
             ended: AtomicU64::new(0),
             since: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            done: AtomicBool::new(false),
         }
+    }
+
+    /// The body ended or failed: no more waiting for it.
+    pub fn done(&self) -> bool {
+        self.done.load(Ordering::Relaxed)
+    }
+
+    /// Whether the body came slower than [`MIN_BODY_RATE`] over the time
+    /// waited for it, once that is past [`MIN_BODY_RATE_GRACE`]; never after
+    /// its end.
+    pub fn too_slow(&self, now: Instant) -> bool {
+        let waited = self.total(now);
+        !self.done()
+            && waited > MIN_BODY_RATE_GRACE
+            && u128::from(self.bytes.load(Ordering::Relaxed)) * 1000
+                < u128::from(MIN_BODY_RATE) * waited.as_millis()
     }
 
     fn offset(&self, t: Instant) -> u64 {
@@ -153,10 +186,18 @@ impl Body for ReqBody {
             }
         }
         if let Some(w) = &this.wait {
-            if r.is_pending() {
-                w.begin();
-            } else {
-                w.end();
+            match &r {
+                Poll::Pending => w.begin(),
+                Poll::Ready(Some(Ok(f))) => {
+                    w.end();
+                    if let Some(d) = f.data_ref() {
+                        w.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
+                    }
+                }
+                Poll::Ready(_) => {
+                    w.end();
+                    w.done.store(true, Ordering::Relaxed);
+                }
             }
         }
         r
@@ -544,6 +585,44 @@ impl Upstream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The waits add up, the one in progress counts until `now`, and the
+    /// minimum rate holds only after the grace, against the waiting alone,
+    /// and never once the body ended.
+    #[test]
+    fn client_waits_add_up_and_the_minimum_rate_counts_only_waiting() {
+        let base = Instant::now();
+        let w = ClientWait::new(base);
+        assert_eq!(w.current(base), None);
+        assert_eq!(w.total(base), Duration::ZERO);
+        w.begin();
+        std::thread::sleep(Duration::from_millis(20));
+        w.begin(); // already waiting: the start stays
+        let later = Instant::now();
+        assert!(w.current(later).expect("waiting") >= Duration::from_millis(20));
+        w.end();
+        let first = w.total(Instant::now());
+        assert!(first >= Duration::from_millis(20));
+        assert_eq!(w.current(Instant::now()), None);
+        w.end(); // not waiting: nothing changes
+        assert_eq!(w.total(Instant::now()), first);
+        // An hour later, not waiting: the total stays what was waited.
+        assert_eq!(w.total(base + Duration::from_secs(3600)), first);
+        assert!(!w.too_slow(base + Duration::from_secs(3600)));
+        // Waiting since now, looked at 10 s on: 240 B/s of 10 s is 2,400 bytes.
+        w.begin();
+        let at = Instant::now() + Duration::from_secs(10);
+        assert!(w.total(at) >= Duration::from_secs(10));
+        w.bytes.store(1_000, Ordering::Relaxed);
+        assert!(w.too_slow(at));
+        w.bytes.store(3_000, Ordering::Relaxed);
+        assert!(!w.too_slow(at));
+        // Within the grace, nothing is too slow.
+        w.bytes.store(0, Ordering::Relaxed);
+        assert!(!w.too_slow(Instant::now() + Duration::from_secs(4)));
+        w.done.store(true, Ordering::Relaxed);
+        assert!(!w.too_slow(at));
+    }
 
     /// A waker that counts its wakes.
     struct Count(AtomicU64);

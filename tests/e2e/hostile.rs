@@ -381,6 +381,41 @@ async fn a_slow_upload_is_not_a_backend_timeout_and_a_stalled_one_is_408() {
         "{rec}"
     );
 
+    // A byte every 400 ms, each wait well within the 2 s: past the 5 s of
+    // grace, slower than 240 bytes a second of waiting (Kestrel's minimum
+    // body rate): 408.
+    let started = std::time::Instant::now();
+    let mut s = std::net::TcpStream::connect(local(port)).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n")
+        .expect("head");
+    let mut answer = Vec::new();
+    for _ in 0..30 {
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        if s.write_all(b"x").is_err() {
+            break;
+        }
+        s.set_nonblocking(true).expect("nonblocking");
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = std::io::Read::read(&mut s, &mut buf) {
+            answer.extend_from_slice(&buf[..n]);
+        }
+        s.set_nonblocking(false).expect("blocking");
+        if !answer.is_empty() {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    assert_eq!(raw_status(&text), 408, "{text}");
+    let took = started.elapsed();
+    assert!(took >= std::time::Duration::from_secs(5), "{took:?}");
+    let rec = gw.record(&raw_txid(&text));
+    assert_eq!(
+        rec["properties"]["error_info"], "ERRORINFO_INVALID_REQUEST",
+        "{rec}"
+    );
+
     // The whole body went out and the server says nothing: its timeout.
     let (text, _) = raw_exchange(
         local(hang_port),
