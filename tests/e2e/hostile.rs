@@ -429,6 +429,117 @@ async fn a_slow_upload_is_not_a_backend_timeout_and_a_stalled_one_is_408() {
     );
 }
 
+/// One HTTP/2 frame: the 9-byte head (RFC 9113 §4.1) and its payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).expect("frame size");
+    let mut f = len.to_be_bytes()[1..].to_vec();
+    f.extend_from_slice(&[kind, flags]);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Reads frames until the connection ends: the error code of the GOAWAY
+/// the gateway sent, if it sent one.
+fn h2_goaway_code(s: &mut std::net::TcpStream) -> Option<u32> {
+    use std::io::Read;
+    let mut all = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+        }
+    }
+    let mut at = 0;
+    while at + 9 <= all.len() {
+        let len = u32::from_be_bytes([0, all[at], all[at + 1], all[at + 2]]) as usize;
+        if all[at + 3] == 0x7 && at + 9 + 8 <= all.len() {
+            let code = &all[at + 9 + 4..at + 9 + 8];
+            return Some(u32::from_be_bytes([code[0], code[1], code[2], code[3]]));
+        }
+        at += 9 + len;
+    }
+    None
+}
+
+/// HTTP/2 floods end the connection and do not reach the backend: the
+/// "rapid reset" (CVE-2023-44487: streams opened and reset at once) gets
+/// GOAWAY `ENHANCE_YOUR_CALM` after a few dozen streams (the `h2` crate's
+/// limit of 20 streams reset before they were taken), and a header block
+/// continued without end (CONTINUATION flood, CVE-2024-27316's kind) is cut
+/// long before it ends, its memory bounded by the 16 KiB header list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_rapid_reset_and_continuation_floods_end_the_connection() {
+    use std::io::Write;
+    let backend = RawServer::start(Raw::Answer(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    ));
+    let port = free_port();
+    let config = format!(
+        "{}\n[[probes]]\nname = \"keep\"\nmin_servers = 1\n",
+        basic_config(port, &[backend.addr.to_string()], "probe = \"keep\"")
+    );
+    let _gw = Gateway::start_one_core("h2-floods", &config);
+    let preface = [
+        &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..],
+        &h2_frame(0x4, 0, 0, &[]),
+    ]
+    .concat();
+    // GET / with :authority a (HPACK static table: 0x82 :method GET, 0x86
+    // :scheme http, 0x84 :path /, 0x01 :authority as a literal).
+    let get = [0x82, 0x86, 0x84, 0x01, 0x01, b'a'];
+
+    let mut s = std::net::TcpStream::connect(local(port)).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    s.set_write_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    let mut flood = preface.clone();
+    for i in 0..1000u32 {
+        let id = 1 + 2 * i;
+        flood.extend(h2_frame(0x1, 0x4 | 0x1, id, &get)); // HEADERS, END_HEADERS | END_STREAM
+        flood.extend(h2_frame(0x3, 0, id, &8u32.to_be_bytes())); // RST_STREAM CANCEL
+    }
+    let _ = s.write_all(&flood); // the gateway may close before it has read it all
+    assert_eq!(
+        h2_goaway_code(&mut s),
+        Some(0xb),
+        "GOAWAY ENHANCE_YOUR_CALM"
+    );
+    let reached = backend.requests().len();
+    assert!(
+        reached < 100,
+        "{reached} of 1000 reset streams reached the backend"
+    );
+
+    let mut s = std::net::TcpStream::connect(local(port)).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    s.set_write_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    // HEADERS without END_HEADERS, then CONTINUATIONs of literal fields
+    // (0x00: a new name, not indexed), 16 KiB each, up to 16 MiB in all.
+    let mut field = vec![0x00, 5];
+    field.extend_from_slice(b"x-pad");
+    field.push(100);
+    field.extend_from_slice(&[b'v'; 100]);
+    let piece: Vec<u8> = field.iter().copied().cycle().take(16_000).collect();
+    let _ = s.write_all(&[&preface[..], &h2_frame(0x1, 0x1, 1, &get)].concat());
+    let mut sent = 0usize;
+    for _ in 0..1024 {
+        if s.write_all(&h2_frame(0x9, 0, 1, &piece)).is_err() {
+            break;
+        }
+        sent += piece.len();
+    }
+    assert!(
+        sent < 4 * 1024 * 1024,
+        "{sent} bytes of one header block taken"
+    );
+    let _ = h2_goaway_code(&mut s); // reads to the end: the connection ended
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_does_not_starve_normal_clients_and_gets_408() {
     let app = DemoApp::start();
