@@ -20,7 +20,9 @@ pub enum ErrorInfo {
     /// No complete request head within the header timeout (60 s). 408, logged as `INVALID_REQUEST`.
     RequestHeaderTimeout,
     /// The request body stopped coming for the header timeout (60 s) before
-    /// any answer (nginx's `client_body_timeout`). 408, logged as `INVALID_REQUEST`.
+    /// any answer (nginx's `client_body_timeout`), or an HTTP/1 body came
+    /// slower than 240 bytes a second of waiting after 5 s (Kestrel's
+    /// minimum body rate; `upstream.rs` `ClientWait`). 408, logged as `INVALID_REQUEST`.
     RequestBodyTimeout,
     /// HTTP/1.1 request without Host (RFC 9112 §3.2). 400.
     HttpNoHostHeader,

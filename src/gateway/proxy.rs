@@ -1055,9 +1055,8 @@ fn route_and_forward<'a>(
 /// limits the time between two reads of a body) or, with `min_rate` (HTTP/1),
 /// a body slower than `MIN_BODY_RATE` over the waiting (`ClientWait::too_slow`)
 /// sets `client_stalled` and ends it (`Err`). `Err` also when the backend's
-/// time is up. While an HTTP/1 body is still coming, the limits are looked
-/// at every [`LOOK_AGAIN`], so the backend's own deadline may be seen up to
-/// that late.
+/// time is up. While the body is still coming, the limits are looked at
+/// every [`LOOK_AGAIN`], so either may be seen up to that late.
 async fn wait_for_answer<F: Future>(
     send: F,
     wait: &ClientWait,
@@ -1074,10 +1073,11 @@ async fn wait_for_answer<F: Future>(
             Some(waited) => now + client_limit.saturating_sub(waited).min(LOOK_AGAIN),
             None => {
                 let backend = backend_deadline + wait.total(now);
-                if min_rate && !wait.done() {
-                    backend.min(now + LOOK_AGAIN)
-                } else {
+                if wait.done() {
                     backend
+                } else {
+                    // A wait may begin in the next poll of `send`.
+                    backend.min(now + LOOK_AGAIN)
                 }
             }
         };

@@ -338,14 +338,15 @@ async fn a_slow_upload_is_not_a_backend_timeout_and_a_stalled_one_is_408() {
     ) + "\n[[probes]]\nname = \"keep\"\nmin_servers = 1\n";
     let gw = Gateway::start_with("slow-upload", "request_header_timeout = 2", &config);
 
-    // 12 bytes, one every 250 ms: 3 s of upload against a 1 s request_timeout.
+    // 12 bytes, one every 150 ms: 1.8 s of upload against a 1 s
+    // request_timeout (and within the minimum rate's 5 s of grace).
     let mut s = std::net::TcpStream::connect(local(port)).expect("connect");
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .expect("timeout");
     s.write_all(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n")
         .expect("head");
     for _ in 0..12 {
-        std::thread::sleep(std::time::Duration::from_millis(250));
+        std::thread::sleep(std::time::Duration::from_millis(150));
         s.write_all(b"x").expect("byte");
     }
     let (head, body) = read_response(&mut s);
@@ -394,6 +395,8 @@ async fn a_slow_upload_is_not_a_backend_timeout_and_a_stalled_one_is_408() {
     for _ in 0..30 {
         std::thread::sleep(std::time::Duration::from_millis(400));
         if s.write_all(b"x").is_err() {
+            // Closed after its answer: read what came.
+            let _ = std::io::Read::read_to_end(&mut s, &mut answer);
             break;
         }
         s.set_nonblocking(true).expect("nonblocking");
@@ -467,8 +470,9 @@ fn h2_goaway_code(s: &mut std::net::TcpStream) -> Option<u32> {
 /// "rapid reset" (CVE-2023-44487: streams opened and reset at once) gets
 /// GOAWAY `ENHANCE_YOUR_CALM` after a few dozen streams (the `h2` crate's
 /// limit of 20 streams reset before they were taken), and a header block
-/// continued without end (CONTINUATION flood, CVE-2024-27316's kind) is cut
-/// long before it ends, its memory bounded by the 16 KiB header list.
+/// continued without end (CONTINUATION flood, CVE-2024-27316's kind) ends
+/// with GOAWAY long before it ends (the `h2` crate limits the header list to
+/// 16 KiB and the CONTINUATION frames of one block).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_rapid_reset_and_continuation_floods_end_the_connection() {
     use std::io::Write;
@@ -496,7 +500,7 @@ async fn http2_rapid_reset_and_continuation_floods_end_the_connection() {
     s.set_write_timeout(Some(std::time::Duration::from_secs(5)))
         .expect("timeout");
     let mut flood = preface.clone();
-    for i in 0..1000u32 {
+    for i in 0..200u32 {
         let id = 1 + 2 * i;
         flood.extend(h2_frame(0x1, 0x4 | 0x1, id, &get)); // HEADERS, END_HEADERS | END_STREAM
         flood.extend(h2_frame(0x3, 0, id, &8u32.to_be_bytes())); // RST_STREAM CANCEL
@@ -510,7 +514,7 @@ async fn http2_rapid_reset_and_continuation_floods_end_the_connection() {
     let reached = backend.requests().len();
     assert!(
         reached < 100,
-        "{reached} of 1000 reset streams reached the backend"
+        "{reached} of 200 reset streams reached the backend"
     );
 
     let mut s = std::net::TcpStream::connect(local(port)).expect("connect");
@@ -519,7 +523,7 @@ async fn http2_rapid_reset_and_continuation_floods_end_the_connection() {
     s.set_write_timeout(Some(std::time::Duration::from_secs(5)))
         .expect("timeout");
     // HEADERS without END_HEADERS, then CONTINUATIONs of literal fields
-    // (0x00: a new name, not indexed), 16 KiB each, up to 16 MiB in all.
+    // (0x00: a new name, not indexed), 16,000 bytes each, up to 16 MB in all.
     let mut field = vec![0x00, 5];
     field.extend_from_slice(b"x-pad");
     field.push(100);
@@ -537,7 +541,11 @@ async fn http2_rapid_reset_and_continuation_floods_end_the_connection() {
         sent < 4 * 1024 * 1024,
         "{sent} bytes of one header block taken"
     );
-    let _ = h2_goaway_code(&mut s); // reads to the end: the connection ended
+    // PROTOCOL_ERROR in the runs seen (the block outgrew the header list).
+    assert!(
+        h2_goaway_code(&mut s).is_some(),
+        "the connection ends with GOAWAY"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
