@@ -523,24 +523,22 @@ async fn http2_rapid_reset_and_continuation_floods_end_the_connection() {
     s.set_write_timeout(Some(std::time::Duration::from_secs(5)))
         .expect("timeout");
     // HEADERS without END_HEADERS, then CONTINUATIONs of literal fields
-    // (0x00: a new name, not indexed), 16,000 bytes each, up to 16 MB in all.
+    // (0x00: a new name, not indexed), 16,000 bytes each.
     let mut field = vec![0x00, 5];
     field.extend_from_slice(b"x-pad");
     field.push(100);
     field.extend_from_slice(&[b'v'; 100]);
     let piece: Vec<u8> = field.iter().copied().cycle().take(16_000).collect();
     let _ = s.write_all(&[&preface[..], &h2_frame(0x1, 0x1, 1, &get)].concat());
-    let mut sent = 0usize;
-    for _ in 0..1024 {
+    // 64 frames, about 1 MB: many times the header list's 16 KiB. (How much
+    // of it the sockets' buffers take says nothing: loopback buffers hold
+    // megabytes, and a gateway that ended the connection may still read
+    // what came, to let its GOAWAY be seen.)
+    for _ in 0..64 {
         if s.write_all(&h2_frame(0x9, 0, 1, &piece)).is_err() {
             break;
         }
-        sent += piece.len();
     }
-    assert!(
-        sent < 4 * 1024 * 1024,
-        "{sent} bytes of one header block taken"
-    );
     // PROTOCOL_ERROR in the runs seen (the block outgrew the header list).
     assert!(
         h2_goaway_code(&mut s).is_some(),
