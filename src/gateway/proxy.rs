@@ -624,9 +624,9 @@ fn route_and_forward<'a>(
         let body = if has_body {
             let counter = Arc::new(AtomicU64::new(0));
             pending.received_body = Some(counter.clone());
-            let wait = Arc::new(ClientWait::new(Instant::now()));
+            let wait = Arc::new(ClientWait::new(Instant::now(), counter));
             client_wait = Some(wait.clone());
-            ReqBody::counted(body, counter, wait)
+            ReqBody::counted(body, wait)
         } else {
             ReqBody::empty()
         };

@@ -43,7 +43,7 @@ pub const MAX_IDLE_PER_SERVER: usize = 256;
 /// ([`ClientWait`]).
 pub struct ReqBody {
     body: ClientBody,
-    received: Option<Arc<AtomicU64>>,
+    /// Its bytes and its waits (`None`: no body).
     wait: Option<Arc<ClientWait>>,
 }
 
@@ -52,17 +52,15 @@ impl ReqBody {
     pub fn empty() -> ReqBody {
         ReqBody {
             body: ClientBody::Empty,
-            received: None,
             wait: None,
         }
     }
 
-    /// The client's streaming body; `received` adds up its bytes, `wait`
-    /// the time the body was asked for and had nothing ready.
-    pub fn counted(body: ClientBody, received: Arc<AtomicU64>, wait: Arc<ClientWait>) -> ReqBody {
+    /// The client's streaming body; `wait` adds up its bytes and the time
+    /// it was asked for and had nothing ready.
+    pub fn counted(body: ClientBody, wait: Arc<ClientWait>) -> ReqBody {
         ReqBody {
             body,
-            received: Some(received),
             wait: Some(wait),
         }
     }
@@ -98,20 +96,22 @@ pub struct ClientWait {
     /// Offset + 1 of the start of the wait in progress, in nanoseconds; 0
     /// while not waiting.
     since: AtomicU64,
-    /// Body bytes that came.
-    bytes: AtomicU64,
+    /// Body bytes that came: the record's count (`receivedBytes`), shared
+    /// with it.
+    received: Arc<AtomicU64>,
     /// The body ended (or failed): nothing more to wait for.
     done: AtomicBool,
 }
 
 impl ClientWait {
-    /// No wait yet; offsets count from `base`.
-    pub fn new(base: Instant) -> ClientWait {
+    /// No wait yet; offsets count from `base`; the body's bytes are added
+    /// to `received`.
+    pub fn new(base: Instant, received: Arc<AtomicU64>) -> ClientWait {
         ClientWait {
             base,
             ended: AtomicU64::new(0),
             since: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
+            received,
             done: AtomicBool::new(false),
         }
     }
@@ -128,7 +128,7 @@ impl ClientWait {
         let waited = self.total(now);
         !self.done()
             && waited > MIN_BODY_RATE_GRACE
-            && u128::from(self.bytes.load(Ordering::Relaxed)) * 1000
+            && u128::from(self.received.load(Ordering::Relaxed)) * 1000
                 < u128::from(MIN_BODY_RATE) * waited.as_millis()
     }
 
@@ -180,18 +180,13 @@ impl Body for ReqBody {
     ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.body).poll_frame(cx);
-        if let (Poll::Ready(Some(Ok(f))), Some(received)) = (&r, &this.received) {
-            if let Some(d) = f.data_ref() {
-                received.fetch_add(d.len() as u64, Ordering::Relaxed);
-            }
-        }
         if let Some(w) = &this.wait {
             match &r {
                 Poll::Pending => w.begin(),
                 Poll::Ready(Some(Ok(f))) => {
                     w.end();
                     if let Some(d) = f.data_ref() {
-                        w.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
+                        w.received.fetch_add(d.len() as u64, Ordering::Relaxed);
                     }
                 }
                 Poll::Ready(_) => {
@@ -592,7 +587,7 @@ mod tests {
     #[test]
     fn client_waits_add_up_and_the_minimum_rate_counts_only_waiting() {
         let base = Instant::now();
-        let w = ClientWait::new(base);
+        let w = ClientWait::new(base, Arc::new(AtomicU64::new(0)));
         assert_eq!(w.current(base), None);
         assert_eq!(w.total(base), Duration::ZERO);
         w.begin();
@@ -613,13 +608,13 @@ mod tests {
         w.begin();
         let at = Instant::now() + Duration::from_secs(10);
         assert!(w.total(at) >= Duration::from_secs(10));
-        w.bytes.store(1_000, Ordering::Relaxed);
+        w.received.store(1_000, Ordering::Relaxed);
         assert!(w.too_slow(at));
-        w.bytes.store(3_000, Ordering::Relaxed);
+        w.received.store(3_000, Ordering::Relaxed);
         assert!(!w.too_slow(at));
         // Within the grace, nothing is too slow: looked at when 4.5 s of
         // waiting are done in all.
-        w.bytes.store(0, Ordering::Relaxed);
+        w.received.store(0, Ordering::Relaxed);
         let now = Instant::now();
         let within = now + Duration::from_millis(4_500).saturating_sub(w.total(now));
         assert!(!w.too_slow(within));
