@@ -74,24 +74,36 @@ pub fn valid_value(value: &[u8]) -> bool {
 /// every `http://` connection), so such a request keeps its connection open.
 /// Names are compared without regard to case.
 pub fn upgrade_without_h2c(value: &[u8]) -> Option<Cow<'_, [u8]>> {
-    let is_h2c = |t: &[u8]| {
-        let name = t.split(|b| *b == b'/').next().unwrap_or(t);
-        name.trim_ascii().eq_ignore_ascii_case(b"h2c")
-    };
-    let tokens = || {
-        value
-            .split(|b| *b == b',')
-            .map(<[u8]>::trim_ascii)
-            .filter(|t| !t.is_empty())
-    };
-    if !tokens().any(is_h2c) {
-        return tokens().next().is_some().then_some(Cow::Borrowed(value));
+    let is_h2c = |t: &[u8]| protocol_name(t).eq_ignore_ascii_case(b"h2c");
+    if !upgrade_tokens(value).any(is_h2c) {
+        return upgrade_tokens(value)
+            .next()
+            .is_some()
+            .then_some(Cow::Borrowed(value));
     }
-    let kept: Vec<&[u8]> = tokens().filter(|t| !is_h2c(t)).collect();
+    let kept: Vec<&[u8]> = upgrade_tokens(value).filter(|t| !is_h2c(t)).collect();
     if kept.is_empty() {
         return None;
     }
     Some(Cow::Owned(kept.join(&b", "[..])))
+}
+
+/// The protocols of an `Upgrade` value (`name[/version]`, comma separated,
+/// RFC 9110 §7.8), trimmed, empty list elements left out.
+fn upgrade_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// A protocol's name: an [`upgrade_tokens`] token without its `/version`.
+fn protocol_name(token: &[u8]) -> &[u8] {
+    token
+        .split(|b| *b == b'/')
+        .next()
+        .unwrap_or(token)
+        .trim_ascii()
 }
 
 /// Whether a 101 whose `Upgrade` is `answered` switches to protocols the
@@ -103,9 +115,9 @@ pub fn upgrade_without_h2c(value: &[u8]) -> Option<Cow<'_, [u8]>> {
 /// case.
 pub fn switches_as_asked(asked: Option<&[u8]>, answered: Option<&[u8]>) -> bool {
     fn names(v: &[u8]) -> impl Iterator<Item = &[u8]> {
-        v.split(|b| *b == b',')
-            .map(|t| t.split(|b| *b == b'/').next().unwrap_or(t).trim_ascii())
-            .filter(|t| !t.is_empty())
+        upgrade_tokens(v)
+            .map(protocol_name)
+            .filter(|n| !n.is_empty())
     }
     let (Some(asked), Some(answered)) = (asked, answered) else {
         return false;
