@@ -219,9 +219,7 @@ async fn a_client_that_leaves_mid_body_after_the_answer_began_ends_the_exchange(
     let app = DemoApp::start();
     let port = free_port();
     let gw = Gateway::start_one_core("mid-body", &basic_config(port, &[app.addr.to_string()], ""));
-    let mut s = std::net::TcpStream::connect(local(port)).expect("connect");
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .expect("timeout");
+    let mut s = connect_reading(port);
     s.write_all(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 20\r\n\r\nx")
         .expect("write");
     // The echo's head and the one byte it has so far.
@@ -259,9 +257,7 @@ async fn an_h2c_upgrade_is_not_forwarded_and_the_connection_goes_on() {
     let java = "GET /headers HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n\
                 Upgrade: h2c\r\nHTTP2-Settings: AAEAAEAAAAIAAAABAAMAAABkAAQBAAAAAAUAAEAA\r\n\
                 User-Agent: Java-http-client/21\r\n\r\n";
-    let mut s = std::net::TcpStream::connect(local(port)).expect("connect");
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .expect("timeout");
+    let mut s = connect_reading(port);
     for round in 0..2 {
         s.write_all(java.as_bytes()).expect("write");
         let (head, body) = read_response(&mut s);
@@ -340,9 +336,7 @@ async fn a_slow_upload_is_not_a_backend_timeout_and_a_stalled_one_is_408() {
 
     // 12 bytes, one every 150 ms: 1.8 s of upload against a 1 s
     // request_timeout (and within the minimum rate's 5 s of grace).
-    let mut s = std::net::TcpStream::connect(local(port)).expect("connect");
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .expect("timeout");
+    let mut s = connect_reading(port);
     s.write_all(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n")
         .expect("head");
     for _ in 0..12 {
@@ -386,9 +380,7 @@ async fn a_slow_upload_is_not_a_backend_timeout_and_a_stalled_one_is_408() {
     // grace, slower than 240 bytes a second of waiting (Kestrel's minimum
     // body rate): 408.
     let started = std::time::Instant::now();
-    let mut s = std::net::TcpStream::connect(local(port)).expect("connect");
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .expect("timeout");
+    let mut s = connect_reading(port);
     s.write_all(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n")
         .expect("head");
     let mut answer = Vec::new();
@@ -494,9 +486,7 @@ async fn http2_rapid_reset_and_continuation_floods_end_the_connection() {
     // :scheme http, 0x84 :path /, 0x01 :authority as a literal).
     let get = [0x82, 0x86, 0x84, 0x01, 0x01, b'a'];
 
-    let mut s = std::net::TcpStream::connect(local(port)).expect("connect");
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .expect("timeout");
+    let mut s = connect_reading(port);
     s.set_write_timeout(Some(std::time::Duration::from_secs(5)))
         .expect("timeout");
     let mut flood = preface.clone();
@@ -517,9 +507,7 @@ async fn http2_rapid_reset_and_continuation_floods_end_the_connection() {
         "{reached} of 200 reset streams reached the backend"
     );
 
-    let mut s = std::net::TcpStream::connect(local(port)).expect("connect");
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .expect("timeout");
+    let mut s = connect_reading(port);
     s.set_write_timeout(Some(std::time::Duration::from_secs(5)))
         .expect("timeout");
     // HEADERS without END_HEADERS, then CONTINUATIONs of literal fields
@@ -594,6 +582,14 @@ async fn slowloris_does_not_starve_normal_clients_and_gets_408() {
     assert_eq!(raw_status(&text), 408, "{text}");
     let rec = gw.record(&raw_txid(&text));
     assert_eq!(rec["properties"]["error_info"], "ERRORINFO_INVALID_REQUEST");
+}
+
+/// A connection to the gateway on `port` whose reads give up after 10 s.
+fn connect_reading(port: u16) -> std::net::TcpStream {
+    let s = std::net::TcpStream::connect(local(port)).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    s
 }
 
 /// Reads one response with a Content-Length body from a kept-alive
