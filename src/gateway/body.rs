@@ -9,7 +9,8 @@
 //! [`PendingRecord`] covers the time before there is a response: if the client
 //! goes away while the gateway waits for the backend, the server (ours for
 //! HTTP/1, `h2server.rs` for HTTP/2) drops the handler future and the pending record is
-//! written as 499 `CLIENT_CLOSED_REQUEST`.
+//! written as 499 `CLIENT_CLOSED_REQUEST`, or as 400 `INVALID_REQUEST` when
+//! the HTTP/2 stream was reset for a protocol error ([`drop_malformed`]).
 
 use super::failure::ErrorInfo;
 use super::h1client::{BackendBody, ClientBodyFailed};
@@ -18,6 +19,7 @@ use crate::accesslog::{secs_number, AccessRecord};
 use crate::telemetry::Observation;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use std::cell::Cell;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -142,6 +144,21 @@ impl ResponseBody {
         self.finish(false, false, None);
     }
 
+    /// The HTTP/2 stream was reset with `PROTOCOL_ERROR` during the answer's
+    /// body: the request's own body broke its framing (more or fewer bytes
+    /// than its `content-length`, RFC 9113 §8.1.1), or the client reset the
+    /// stream for a protocol error. Writes the record now with the status
+    /// sent and `ERRORINFO_INVALID_REQUEST`, as for a broken chunked body in
+    /// HTTP/1. Does nothing when the record was written already.
+    pub fn request_malformed(&mut self) {
+        if let Some(c) = self.completion.as_mut() {
+            if c.record.properties.error_info == ErrorInfo::NoError.as_str() {
+                c.record.properties.error_info = ErrorInfo::InvalidRequest.text();
+            }
+        }
+        self.finish(false, false, None);
+    }
+
     /// At the end of a body whose record waits for the drop (its last poll,
     /// the one that returns no frame: the backend body's own last poll may
     /// still finish sending the request body, which lets its connection be
@@ -194,9 +211,14 @@ impl ResponseBody {
     /// The answer's head could not be sent (the HTTP/2 stream was reset or
     /// its connection closed first): the record is written by the
     /// [`PendingRecord`] it came from, as for a client that left before the
-    /// head: 499 `ERRORINFO_CLIENT_CLOSED_REQUEST`, no byte sent.
-    pub fn head_not_sent(mut self) {
-        drop(PendingRecord(self.completion.take()));
+    /// head: 499 `ERRORINFO_CLIENT_CLOSED_REQUEST`, no byte sent; or, when
+    /// `malformed` (the stream was reset with `PROTOCOL_ERROR`), as a
+    /// malformed request ([`drop_malformed`]).
+    pub fn head_not_sent(mut self, malformed: bool) {
+        let pending = PendingRecord(self.completion.take());
+        if malformed {
+            drop_malformed(pending);
+        }
     }
 }
 
@@ -488,6 +510,27 @@ impl Drop for TunnelRecord {
     }
 }
 
+thread_local! {
+    /// Set while [`drop_malformed`] drops a request's handler: the pending
+    /// records dropped meanwhile are written as malformed requests.
+    static MALFORMED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Drops `handler`, a request's handler future (which holds its
+/// [`PendingRecord`]), for a request whose HTTP/2 stream was reset with
+/// `PROTOCOL_ERROR` before its answer: the `h2` crate found the stream
+/// malformed (its DATA frames did not add up to its `content-length`, RFC 9113
+/// §8.1.1), or the client reset it for a protocol error. The record says
+/// 400 `ERRORINFO_INVALID_REQUEST` (no byte sent), as for a broken chunked
+/// body in HTTP/1, where a plain drop says 499 `CLIENT_CLOSED_REQUEST`. The
+/// handler owns the record, so the drop is told through a thread-local flag,
+/// set only for this call.
+pub fn drop_malformed<T>(handler: T) {
+    MALFORMED.set(true);
+    drop(handler);
+    MALFORMED.set(false);
+}
+
 impl Drop for PendingRecord {
     fn drop(&mut self) {
         let Some(c) = self.0.as_deref_mut() else {
@@ -495,8 +538,13 @@ impl Drop for PendingRecord {
         };
         let received = c.received_bytes();
         let p = &mut c.record.properties;
-        p.http_status = ErrorInfo::ClientClosedRequest.status().as_u16();
-        p.error_info = ErrorInfo::ClientClosedRequest.text();
+        let info = if MALFORMED.get() {
+            ErrorInfo::InvalidRequest
+        } else {
+            ErrorInfo::ClientClosedRequest
+        };
+        p.http_status = info.status().as_u16();
+        p.error_info = info.text();
         let total = c.start.elapsed();
         p.time_taken = secs_number(total);
         p.received_bytes = received;
@@ -642,7 +690,10 @@ mod tests {
     /// is written when the connection's task drops what it keeps; one whose
     /// connection broke first (`client_left`) is written as a client that
     /// left, with the status sent; one whose head was never sent
-    /// (`head_not_sent`) as 499 with nothing sent.
+    /// (`head_not_sent`) as 499 with nothing sent, or as 400
+    /// `INVALID_REQUEST` when its stream was reset as malformed; one whose
+    /// request turned out malformed during the body (`request_malformed`)
+    /// with the status sent and `INVALID_REQUEST`.
     #[tokio::test]
     async fn an_answer_handed_over_frees_its_slot_at_once_and_writes_its_record_when_dropped() {
         let dir = std::env::temp_dir().join(format!("pc-body-h2-{}", std::process::id()));
@@ -667,14 +718,22 @@ mod tests {
         last_frame_taken(&gateway, "broken", None)
             .hand_over()
             .client_left();
-        answer_body(&gateway, "no-head", None).head_not_sent();
+        answer_body(&gateway, "malformed-head", None).head_not_sent(true);
+        answer_body(&gateway, "no-head", None).head_not_sent(false);
+        let mut malformed = answer_body(&gateway, "malformed-body", None);
+        assert!(matches!(poll_once(&mut malformed), Poll::Ready(Some(Ok(_)))));
+        malformed.request_malformed();
+        drop(malformed);
         gateway.log.flush().await;
         assert_records(
             &path,
             &[
                 ("whole", "NO_ERROR", 200, Some(26)),
                 ("broken", "CLIENT_CLOSED_REQUEST", 200, None),
+                ("malformed-head", "INVALID_REQUEST", 400, Some(0)),
+                // The flag is cleared after the malformed drop.
                 ("no-head", "CLIENT_CLOSED_REQUEST", 499, Some(0)),
+                ("malformed-body", "INVALID_REQUEST", 200, None),
             ],
         );
         let _ = std::fs::remove_dir_all(&dir);

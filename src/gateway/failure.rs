@@ -147,7 +147,7 @@ impl ErrorInfo {
             HeadersTooLarge => "The request headers are larger than the gateway accepts.",
             RequestHeaderTimeout => "The request headers did not arrive in time.",
             RequestBodyTimeout => "The request body stopped arriving.",
-            HttpNoHostHeader => "An HTTP/1.1 request must carry a Host header.",
+            HttpNoHostHeader => "The request carries no host: an HTTP/1.1 request needs a Host header, an HTTP/2 one :authority or Host.",
             RequestUriInvalid => "The request target is not a valid URI.",
             UriTooLong => "The request target is longer than the gateway accepts.",
             InvalidVersion => "This HTTP version is not supported.",

@@ -282,7 +282,11 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Counted<I> {
 }
 
 /// One stream: the request to the handler, its answer back to the client. A
-/// reset from the client while the handler works drops the handler (499). An
+/// reset from the client while the handler works drops the handler (499); a
+/// reset for a protocol error (`PROTOCOL_ERROR`: the `h2` crate found the
+/// request's body malformed, RFC 9113 §8.1.1) drops it as a malformed request
+/// (400 `INVALID_REQUEST`, [`super::body::drop_malformed`]), before the answer
+/// or during its body ([`ResponseBody::request_malformed`]). An
 /// answer that waits `send` (`client_send_timeout`) for the client's window
 /// without a piece leaving is given up: the stream is reset (CANCEL) and the
 /// request logged with the status sent and `CLIENT_CLOSED_REQUEST`.
@@ -310,16 +314,25 @@ async fn stream(
     let mut handler = proxy::handle(info, req, fields, None);
     let answer = poll_fn(|cx| {
         if let Poll::Ready(r) = handler.as_mut().poll(cx) {
-            return Poll::Ready(Some(r));
+            return Poll::Ready(Ok(r));
         }
         match respond.poll_reset(cx) {
-            Poll::Ready(_) => Poll::Ready(None),
+            Poll::Ready(reason) => Poll::Ready(Err(reason.ok())),
             Poll::Pending => Poll::Pending,
         }
     })
     .await;
-    drop(handler);
-    let (mut parts, mut body) = answer?.into_parts();
+    let (mut parts, mut body) = match answer {
+        Ok(answer) => {
+            drop(handler);
+            answer.into_parts()
+        }
+        Err(Some(Reason::PROTOCOL_ERROR)) => {
+            super::body::drop_malformed(handler);
+            return None;
+        }
+        Err(_) => return None,
+    };
     body.finish_when_dropped();
     let end = body.is_end_stream();
     prepare_head(&mut parts.headers, &body, end);
@@ -327,8 +340,9 @@ async fn stream(
         Ok(s) => s,
         Err(e) => {
             tracing::debug!("HTTP/2 answer head not sent: {e}");
+            let malformed = reset_reason(&mut respond) == Some(Reason::PROTOCOL_ERROR);
             respond.send_reset(Reason::INTERNAL_ERROR);
-            body.head_not_sent();
+            body.head_not_sent(malformed);
             return None;
         }
     };
@@ -354,11 +368,24 @@ async fn stream(
             tracing::debug!("HTTP/2 answer body not sent whole: {e}");
             // A backend's failure wrote its record already; anything else
             // is the client's side: logged with the status sent.
-            body.client_left();
+            if e.reason() == Some(Reason::PROTOCOL_ERROR) {
+                body.request_malformed();
+            } else {
+                body.client_left();
+            }
             return None;
         }
     }
     Some(body.hand_over())
+}
+
+/// Why the stream of `respond` was reset, if it was: looked at once, without
+/// waiting (an answer whose head could not be sent).
+fn reset_reason(respond: &mut SendResponse<Bytes>) -> Option<Reason> {
+    match respond.poll_reset(&mut Context::from_waker(std::task::Waker::noop())) {
+        Poll::Ready(Ok(reason)) => Some(reason),
+        _ => None,
+    }
 }
 
 /// Makes an answer's fields fit for HTTP/2, in one pass over them: removes the

@@ -104,15 +104,30 @@ impl H2Body {
                     let _ = self.recv.flow_control().release_capacity(data.len());
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                Some(Err(e)) => return Poll::Ready(Some(Err(h2_body_error(e)))),
                 None => self.data_done = true,
             }
         }
         match std::task::ready!(self.recv.poll_trailers(cx)) {
             Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
             Ok(None) => Poll::Ready(None),
-            Err(e) => Poll::Ready(Some(Err(e.into()))),
+            Err(e) => Poll::Ready(Some(Err(h2_body_error(e)))),
         }
+    }
+}
+
+/// The error of an HTTP/2 body as the handler sees it. A stream the `h2`
+/// crate itself reset with `PROTOCOL_ERROR` was malformed: its DATA frames did
+/// not add up to its `Content-Length`, or its trailers were invalid (RFC 9113
+/// §8.1.1, §8.1). That is the client's framing, as a broken chunked body is in
+/// HTTP/1, so it is given as `InvalidData` ([`is_invalid_framing`]: logged
+/// `ERRORINFO_INVALID_REQUEST`). Any other error (the client reset the stream,
+/// the connection went) stays as it is: the client left.
+fn h2_body_error(e: h2::Error) -> ClientBodyError {
+    if e.is_library() && e.reason() == Some(h2::Reason::PROTOCOL_ERROR) {
+        Box::new(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    } else {
+        e.into()
     }
 }
 

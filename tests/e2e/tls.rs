@@ -354,6 +354,100 @@ async fn h2c_request_bodies_and_streams_the_client_gives_up() {
     assert_eq!(rec["properties"]["httpVersion"], "HTTP/2.0");
 }
 
+/// An HTTP/2 body whose DATA frames do not add up to its `content-length` is
+/// malformed (RFC 9113 §8.1.1): the `h2` crate resets the stream with
+/// `PROTOCOL_ERROR`, and the record blames the client's request
+/// (`ERRORINFO_INVALID_REQUEST`, with the status already sent), as a broken
+/// chunked body does in HTTP/1, not a client that left. Both ways: more bytes
+/// than declared, and the stream ended short. The connection goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_body_that_breaks_its_content_length_is_an_invalid_request() {
+    let app = DemoApp::start();
+    let port = free_port();
+    let gw = Gateway::start_one_core("h2length", &basic_config(port, &[app.addr.to_string()], ""));
+    let (client, _) = h2c_client(port).await;
+    for (case, declared, rest) in [("longer", "5", &b"3456789"[..]), ("shorter", "10", b"34")] {
+        let path = format!("/echo?h2={case}");
+        let req = http::Request::post(format!("http://127.0.0.1:{port}{path}"))
+            .header("content-length", declared)
+            .body(())
+            .expect("request");
+        let mut c = client.clone().ready().await.expect("still open");
+        let (answer, mut stream) = c.send_request(req, false).expect("send");
+        stream
+            .send_data(bytes::Bytes::from_static(b"012"), false)
+            .expect("first piece");
+        // The echo begins before the body is whole.
+        let answer = answer.await.expect("the echo's head");
+        assert_eq!(answer.status(), 200, "{case}");
+        let mut body = answer.into_body();
+        let mut echoed = Vec::new();
+        while echoed.len() < 3 {
+            let piece = body.data().await.expect("more echo").expect("data");
+            echoed.extend_from_slice(&piece);
+        }
+        assert_eq!(echoed, b"012", "{case}");
+        stream
+            .send_data(bytes::Bytes::copy_from_slice(rest), true)
+            .expect("the rest");
+        let end = tokio::time::timeout(Duration::from_secs(10), body.data())
+            .await
+            .expect("the stream ends");
+        assert!(
+            matches!(&end, Some(Err(e)) if e.reason() == Some(h2::Reason::PROTOCOL_ERROR)),
+            "{case}: {end:?}"
+        );
+        let rec = gw.record_where(|r| r["properties"]["originalRequestUriWithArgs"] == path);
+        assert_eq!(
+            rec["properties"]["error_info"], "ERRORINFO_INVALID_REQUEST",
+            "{case}: {rec:#}"
+        );
+        assert_eq!(rec["properties"]["httpStatus"], 200, "{case}: {rec:#}");
+    }
+    let answer = h2_get(&client, port, "/status/201?h2=after").await;
+    assert_eq!(answer.status(), 201);
+
+    // Before the answer: a backend that answers only once the whole body
+    // came, and bodies whose DATA frames break their length at once.
+    let backend = RawServer::start(Raw::AfterBody);
+    let port = free_port();
+    let config = format!(
+        "{}\n[[probes]]\nname = \"keep\"\nmin_servers = 1\n",
+        basic_config(port, &[backend.addr.to_string()], "probe = \"keep\"")
+    );
+    let gw = Gateway::start_one_core("h2length-head", &config);
+    let (client, _) = h2c_client(port).await;
+    for (case, declared, body) in [
+        ("longer", "5", &b"0123456789"[..]),
+        ("shorter", "10", b"012"),
+    ] {
+        let path = format!("/upload?h2={case}");
+        let req = http::Request::post(format!("http://127.0.0.1:{port}{path}"))
+            .header("content-length", declared)
+            .body(())
+            .expect("request");
+        let mut c = client.clone().ready().await.expect("still open");
+        let (answer, mut stream) = c.send_request(req, false).expect("send");
+        stream
+            .send_data(bytes::Bytes::copy_from_slice(body), true)
+            .expect("body");
+        let answer = tokio::time::timeout(Duration::from_secs(10), answer)
+            .await
+            .expect("the stream ends");
+        assert!(
+            matches!(&answer, Err(e) if e.reason() == Some(h2::Reason::PROTOCOL_ERROR)),
+            "{case}: {answer:?}"
+        );
+        let rec = gw.record_where(|r| r["properties"]["originalRequestUriWithArgs"] == path);
+        assert_eq!(
+            rec["properties"]["error_info"], "ERRORINFO_INVALID_REQUEST",
+            "{case}: {rec:#}"
+        );
+        assert_eq!(rec["properties"]["httpStatus"], 400, "{case}: {rec:#}");
+        assert_eq!(rec["properties"]["sentBytes"], 0, "{case}: {rec:#}");
+    }
+}
+
 /// An HTTP/2 answer whose backend stalls halfway through its body: a reset
 /// from the client ends the stream at once (logged with the status sent and
 /// `ERRORINFO_CLIENT_CLOSED_REQUEST`), not when the backend sends again. And a
