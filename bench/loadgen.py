@@ -57,27 +57,62 @@ class Failure(Exception):
         self.kind, self.detail, self.status = kind, detail, status
 
 
-class Load:
+def connect_failure(e):
+    """The Failure of a connection to the proxy that could not be made (`e`: what connecting raised)."""
+    if isinstance(e, (asyncio.TimeoutError, socket.timeout)):
+        return Failure("connect-timeout")
+    if isinstance(e, ConnectionRefusedError):
+        return Failure("connect-refused")
+    return Failure("connect-error", repr(e))
+
+
+class Tally:
+    """What a load generator counts (this HTTP/1.1 one and h2loadgen.py's HTTP/2 one):
+    requests sent and answered, the failures with their request ids, the latencies of
+    the answered ones (seconds)."""
+
+    def __init__(self):
+        self.rid = 0
+        self.ok = 0
+        self.sent = 0
+        self.failures = []
+        self.new_conns = 0
+        self.latencies = []
+        self.tags = Counter()
+        self.ok_rids = None  # set of rids answered OK, kept when track_ok is set
+        self.t0 = None
+        self.stop_at = None
+
+    def failure(self, rid, start, kind, detail, status, reused, req):
+        """One failure as the reports list it (`start`: the request's monotonic start)."""
+        return {"t": round(start - self.t0, 3), "latency": round(time.monotonic() - start, 3), "rid": rid,
+                "kind": kind, "status": status, "reused_conn": reused, "detail": detail[:200],
+                "method": req.method, "path": req.path, "tag": req.tag}
+
+    def latency_figures(self):
+        """p50, p99 and max of the answered requests, and the slowest failure, in ms."""
+        lat = sorted(self.latencies)
+
+        def q(p):
+            return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 2) if lat else None
+
+        fail_lat = [f["latency"] for f in self.failures]
+        return {"p50_ms": q(0.5), "p99_ms": q(0.99), "max_ms": round(lat[-1] * 1000, 1) if lat else None,
+                "max_failed_ms": round(max(fail_lat) * 1000, 1) if fail_lat else None}
+
+
+class Load(Tally):
     def __init__(self, host, port, conns, duration, rate=None, bursts=None, burst_size=1,
                  timeout=15.0, make_req=None, seed=1, host_header=None, keep_latencies=True):
+        super().__init__()
         self.host, self.port, self.conns, self.duration = host, port, conns, duration
         self.rate, self.bursts, self.burst_size, self.timeout = rate, bursts, burst_size, timeout
         self.make_req = make_req or simple_get("/")
         self.rng = random.Random(seed)
         self.host_header = host_header or f"{host}:{port}"
         self.keep_latencies = keep_latencies
-        self.rid = 0
-        self.ok = 0
-        self.sent = 0
-        self.failures = []
         self.stale_replaced = 0
-        self.new_conns = 0
-        self.latencies = []
         self.timeline = {}  # second -> [ok, failed]
-        self.tags = Counter()
-        self.ok_rids = None  # set of rids answered OK, kept when track_ok is set
-        self.t0 = None
-        self.stop_at = None
         self._thread = None
         self._stop_now = False
 
@@ -156,12 +191,8 @@ class Load:
     async def _connect(self, conn):
         try:
             r, w = await asyncio.wait_for(asyncio.open_connection(self.host, self.port, limit=1 << 20), 5)
-        except asyncio.TimeoutError:
-            raise Failure("connect-timeout")
-        except ConnectionRefusedError:
-            raise Failure("connect-refused")
-        except OSError as e:
-            raise Failure("connect-error", repr(e))
+        except (asyncio.TimeoutError, OSError) as e:
+            raise connect_failure(e)
         s = w.get_extra_info("socket")
         if s is not None:
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -215,10 +246,7 @@ class Load:
         self.timeline.setdefault(int(start - self.t0), [0, 0])[0] += 1
 
     def _record_fail(self, rid, start, kind, detail, status, reused, req):
-        now = time.monotonic()
-        self.failures.append({"t": round(start - self.t0, 3), "latency": round(now - start, 3), "rid": rid,
-                              "kind": kind, "status": status, "reused_conn": reused, "detail": detail[:200],
-                              "method": req.method, "path": req.path, "tag": req.tag})
+        self.failures.append(self.failure(rid, start, kind, detail, status, reused, req))
         self.timeline.setdefault(int(start - self.t0), [0, 0])[1] += 1
 
     async def _exchange(self, conn, req):
@@ -282,16 +310,9 @@ class Load:
 
     # ---- results -------------------------------------------------------------------------
     def summary(self):
-        lat = sorted(self.latencies)
-
-        def q(p):
-            return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 2) if lat else None
-
         kinds = Counter(f["kind"] for f in self.failures)
-        fail_lat = [f["latency"] for f in self.failures]
         return {"requests": self.sent, "ok": self.ok, "failed": len(self.failures), "by_kind": dict(kinds),
                 "stale_keepalive_replaced": self.stale_replaced, "client_connections_opened": self.new_conns,
-                "p50_ms": q(0.5), "p99_ms": q(0.99), "max_ms": round(lat[-1] * 1000, 1) if lat else None,
-                "max_failed_ms": round(max(fail_lat) * 1000, 1) if fail_lat else None,
+                **self.latency_figures(),
                 "failures": self.failures,
                 "timeline": {k: v for k, v in sorted(self.timeline.items())}}

@@ -17,10 +17,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 for b in nginx haproxy wrk h2load taskset openssl valgrind; do command -v "$b" >/dev/null || need+=("$b"); done
+python3 -c 'import h2' 2>/dev/null || need+=(python3-h2)  # the soak's HTTP/2 load and hostile clients
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
-  apt-get install -y -qq nginx haproxy wrk nghttp2-client util-linux openssl valgrind
+  apt-get install -y -qq nginx haproxy wrk nghttp2-client util-linux openssl valgrind python3-h2
 fi
+# A python3 that is not the system's (pyenv, a venv) does not see python3-h2.
+python3 -c 'import h2' 2>/dev/null || python3 -m pip install -q h2
 cargo build --release --quiet
 script=run.py
 case "${1:-}" in failover|idle|soak|instructions|pgo|ab|gaps) script="$1.py"; shift ;; esac

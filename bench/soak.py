@@ -13,6 +13,13 @@ Load (bench/loadgen.py, 16 keep-alive connections, 300 req/s): GET / (35 %), GET
 /bytes?n=100..256 KiB (20 %), GET /slow?ms=1..300 (10 %), POST /echo with a 10 B..64 KiB
 body (15 %, not retryable), HEAD / (5 %), GET /headers (5 %); 20 % of them under /app/;
 10 % with `Connection: close`. Every request carries `rid=N` in its query string.
+Beside it, since 2026-12-06 (the twentieth session), an HTTP/2 load (bench/h2loadgen.py,
+prior knowledge, 4 connections of up to 4 streams each, 100 req/s, the same mix: bodies
+and big answers over HTTP/2's flow control; rids from 20,000,001) and hostile clients
+(bench/hostile_clients.py, one attack every 1-3 s: CL+TE smuggling, an oversized head,
+slowloris, a client that leaves mid-upload, one that stops reading an 8 MiB answer, an
+HTTP/2 rapid reset, an HTTP/2 body that breaks its content-length; rids from 30,000,001,
+left out of the per-request checks).
 Phases: 30 s warm-up; idle pause (baseline fds and RSS); N minutes of load with seeded
 random events, one at a time, 4-12 s apart:
   kill     kill -9 one of A/B/C, start it again 2-10 s later
@@ -31,7 +38,11 @@ Then idle again and the checks:
   4. RSS at the end at most 10 % above the RSS after warm-up: the median of the RSS samples
      (every 2 s) in the last fifth of the measured phase against the median in its first
      fifth (single readings swing by +-15 % within seconds; they are reported too, with
-     the slope of a straight-line fit).
+     the slope of a straight-line fit);
+  5. the hostile clients got what the hostile-input tests expect (400 or 431 and the
+     connection closed, GOAWAY ENHANCE_YOUR_CALM, RST_STREAM PROTOCOL_ERROR), and the
+     records they must leave are there and say what they must.
+Checks 2 and 3 count both loads' requests.
 Also reported (not part of the verdict): requests without a record, records with an
 error whose request the client saw succeed, and RSS split into heap (RssAnon), mapped
 files (RssFile) and the heap's transparent huge pages (AnonHugePages). Results:
@@ -46,13 +57,18 @@ from common import (ROOT, TOKEN, Setup, start_checked, alive, api, brief, copy_b
                     pin_self, raise_nofile, read_access_log, rid_of, rss, rss_parts, signal_proc, summarize_access_log, tools_check,
                     wait_app_ready, wait_port)
 from loadgen import Load, Req  # noqa: E402
+from h2loadgen import H2Load  # noqa: E402
+from hostile_clients import Hostile  # noqa: E402
 
 FRONT, CONSOLE = 14381, 14390  # below the e2e tests' 15000-32000 (tests/e2e/support.rs)
 ADDR = {"A": 14385, "B": 14386, "C": 14387}
 CONNS, RATE = 16, 300
+H2_CONNS, H2_RATE, H2_STREAMS = 4, 100, 4
 FD_SLACK = 5
 RSS_GROWTH_MAX = 0.10
 RID_BASE = 10_000_000  # rids of the measured phase start here (warm-up rids are below)
+H2_RID_BASE = 20_000_000  # the HTTP/2 load's
+HOSTILE_RID_BASE = 30_000_000  # the hostile clients' (left out of the per-request checks)
 
 JUNK = r"""
 import random, socket, sys, threading
@@ -319,14 +335,17 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--warmup", type=float, default=30)
     ap.add_argument("--out", default=str(ROOT / "bench/soak-results.json"))
+    ap.add_argument("--without", default="", help="comma-separated parts to leave out, to find which one "
+                    "moves a figure: h2 (the HTTP/2 load), hostile (the hostile clients)")
     a = ap.parse_args()
+    without = {p for p in a.without.split(",") if p}
     tools_check(["taskset"])
     raise_nofile()
     pin_self(0)
     w = Path(tempfile.mkdtemp(prefix="pc-soak-"))
     binary, bininfo = copy_binary(a.bin, w)
     sk = Soak(w, binary, a.seed)
-    doc = {"machine": machine(), "binary": bininfo, "minutes": a.minutes, "seed": a.seed,
+    doc = {"machine": machine(), "binary": bininfo, "minutes": a.minutes, "seed": a.seed, "without": sorted(without),
            "load": f"{CONNS} keep-alive connections, {RATE} req/s", "settings": "see bench/soak.py docstring"}
     try:
         sk.start()
@@ -334,26 +353,40 @@ def main():
         print(f"warm-up {a.warmup:.0f} s", flush=True)
         warm = Load("127.0.0.1", FRONT, CONNS, a.warmup, rate=RATE, make_req=make_req, seed=a.seed + 1000)
         warm.start()
+        warm_h2 = H2Load("127.0.0.1", FRONT, H2_CONNS, a.warmup, rate=0 if "h2" in without else H2_RATE,
+                         make_req=make_req, streams=H2_STREAMS, seed=a.seed + 1001)
+        warm_h2.start()
         wres = warm.join()
+        wres_h2 = warm_h2.join()
         base_fds, base_rss = sk.idle_figures()
-        print(f"warm-up: {wres['requests']} requests, {wres['failed']} failed; baseline fds {base_fds}, "
-              f"RSS {base_rss / 2**20:.1f} MiB", flush=True)
+        print(f"warm-up: {wres['requests']} HTTP/1.1 requests, {wres['failed']} failed, {wres_h2['requests']} "
+              f"HTTP/2, {wres_h2['failed']} failed; baseline fds {base_fds}, RSS {base_rss / 2**20:.1f} MiB", flush=True)
         dur = a.minutes * 60
         load = Load("127.0.0.1", FRONT, CONNS, dur, rate=RATE, make_req=make_req, seed=a.seed, keep_latencies=True)
         load.rid = RID_BASE
         load.start(track_ok=True)
+        h2load = H2Load("127.0.0.1", FRONT, H2_CONNS, dur, rate=0 if "h2" in without else H2_RATE,
+                        make_req=make_req, streams=H2_STREAMS, seed=a.seed + 2000)
+        h2load.rid = H2_RID_BASE
+        h2load.start(track_ok=True)
+        hostile = Hostile("127.0.0.1", FRONT, HOSTILE_RID_BASE, seed=a.seed + 3000)
+        if "hostile" not in without:
+            hostile.start()
         sk.t0 = load.t0
         sk.sampling = True
         threading.Thread(target=sk.sampler, daemon=True).start()
-        print(f"load with chaos for {a.minutes:g} min", flush=True)
+        print(f"load with chaos and hostile clients for {a.minutes:g} min", flush=True)
         sk.chaos(load.t0 + dur)
         res = load.join()
+        h2res = h2load.join()
+        hostile.stop()
         sk.sampling = False
         end_alive = alive(pid) and sk.pc.poll() is None
         end_fds, end_rss = sk.idle_figures(baseline_fds=base_fds) if end_alive else (-1, 0)
         recs = read_access_log(w / "state/logs/access.log")
         doc["portcullis_events"] = portcullis_events(w / "state/events.jsonl")
-        doc |= check(res, recs, load, sk, end_alive, base_fds, end_fds, base_rss, end_rss, wres)
+        loads = [(res, load, RID_BASE), (h2res, h2load, H2_RID_BASE)]
+        doc |= check(loads, recs, sk, end_alive, base_fds, end_fds, base_rss, end_rss, wres, wres_h2, hostile)
     finally:
         sk.stop()
         shutil.rmtree(w, ignore_errors=True)
@@ -371,17 +404,22 @@ def portcullis_events(path):
         return [f"events unavailable: {e!r}"]
 
 
-def check(res, recs, load, sk, end_alive, base_fds, end_fds, base_rss, end_rss, wres):
-    by_rid = {}
+def check(loads, recs, sk, end_alive, base_fds, end_fds, base_rss, end_rss, wres, wres_h2, hostile):
+    """`loads`: (summary, generator, first rid - 1) of the HTTP/1.1 and the HTTP/2 load."""
+    by_rid, hostile_by_rid = {}, {}
     dup = 0
     for r in recs:
         rid = rid_of(r)
         if rid is None or rid <= RID_BASE:
             continue
+        if rid > HOSTILE_RID_BASE:
+            hostile_by_rid[rid] = r
+            continue
         if rid in by_rid:
             dup += 1
         by_rid[rid] = r
-    measured = [r for r in recs if (rid_of(r) or 0) > RID_BASE]
+    measured = [r for r in recs if RID_BASE < (rid_of(r) or 0) <= HOSTILE_RID_BASE]
+    failures = [f for res, _, _ in loads for f in res["failures"]]
 
     def event_at(t):
         for e in sk.events:
@@ -390,18 +428,21 @@ def check(res, recs, load, sk, end_alive, base_fds, end_fds, base_rss, end_rss, 
         return "none"
 
     unexplained, explained = [], Counter()
-    for f in res["failures"]:
+    for f in failures:
         r = by_rid.get(f["rid"])
         ei = r["properties"].get("error_info", "") if r else None
         f["event"] = event_at(f["t"])
         if r is None or ei in ("", "ERRORINFO_NO_ERROR"):
             unexplained.append({"client": f, "record": brief(r) if r else None})
         else:
-            explained[f"{f['kind']} <- {r['properties'].get('httpStatus')} {ei}"] += 1
-    ok_rids = load.ok_rids or set()
+            explained[f"{f.get('http', '1.1')} {f['kind']} <- {r['properties'].get('httpStatus')} {ei}"] += 1
+    ok_rids = set().union(*(load.ok_rids or set() for _, load, _ in loads))
     hidden = [brief(r) for rid, r in by_rid.items()
               if rid in ok_rids and r["properties"].get("error_info") != "ERRORINFO_NO_ERROR"]
-    missing = [rid for rid in range(RID_BASE + 1, RID_BASE + res["requests"] + 1) if rid not in by_rid]
+    missing = [rid for res, _, base in loads for rid in range(base + 1, base + res["requests"] + 1)
+               if rid not in by_rid]
+    hostile_problems = hostile.check_records(hostile_by_rid)
+    hostile_summary = hostile.summary()
     # RSS moves by +-15 % within seconds under this load (the allocator takes and returns
     # memory as requests come and go, and an idle process returns nothing until it
     # allocates again), so single readings are compared only for information. The check
@@ -436,9 +477,11 @@ def check(res, recs, load, sk, end_alive, base_fds, end_fds, base_rss, end_rss, 
         "every_failure_explained": not unexplained,
         "fds_back_to_baseline": end_alive and end_fds <= base_fds + FD_SLACK,
         "rss_growth_within_10pct": growth is not None and growth <= RSS_GROWTH_MAX,
+        "hostile_clients_answered_as_expected": not hostile_summary["unexpected"] and not hostile_problems,
     }
-    fail_by_event = Counter(f"{f['event']}: {f['kind']}" for f in res["failures"])
-    res_small = {k: v for k, v in res.items() if k not in ("failures", "timeline")}
+    fail_by_event = Counter(f"{f['event']}: {f.get('http', '1.1')} {f['kind']}" for f in failures)
+    small = lambda res: {k: v for k, v in res.items() if k not in ("failures", "timeline")}  # noqa: E731
+    res_small, h2_small = small(loads[0][0]), small(loads[1][0])
     return {
         "verdict": "PASS" if all(checks.values()) else "FAIL",
         "checks": checks,
@@ -451,8 +494,12 @@ def check(res, recs, load, sk, end_alive, base_fds, end_fds, base_rss, end_rss, 
                     "rss_peak_during_run": max((s["rss"] for s in sk.samples), default=0),
                     "rss_parts": parts,
                     "fds_peak_during_run": max((s["fds"] for s in sk.samples), default=0)},
-        "warmup": {k: v for k, v in wres.items() if k not in ("failures", "timeline")},
+        "warmup": small(wres),
+        "warmup_h2": small(wres_h2),
         "client": res_small,
+        "client_h2": h2_small,
+        "hostile": hostile_summary | {"record_problems": hostile_problems[:50],
+                                      "record_problem_count": len(hostile_problems)},
         "failures_by_event": dict(fail_by_event.most_common()),
         "failures_explained_by": dict(explained.most_common()),
         "unexplained_failures": unexplained[:50],
@@ -463,7 +510,7 @@ def check(res, recs, load, sk, end_alive, base_fds, end_fds, base_rss, end_rss, 
         "events": sk.events,
         "event_counts": dict(Counter(e["event"] for e in sk.events)),
         "samples": sk.samples,
-        "failures": res["failures"][:5000],
+        "failures": failures[:5000],
     }
 
 
@@ -477,8 +524,14 @@ def report(doc):
     ch = doc.get("checks", {})
     mib = lambda v: f"{v / 2**20:.1f} MiB"
     print(f"| portcullis still running | {ch.get('portcullis_running')} | |")
+    c2 = doc.get("client_h2", {})
     print(f"| every failed request has a record with an error_info | {ch.get('every_failure_explained')} "
-          f"| {c.get('failed')} failed of {c.get('requests')}; {doc.get('unexplained_count')} unexplained |")
+          f"| HTTP/1.1 {c.get('failed')} failed of {c.get('requests')}, HTTP/2 {c2.get('failed')} failed of "
+          f"{c2.get('requests')}; {doc.get('unexplained_count')} unexplained |")
+    h = doc.get("hostile", {})
+    print(f"| hostile clients answered as expected | {ch.get('hostile_clients_answered_as_expected')} "
+          f"| {sum(h.get('attacks', {}).values())} attacks {h.get('attacks')}; unexpected answers "
+          f"{h.get('unexpected')}; record problems {h.get('record_problem_count')} of {h.get('records_expected')} |")
     print(f"| open fds back to baseline (+{f.get('fd_slack')}) | {ch.get('fds_back_to_baseline')} "
           f"| {f.get('baseline_fds')} -> {f.get('end_fds')} (peak {f.get('fds_peak_during_run')}) |")
     print(f"| RSS growth <= 10 % (median of the first vs the last {f.get('rss_window_s')} s) "
@@ -493,7 +546,8 @@ def report(doc):
             print(f"| (RSS part {part}: {what}; not a check) | | {mib(pp['median_first_window'])} -> "
                   f"{mib(pp['median_last_window'])} ({pp['growth_pct']} %; max {mib(pp.get('max', 0))}) |")
     print(f"\nEvents: {doc.get('event_counts')}")
-    print(f"Client failures by kind: {c.get('by_kind')}")
+    print(f"Client failures by kind: HTTP/1.1 {c.get('by_kind')}; HTTP/2 {c2.get('by_kind')} "
+          f"(GOAWAY retries {c2.get('goaway_retried')})")
     print(f"Failures by event: {doc.get('failures_by_event')}")
     print(f"Failures explained by (client kind <- record): {doc.get('failures_explained_by')}")
     print(f"Access log (measured phase): errors {doc.get('access_log', {}).get('errors')}; "

@@ -111,6 +111,33 @@ impl ResponseBody {
         }
     }
 
+    /// The answer's head was written: `bytes`, its size as written (the
+    /// HTTP/1 server's count, its own `Date` and `Connection` fields
+    /// included), replaces the estimate the handler made ([`PendingRecord::into_body`])
+    /// in `sentBytes`. Until 2026-12-06 the record kept the estimate, which
+    /// left out the fields the server adds (37 bytes of `Date` on the
+    /// gateway's own pages).
+    pub fn head_written(&mut self, bytes: u64) {
+        if let Some(c) = self.completion.as_mut() {
+            c.head_bytes = bytes;
+        }
+    }
+
+    /// An answer that has no content (RFC 9110 §9.3.2: HEAD; §15: 1xx, 204,
+    /// 304): a body the gateway made (an error page) is not sent, so the
+    /// answer ends with its head, and the record counts the head only (until
+    /// 2026-12-06 an HTTP/1 HEAD answer's record counted the page's bytes
+    /// too). A backend's answer to HEAD has no body already (`h1client.rs`).
+    /// Both servers call it (`h1server.rs`, `h2server.rs`); over HTTP/2,
+    /// `h2` would otherwise send what the body holds, and a DATA frame on a
+    /// HEAD response is malformed (RFC 9113 §8.1.1): clients reset the
+    /// stream or end the whole connection.
+    pub fn without_content(&mut self) {
+        if let Inner::Full(b) = &mut self.inner {
+            *b = None;
+        }
+    }
+
     /// Writes the record when this body is dropped rather than when its last
     /// frame is taken; the HTTP/1 server (`h1server.rs`) asks for it and keeps
     /// an ended body until the answer's last bytes are written to the socket
@@ -721,7 +748,10 @@ mod tests {
         answer_body(&gateway, "malformed-head", None).head_not_sent(true);
         answer_body(&gateway, "no-head", None).head_not_sent(false);
         let mut malformed = answer_body(&gateway, "malformed-body", None);
-        assert!(matches!(poll_once(&mut malformed), Poll::Ready(Some(Ok(_)))));
+        assert!(matches!(
+            poll_once(&mut malformed),
+            Poll::Ready(Some(Ok(_)))
+        ));
         malformed.request_malformed();
         drop(malformed);
         gateway.log.flush().await;

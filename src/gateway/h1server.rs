@@ -1165,6 +1165,10 @@ impl Exchange {
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
             || (self.method == Method::CONNECT && status.is_success());
+        if bodiless {
+            // A page the gateway made is not counted as sent either.
+            body.without_content();
+        }
         self.framing = if bodiless {
             OutFraming::None
         } else if has_te {
@@ -1213,6 +1217,7 @@ impl Exchange {
         if !has_date {
             headers.insert(header::DATE, date_value());
         }
+        let before = out.len;
         encode_head(
             self.version,
             status,
@@ -1221,6 +1226,7 @@ impl Exchange {
             close_line,
             out,
         );
+        body.head_written((out.len - before) as u64);
         self.stage = Stage::Sending(body);
     }
 

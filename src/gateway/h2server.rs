@@ -308,6 +308,7 @@ async fn stream(
     send_timeout: Duration,
 ) -> Option<HandedOver> {
     let (mut parts, recv) = req.into_parts();
+    let head_request = parts.method == http::Method::HEAD;
     let body = ClientBody::H2(H2Body::new(&parts.headers, recv));
     let fields = ClientFields::from_map(std::mem::take(&mut parts.headers));
     let req = Request::from_parts(parts, body);
@@ -334,6 +335,9 @@ async fn stream(
         Err(_) => return None,
     };
     body.finish_when_dropped();
+    if head_request {
+        body.without_content();
+    }
     let end = body.is_end_stream();
     prepare_head(&mut parts.headers, &body, end);
     let mut send = match respond.send_response(Response::from_parts(parts, ()), end) {

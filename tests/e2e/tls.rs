@@ -448,6 +448,64 @@ async fn an_h2_body_that_breaks_its_content_length_is_an_invalid_request() {
     }
 }
 
+/// A HEAD request over HTTP/2 whose answer is the gateway's own error page
+/// gets the page's head and no DATA (RFC 9110 §9.3.2). A DATA frame on a
+/// HEAD response is malformed (RFC 9113 §8.1.1), and a client that checks
+/// ends the whole connection, its other streams with it: the soak's HTTP/2
+/// load found it, 502s to HEAD during backend freezes ending its connections.
+/// Over HTTP/1 the page was not sent either, but the record counted its
+/// bytes in `sentBytes`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_head_request_gets_no_content_in_an_error_answer() {
+    let dead = free_port();
+    let port = free_port();
+    let gw = Gateway::start_one_core(
+        "h2head",
+        &basic_config(port, &[format!("127.0.0.1:{dead}")], ""),
+    );
+    let (client, driver) = h2c_client(port).await;
+    let req = http::Request::head(format!("http://127.0.0.1:{port}/?h2=head"))
+        .body(())
+        .expect("request");
+    let mut c = client.clone().ready().await.expect("still open");
+    let (answer, _) = c.send_request(req, true).expect("send");
+    let answer = answer.await.expect("answer");
+    assert!(answer.status().is_server_error(), "{answer:?}");
+    let mut body = answer.into_body();
+    let data = body.data().await;
+    assert!(data.is_none(), "no DATA for HEAD: {data:?}");
+    let rec = gw.record_where(|r| r["properties"]["originalRequestUriWithArgs"] == "/?h2=head");
+    assert_eq!(rec["properties"]["httpMethod"], "HEAD", "{rec:#}");
+    assert_ne!(
+        rec["properties"]["error_info"], "ERRORINFO_NO_ERROR",
+        "{rec:#}"
+    );
+    // The connection goes on, and a GET still gets the page.
+    let answer = h2_get(&client, port, "/?h2=get").await;
+    assert!(answer.status().is_server_error(), "{answer:?}");
+    let page = answer
+        .into_body()
+        .data()
+        .await
+        .expect("a page")
+        .expect("data");
+    assert!(!page.is_empty());
+    assert!(!driver.is_finished(), "the connection is still open");
+
+    // HTTP/1 sends the head only too, and its record counts only that.
+    let (text, closed) = raw_exchange(
+        local(port),
+        b"HEAD /?h1=head HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert!(closed && text.ends_with("\r\n\r\n"), "{text}");
+    let rec = gw.record_where(|r| r["properties"]["originalRequestUriWithArgs"] == "/?h1=head");
+    assert_eq!(
+        rec["properties"]["sentBytes"],
+        text.len() as u64,
+        "{text}\n{rec:#}"
+    );
+}
+
 /// An HTTP/2 answer whose backend stalls halfway through its body: a reset
 /// from the client ends the stream at once (logged with the status sent and
 /// `ERRORINFO_CLIENT_CLOSED_REQUEST`), not when the backend sends again. And a
