@@ -283,10 +283,12 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Counted<I> {
 
 /// One stream: the request to the handler, its answer back to the client. A
 /// reset from the client while the handler works drops the handler (499); a
-/// reset for a protocol error (`PROTOCOL_ERROR`: the `h2` crate found the
-/// request's body malformed, RFC 9113 §8.1.1) drops it as a malformed request
-/// (400 `INVALID_REQUEST`, [`super::body::drop_malformed`]), before the answer
-/// or during its body ([`ResponseBody::request_malformed`]). An
+/// reset for a protocol error before the answer (`PROTOCOL_ERROR`: the `h2`
+/// crate found the request's body malformed, RFC 9113 §8.1.1, or the client
+/// broke the protocol on the stream or the connection; there is no answer of
+/// ours yet for a client to object to) drops it as a malformed request (400
+/// `INVALID_REQUEST`, [`super::body::drop_malformed`]); during the answer's
+/// body, the upload tells (`poll_send_body`). An
 /// answer that waits `send` (`client_send_timeout`) for the client's window
 /// without a piece leaving is given up: the stream is reset (CANCEL) and the
 /// request logged with the status sent and `CLIENT_CLOSED_REQUEST`.
@@ -299,8 +301,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Counted<I> {
 /// write, and `timeTaken` runs to it. What the client's window or a full
 /// socket holds back is written later; the record does not wait for that
 /// (`h2` says when a frame is queued, not when it reaches the socket). An
-/// answer whose head could not be sent is logged 499
-/// ([`ResponseBody::head_not_sent`]).
+/// answer whose head could not be sent is logged 499, or 400 when the stream
+/// was reset with `PROTOCOL_ERROR` ([`ResponseBody::head_not_sent`]).
 async fn stream(
     info: Arc<ConnInfo>,
     req: Request<RecvStream>,
@@ -372,11 +374,7 @@ async fn stream(
             tracing::debug!("HTTP/2 answer body not sent whole: {e}");
             // A backend's failure wrote its record already; anything else
             // is the client's side: logged with the status sent.
-            if e.reason() == Some(Reason::PROTOCOL_ERROR) {
-                body.request_malformed();
-            } else {
-                body.client_left();
-            }
+            body.client_left();
             return None;
         }
     }
@@ -476,7 +474,19 @@ fn poll_send_body(
     loop {
         // Registered on every pass, so a reset wakes the stream whatever it waits for.
         if let Poll::Ready(reason) = send.poll_reset(cx) {
-            return Poll::Ready(Err(reason.map_or_else(|e| e, h2::Error::from)));
+            let e = reason.map_or_else(|e| e, h2::Error::from);
+            if e.reason() == Some(Reason::PROTOCOL_ERROR) {
+                // The request's own body may be what broke (its DATA frames did
+                // not add up to its `content-length`, RFC 9113 §8.1.1): one more
+                // poll of the answer lets the upload it drives see the error,
+                // which `h2` gives there with its origin (`reqbody.rs`
+                // `h2_body_error`), and the record say `INVALID_REQUEST`
+                // (`body.rs`). A client's own reset, which `poll_reset` does not
+                // tell apart, stays a client that left. A piece the poll takes
+                // is counted as handed over, though it is not sent: a rare case.
+                let _ = Pin::new(&mut *body).poll_frame(cx);
+            }
+            return Poll::Ready(Err(e));
         }
         if held.is_some() {
             while send.capacity() == 0 {
