@@ -13,7 +13,7 @@ normal load's, so the soak's per-request checks leave them out.
   slowloris      a head a byte every 0.3 s, then gone      nothing to check but the soak's fds
   upload-leaver  POST /echo, 1,000 of 100,000 bytes, gone  a record, whatever its status
   stalled-reader GET /bytes 8 MiB, reads 1 KiB, gone 2 s later   a record, whatever its status
-  h2-rapid-reset 200 HTTP/2 streams opened and reset       GOAWAY ENHANCE_YOUR_CALM
+  h2-rapid-reset 100 HTTP/2 streams opened and reset       GOAWAY ENHANCE_YOUR_CALM
   h2-bad-length  HTTP/2 POST whose DATA break its content-length   RST_STREAM PROTOCOL_ERROR; record INVALID_REQUEST
 """
 import random, socket, threading, time
@@ -184,10 +184,15 @@ class Hostile:
         return None
 
     def h2_rapid_reset(self):
+        # 100 streams, about 4 KB sent at once: many times `h2`'s limit of 20 streams
+        # reset before they were taken. With 200 the gateway ended the connection
+        # while the rest still came, and the reset that answered those bytes took
+        # the GOAWAY with it (16 of 21 in one soak); the e2e test reads what came
+        # before the reset instead.
         s, c = self._h2()
         base = self._next_rid()
         try:
-            for i in range(200):
+            for i in range(100):
                 sid = c.get_next_available_stream_id()
                 c.send_headers(sid, [(":method", "GET"), (":path", f"/slow?ms=200&rid={base}-{i}"),
                                      (":scheme", "http"), (":authority", "a")], end_stream=True)
