@@ -277,6 +277,35 @@ async fn h2_open(
     client.send_request(req, true).expect("send")
 }
 
+/// Opens a POST of `path` on `client` (which must still be open) that declares
+/// `content-length: declared`: the answer to come, and the stream to send the
+/// body on.
+async fn h2_post_open(
+    client: &h2::client::SendRequest<bytes::Bytes>,
+    port: u16,
+    path: &str,
+    declared: &str,
+) -> (h2::client::ResponseFuture, h2::SendStream<bytes::Bytes>) {
+    let mut client = client.clone().ready().await.expect("still open");
+    let req = http::Request::post(format!("http://127.0.0.1:{port}{path}"))
+        .header("content-length", declared)
+        .body(())
+        .expect("request");
+    client.send_request(req, false).expect("send")
+}
+
+/// The record of the request to `uri`, which must say `status` and
+/// `ERRORINFO_INVALID_REQUEST`.
+fn malformed_record(gw: &Gateway, uri: &str, status: u16) -> serde_json::Value {
+    let rec = gw.record_where(|r| r["properties"]["originalRequestUriWithArgs"] == uri);
+    assert_eq!(
+        rec["properties"]["error_info"], "ERRORINFO_INVALID_REQUEST",
+        "{rec:#}"
+    );
+    assert_eq!(rec["properties"]["httpStatus"], status, "{rec:#}");
+    rec
+}
+
 /// GET `path` on `client`: the answer's head and body stream.
 async fn h2_get(
     client: &h2::client::SendRequest<bytes::Bytes>,
@@ -368,12 +397,7 @@ async fn an_h2_body_that_breaks_its_content_length_is_an_invalid_request() {
     let (client, _) = h2c_client(port).await;
     for (case, declared, rest) in [("longer", "5", &b"3456789"[..]), ("shorter", "10", b"34")] {
         let path = format!("/echo?h2={case}");
-        let req = http::Request::post(format!("http://127.0.0.1:{port}{path}"))
-            .header("content-length", declared)
-            .body(())
-            .expect("request");
-        let mut c = client.clone().ready().await.expect("still open");
-        let (answer, mut stream) = c.send_request(req, false).expect("send");
+        let (answer, mut stream) = h2_post_open(&client, port, &path, declared).await;
         stream
             .send_data(bytes::Bytes::from_static(b"012"), false)
             .expect("first piece");
@@ -397,12 +421,7 @@ async fn an_h2_body_that_breaks_its_content_length_is_an_invalid_request() {
             matches!(&end, Some(Err(e)) if e.reason() == Some(h2::Reason::PROTOCOL_ERROR)),
             "{case}: {end:?}"
         );
-        let rec = gw.record_where(|r| r["properties"]["originalRequestUriWithArgs"] == path);
-        assert_eq!(
-            rec["properties"]["error_info"], "ERRORINFO_INVALID_REQUEST",
-            "{case}: {rec:#}"
-        );
-        assert_eq!(rec["properties"]["httpStatus"], 200, "{case}: {rec:#}");
+        malformed_record(&gw, &path, 200);
     }
     let answer = h2_get(&client, port, "/status/201?h2=after").await;
     assert_eq!(answer.status(), 201);
@@ -422,12 +441,7 @@ async fn an_h2_body_that_breaks_its_content_length_is_an_invalid_request() {
         ("shorter", "10", b"012"),
     ] {
         let path = format!("/upload?h2={case}");
-        let req = http::Request::post(format!("http://127.0.0.1:{port}{path}"))
-            .header("content-length", declared)
-            .body(())
-            .expect("request");
-        let mut c = client.clone().ready().await.expect("still open");
-        let (answer, mut stream) = c.send_request(req, false).expect("send");
+        let (answer, mut stream) = h2_post_open(&client, port, &path, declared).await;
         stream
             .send_data(bytes::Bytes::copy_from_slice(body), true)
             .expect("body");
@@ -438,12 +452,7 @@ async fn an_h2_body_that_breaks_its_content_length_is_an_invalid_request() {
             matches!(&answer, Err(e) if e.reason() == Some(h2::Reason::PROTOCOL_ERROR)),
             "{case}: {answer:?}"
         );
-        let rec = gw.record_where(|r| r["properties"]["originalRequestUriWithArgs"] == path);
-        assert_eq!(
-            rec["properties"]["error_info"], "ERRORINFO_INVALID_REQUEST",
-            "{case}: {rec:#}"
-        );
-        assert_eq!(rec["properties"]["httpStatus"], 400, "{case}: {rec:#}");
+        let rec = malformed_record(&gw, &path, 400);
         assert_eq!(rec["properties"]["sentBytes"], 0, "{case}: {rec:#}");
     }
 }
