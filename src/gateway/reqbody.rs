@@ -122,9 +122,10 @@ impl H2Body {
 /// §8.1.1, §8.1). That is the client's framing, as a broken chunked body is in
 /// HTTP/1, so it is given as `InvalidData` ([`is_invalid_framing`]: logged
 /// `ERRORINFO_INVALID_REQUEST`). Any other error (the client reset the stream,
-/// the connection went) stays as it is: the client left.
+/// the connection went, for a protocol error on it too) stays as it is: the
+/// client left.
 fn h2_body_error(e: h2::Error) -> ClientBodyError {
-    if e.is_library() && e.reason() == Some(h2::Reason::PROTOCOL_ERROR) {
+    if e.is_library() && e.is_reset() && e.reason() == Some(h2::Reason::PROTOCOL_ERROR) {
         Box::new(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
     } else {
         e.into()
