@@ -5,14 +5,6 @@ use crate::support::*;
 use bytes::Bytes;
 use std::time::{Duration, Instant};
 
-/// A pool whose probe keeps 2 servers in rotation even when Unhealthy.
-fn keep_two(port: u16, servers: &[String]) -> String {
-    format!(
-        "{}\n[[probes]]\nname = \"keep\"\nmin_servers = 2\n",
-        basic_config(port, servers, "probe = \"keep\"")
-    )
-}
-
 fn props(r: &serde_json::Value) -> &serde_json::Value {
     &r["properties"]
 }
@@ -75,7 +67,11 @@ async fn refused_on_every_server_is_502_no_live_with_every_attempt() {
     // really tries each one instead of being refused up front.
     let gw = Gateway::start_one_core(
         "refused",
-        &keep_two(port, &[format!("127.0.0.1:{a}"), format!("127.0.0.1:{b}")]),
+        &kept_config(
+            port,
+            &[format!("127.0.0.1:{a}"), format!("127.0.0.1:{b}")],
+            2,
+        ),
     );
     let r = get(local(port), "/").await;
     assert_eq!(r.status, 502);
@@ -98,7 +94,11 @@ async fn refused_server_fails_over_to_a_live_one() {
     let port = free_port();
     let gw = Gateway::start_one_core(
         "failover",
-        &keep_two(port, &[format!("127.0.0.1:{dead}"), app.addr.to_string()]),
+        &kept_config(
+            port,
+            &[format!("127.0.0.1:{dead}"), app.addr.to_string()],
+            2,
+        ),
     );
     for _ in 0..4 {
         let r = get(local(port), "/").await;
@@ -138,7 +138,7 @@ async fn backend_reset_close_and_garbage_are_502_closed_connection() {
     );
     // The probe would soon eject these misbehaving servers (502 NO_LIVE); keep
     // them in rotation to see how each failure itself is reported.
-    let config = format!("{config}\n[[probes]]\nname = \"keep\"\nmin_servers = 1\n");
+    let config = config + &keep_probe(1);
     let gw = Gateway::start_one_core("closed", &config);
     for (port, path) in [(p1, "/reset"), (p1, "/garbage"), (p2, "/"), (p3, "/")] {
         let r = get(local(port), path).await;
@@ -166,10 +166,7 @@ async fn backend_reset_close_and_garbage_are_502_closed_connection() {
 async fn a_408_on_a_reused_connection_is_replayed_for_idempotent_requests() {
     let backend = RawServer::start(Raw::TimeoutSecond);
     let port = free_port();
-    let config = format!(
-        "{}\n[[probes]]\nname = \"keep\"\nmin_servers = 1\n",
-        basic_config(port, &[backend.addr.to_string()], "probe = \"keep\"")
-    );
+    let config = kept_config(port, &[backend.addr.to_string()], 1);
     let gw = Gateway::start_one_core("timeout408", &config);
     let first = get(local(port), "/a").await;
     assert_eq!(first.status, 200, "{}", first.text());

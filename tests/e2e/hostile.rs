@@ -165,7 +165,7 @@ async fn chunk_extensions_and_trailers_past_their_limits_are_refused() {
             (bad_port, hang.addr.to_string()),
         ],
         "probe = \"keep\"",
-    ) + "\n[[probes]]\nname = \"keep\"\nmin_servers = 1\n";
+    ) + &keep_probe(1);
     let gw = Gateway::start_one_core("chunk-limits", &config);
     let post = |chunks: &[u8]| {
         [
@@ -288,10 +288,7 @@ async fn an_h2c_upgrade_is_not_forwarded_and_the_connection_goes_on() {
     ));
     let port = free_port();
     // Kept in rotation: its probe would see the 101 and take it out (502 NO_LIVE).
-    let config = format!(
-        "{}\n[[probes]]\nname = \"keep\"\nmin_servers = 1\n",
-        basic_config(port, &[eager.addr.to_string()], "probe = \"keep\"")
-    );
+    let config = kept_config(port, &[eager.addr.to_string()], 1);
     let gw = Gateway::start_one_core("h2c-101", &config);
     let (text, _) = raw_exchange(
         local(port),
@@ -331,7 +328,7 @@ async fn a_slow_upload_is_not_a_backend_timeout_and_a_stalled_one_is_408() {
             (hang_port, hang.addr.to_string()),
         ],
         "request_timeout = 1\nprobe = \"keep\"",
-    ) + "\n[[probes]]\nname = \"keep\"\nmin_servers = 1\n";
+    ) + &keep_probe(1);
     let gw = Gateway::start_with("slow-upload", "request_header_timeout = 2", &config);
 
     // 12 bytes, one every 150 ms: 1.8 s of upload against a 1 s
@@ -472,10 +469,7 @@ async fn http2_rapid_reset_and_continuation_floods_end_the_connection() {
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
     ));
     let port = free_port();
-    let config = format!(
-        "{}\n[[probes]]\nname = \"keep\"\nmin_servers = 1\n",
-        basic_config(port, &[backend.addr.to_string()], "probe = \"keep\"")
-    );
+    let config = kept_config(port, &[backend.addr.to_string()], 1);
     let _gw = Gateway::start_one_core("h2-floods", &config);
     let preface = [
         &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..],

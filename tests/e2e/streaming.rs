@@ -370,10 +370,7 @@ async fn backend_answers_are_framed_as_rfc_9112_says() {
         .iter()
         .map(|s| (free_port(), s.addr.to_string()))
         .collect();
-    let config = format!(
-        "{}\n[[probes]]\nname = \"keep\"\nmin_servers = 1\n",
-        configs_per_port(&pairs, "probe = \"keep\"")
-    );
+    let config = configs_per_port(&pairs, "probe = \"keep\"") + &keep_probe(1);
     let gw = Gateway::start_one_core("framing", &config);
     for (i, (answer, status, body, info)) in cases.iter().enumerate() {
         let what = String::from_utf8_lossy(answer);

@@ -727,6 +727,19 @@ backend_http_settings = "settings"
     )
 }
 
+/// The probe `keep`, for settings that say `probe = "keep"`: it keeps up to
+/// `min_servers` servers of a pool in rotation whatever their health, so a raw
+/// backend that answers probes badly, or a misbehaving one a test watches, is
+/// still routed to.
+pub fn keep_probe(min_servers: u32) -> String {
+    format!("\n[[probes]]\nname = \"keep\"\nmin_servers = {min_servers}\n")
+}
+
+/// A [`basic_config`] whose settings use [`keep_probe`] (`min_servers` kept).
+pub fn kept_config(port: u16, addresses: &[String], min_servers: u32) -> String {
+    basic_config(port, addresses, "probe = \"keep\"") + &keep_probe(min_servers)
+}
+
 /// One [`basic_config`] per (listener port, backend address): listener `webN`,
 /// pool `poolN`, settings `settingsN` (with `settings` lines), rule `ruleN`.
 pub fn configs_per_port(pairs: &[(u16, String)], settings: &str) -> String {

@@ -430,10 +430,7 @@ async fn an_h2_body_that_breaks_its_content_length_is_an_invalid_request() {
     // came, and bodies whose DATA frames break their length at once.
     let backend = RawServer::start(Raw::AfterBody);
     let port = free_port();
-    let config = format!(
-        "{}\n[[probes]]\nname = \"keep\"\nmin_servers = 1\n",
-        basic_config(port, &[backend.addr.to_string()], "probe = \"keep\"")
-    );
+    let config = kept_config(port, &[backend.addr.to_string()], 1);
     let gw = Gateway::start_one_core("h2length-head", &config);
     let (client, _) = h2c_client(port).await;
     for (case, declared, body) in [
