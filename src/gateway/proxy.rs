@@ -456,6 +456,15 @@ fn check_request(
             + 2
     });
 
+    // RFC 9113 §8.2.1: an HTTP/2 field value must not start or end with SP or
+    // HTAB, and a request with one is malformed (§8.1.1), which an
+    // intermediary must not forward. HTTP/1's parser takes such whitespace off
+    // as optional whitespace (RFC 9112 §5), so only HTTP/2 can carry it here.
+    // Answered 400 as h2o does; nghttp2 resets the stream, HAProxy strips the
+    // whitespace and nginx forwards it.
+    if version == Version::HTTP_2 && fields.iter().any(|(_, v)| padded(v)) {
+        return Err(ErrorInfo::InvalidRequest);
+    }
     if method == Method::TRACE {
         return Err(ErrorInfo::InvalidMethodTrace);
     }
@@ -478,6 +487,12 @@ fn check_request(
         None if version == Version::HTTP_10 => Ok(HeaderValue::from_static("")),
         None => Err(ErrorInfo::HttpNoHostHeader),
     }
+}
+
+/// Whether a field value starts or ends with whitespace (SP or HTAB), which
+/// RFC 9113 §8.2.1 forbids in HTTP/2. An empty value does not.
+fn padded(value: &[u8]) -> bool {
+    matches!(value.first(), Some(b' ' | b'\t')) || matches!(value.last(), Some(b' ' | b'\t'))
 }
 
 /// `host` without its port and trailing dot, lowercase (borrowed when it
@@ -1318,6 +1333,16 @@ mod tests {
             let back = humantime::format_rfc3339_millis(parsed).to_string();
             assert_eq!(back, ours.as_str());
             std::thread::sleep(std::time::Duration::from_millis(7));
+        }
+    }
+
+    #[test]
+    fn only_whitespace_at_a_value_edge_is_padding() {
+        for v in [&b" a"[..], b"a ", b"\ta", b"a\t", b" ", b"\t"] {
+            assert!(super::padded(v), "{v:?}");
+        }
+        for v in [&b""[..], b"a", b"a b", b"a\tb", b"\x0ba\x0b", b"\xa0a"] {
+            assert!(!super::padded(v), "{v:?}");
         }
     }
 

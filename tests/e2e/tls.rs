@@ -512,6 +512,53 @@ async fn an_h2_head_request_gets_no_content_in_an_error_answer() {
     );
 }
 
+/// An HTTP/2 field value that starts or ends with a space or a tab makes the
+/// request malformed (RFC 9113 §8.2.1): answered 400 and logged
+/// `INVALID_REQUEST`, and nothing reaches the backend. Inner whitespace is
+/// fine, and the connection goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_field_value_with_edge_whitespace_is_an_invalid_request() {
+    let backend = RawServer::start(Raw::Answer(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+    ));
+    let port = free_port();
+    let gw = Gateway::start_one_core("h2ws", &basic_config(port, &[backend.addr.to_string()], ""));
+    let (client, driver) = h2c_client(port).await;
+    for (i, value) in [" lead", "trail ", "\tlead", "trail\t", " "]
+        .iter()
+        .enumerate()
+    {
+        let path = format!("/?ws={i}");
+        let mut c = client.clone().ready().await.expect("still open");
+        let req = http::Request::get(format!("http://127.0.0.1:{port}{path}"))
+            .header("x-padded", *value)
+            .body(())
+            .expect("request");
+        let (answer, _) = c.send_request(req, true).expect("send");
+        let answer = answer.await.expect("answer");
+        assert_eq!(answer.status(), 400, "{value:?}: {answer:?}");
+        let rec = malformed_record(&gw, &path, 400);
+        assert_eq!(rec["properties"]["serverRouted"], "-", "{rec:#}");
+    }
+    assert!(backend.requests().is_empty(), "{:?}", backend.requests());
+    // Whitespace inside a value, and an empty value, are fine.
+    let mut c = client.clone().ready().await.expect("still open");
+    let req = http::Request::get(format!("http://127.0.0.1:{port}/?ws=inner"))
+        .header("x-inner", "a \t b")
+        .header("x-empty", "")
+        .body(())
+        .expect("request");
+    let (answer, _) = c.send_request(req, true).expect("send");
+    let answer = answer.await.expect("answer");
+    assert_eq!(answer.status(), 200, "{answer:?}");
+    let got = backend.requests();
+    assert!(
+        got.len() == 1 && got[0].contains("x-inner: a \t b\r\n"),
+        "{got:?}"
+    );
+    assert!(!driver.is_finished(), "the connection is still open");
+}
+
 /// An HTTP/2 answer whose backend stalls halfway through its body: a reset
 /// from the client ends the stream at once (logged with the status sent and
 /// `ERRORINFO_CLIENT_CLOSED_REQUEST`), not when the backend sends again. And a
