@@ -1,5 +1,6 @@
-"""An exact HTTP/2 load generator (prior knowledge, cleartext) for the soak, beside
-loadgen.py's HTTP/1.1 one and counting the same way.
+"""An exact HTTP/2 load generator for the soak, beside loadgen.py's HTTP/1.1 one and
+counting the same way: cleartext with prior knowledge, or over TLS with ALPN `h2`
+(`tls=loadgen.client_tls("h2")`, since 2026-12-07).
 
 Needs the `h2` Python package (Debian: python3-h2; bench/run.sh installs it). Each
 connection is a thread with a blocking socket that keeps up to `streams` requests in
@@ -40,8 +41,9 @@ from loadgen import Failure, Tally, connect_failure
 
 class H2Load(Tally):
     def __init__(self, host, port, conns, duration, rate, make_req, streams=4, timeout=15.0, seed=1,
-                 host_header=None):
-        super().__init__()
+                 host_header=None, tls=None):
+        super().__init__("2 tls" if tls else "2")
+        self.tls = tls  # an ssl.SSLContext offering ALPN h2 (loadgen.client_tls("h2")), or None: prior knowledge
         self.host, self.port, self.conns, self.duration = host, port, conns, duration
         self.rate, self.make_req, self.streams, self.timeout = rate, make_req, streams, timeout
         self.rng = random.Random(seed)
@@ -132,7 +134,7 @@ class H2Load(Tally):
 
     def _fail(self, rid, req, start, kind, detail, status, reused):
         with self.lock:
-            self.failures.append(self.failure(rid, start, kind, detail, status, reused, req) | {"http": "2"})
+            self.failures.append(self.failure(rid, start, kind, detail, status, reused, req))
 
     def summary(self):
         return {"requests": self.sent, "ok": self.ok, "failed": len(self.failures),
@@ -156,8 +158,13 @@ class _Conn:
         try:
             self.sock = socket.create_connection((load.host, load.port), timeout=5)
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError as e:
+            if load.tls is not None:
+                self.sock = load.tls.wrap_socket(self.sock, server_hostname="localhost")
+        except OSError as e:  # ssl.SSLError included
             raise connect_failure(e)
+        if load.tls is not None and self.sock.selected_alpn_protocol() != "h2":
+            self.sock.close()
+            raise Failure("connect-error", f"ALPN chose {self.sock.selected_alpn_protocol()!r}, not h2")
         self.sock.settimeout(5)
         self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
         self.h2.initiate_connection()
@@ -178,7 +185,7 @@ class _Conn:
         sid = self.h2.get_next_available_stream_id()
         st = _Stream(rid, req, self.requests > 0)
         self.requests += 1
-        headers = [(":method", req.method), (":path", req.path), (":scheme", "http"),
+        headers = [(":method", req.method), (":path", req.path), (":scheme", "https" if self.load.tls else "http"),
                    (":authority", self.load.authority), ("user-agent", "pc-bench-h2loadgen")]
         headers += [(k.lower(), v) for k, v in req.headers.items()]
         if req.body or req.method in ("POST", "PUT"):
@@ -229,7 +236,9 @@ class _Conn:
         if self.dead:
             return
         try:
-            r, _, _ = select.select([self.sock], [], [], wait)
+            # Bytes TLS has already decrypted are not on the socket for select to see.
+            pending = self.load.tls is not None and self.sock.pending() > 0
+            r = [self.sock] if pending else select.select([self.sock], [], [], wait)[0]
         except (OSError, ValueError):
             r = []
         if r:

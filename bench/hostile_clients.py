@@ -15,16 +15,21 @@ normal load's, so the soak's per-request checks leave them out.
   stalled-reader GET /bytes 8 MiB, reads 1 KiB, gone 2 s later   a record, whatever its status
   h2-rapid-reset 100 HTTP/2 streams opened and reset       GOAWAY ENHANCE_YOUR_CALM
   h2-bad-length  HTTP/2 POST whose DATA break its content-length   RST_STREAM PROTOCOL_ERROR; record INVALID_REQUEST
+  h2-padded-value  HTTP/2 GET with a field value " x" (RFC 9113 §8.2.1)  400; record INVALID_REQUEST
+With an https listener (`tls_port`, since 2026-12-07):
+  tls-plain-http   plain HTTP/1.1 to the https port        400 and the connection closed; record HTTP_TO_HTTPS_PORT
+  tls-junk-hello   a TLS record header and 64 random bytes  the connection closed within 5 s
+  tls-half-hello   half of a real ClientHello, gone 1 s later   nothing to check but the soak's fds
 """
-import random, socket, threading, time
+import random, socket, ssl, threading, time
 from collections import Counter, defaultdict
 
 import h2.config, h2.connection, h2.errors, h2.events
 
 
 class Hostile:
-    def __init__(self, host, port, rid_base, seed=1):
-        self.host, self.port = host, port
+    def __init__(self, host, port, rid_base, seed=1, tls_port=None):
+        self.host, self.port, self.tls_port = host, port, tls_port
         self.rid = rid_base
         self.rng = random.Random(seed)
         self.done = Counter()
@@ -46,7 +51,9 @@ class Hostile:
 
     def _loop(self):
         attacks = [self.malformed, self.oversized, self.slowloris, self.upload_leaver, self.stalled_reader,
-                   self.h2_rapid_reset, self.h2_bad_length]
+                   self.h2_rapid_reset, self.h2_bad_length, self.h2_padded_value]
+        if self.tls_port is not None:
+            attacks += [self.tls_plain_http, self.tls_junk_hello, self.tls_half_hello]
         while self.running:
             time.sleep(self.rng.uniform(1, 3))
             if not self.running:
@@ -65,8 +72,8 @@ class Hostile:
         self.rid += 1
         return self.rid
 
-    def _connect(self, timeout=10):
-        s = socket.create_connection((self.host, self.port), timeout=timeout)
+    def _connect(self, timeout=10, port=None):
+        s = socket.create_connection((self.host, port or self.port), timeout=timeout)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return s
 
@@ -151,7 +158,8 @@ class Hostile:
     def _h2(self):
         s = self._connect()
         c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8",
-                                                                 validate_outbound_headers=False))
+                                                                 validate_outbound_headers=False,
+                                                                 normalize_outbound_headers=False))
         c.initiate_connection()
         s.sendall(c.data_to_send())
         return s, c
@@ -220,6 +228,60 @@ class Hostile:
         self.expect_records.append((rid, "h2-bad-length", ["ERRORINFO_INVALID_REQUEST"]))
         if not isinstance(ev, h2.events.StreamReset) or ev.error_code != h2.errors.ErrorCodes.PROTOCOL_ERROR:
             return f"got {ev!r}"
+        return None
+
+    def h2_padded_value(self):
+        rid = self._next_rid()
+        s, c = self._h2()
+        sid = c.get_next_available_stream_id()
+        c.send_headers(sid, [(":method", "GET"), (":path", f"/?rid={rid}"), (":scheme", "http"),
+                             (":authority", "a"), ("x-padded", " x")], end_stream=True)
+        s.sendall(c.data_to_send())
+        ev = self._h2_events(s, c, lambda e: isinstance(e, (h2.events.ResponseReceived, h2.events.StreamReset,
+                                                             h2.events.ConnectionTerminated)))
+        s.close()
+        self.expect_records.append((rid, "h2-padded-value", ["ERRORINFO_INVALID_REQUEST"]))
+        if not isinstance(ev, h2.events.ResponseReceived) or dict(ev.headers).get(":status") != "400":
+            return f"got {ev!r}"
+        return None
+
+    # ---- TLS --------------------------------------------------------------------------------
+    def tls_plain_http(self):
+        rid = self._next_rid()
+        s = self._connect(port=self.tls_port)
+        s.sendall(f"GET /?rid={rid} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+        got, eof = self._read_all(s)
+        s.close()
+        self.expect_records.append((rid, "tls-plain-http", ["ERRORINFO_HTTP_TO_HTTPS_PORT"]))
+        if not got.startswith(b"HTTP/1.1 400 ") or not eof:
+            return f"got {got[:60]!r}, eof {eof}"
+        return None
+
+    def tls_junk_hello(self):
+        s = self._connect(timeout=5, port=self.tls_port)
+        s.sendall(b"\x16\x03\x01\x00\x40" + self.rng.randbytes(64))
+        got, eof = self._read_all(s)
+        s.close()
+        if not eof:
+            return f"not closed within 5 s (got {got[:20]!r})"
+        return None
+
+    def tls_half_hello(self):
+        # A real ClientHello, made by Python's TLS on memory buffers.
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+        try:
+            tls.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        hello = outgoing.read()
+        s = self._connect(port=self.tls_port)
+        s.sendall(hello[: len(hello) // 2])
+        time.sleep(1)
+        s.close()
         return None
 
     # ---- results ----------------------------------------------------------------------------

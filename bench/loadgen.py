@@ -32,7 +32,7 @@ Usage from Python:
     ...                   # inject faults at load.t0 + x
     stats = load.join()   # dict, see Load.summary()
 """
-import asyncio, random, socket, threading, time
+import asyncio, random, socket, ssl, threading, time
 from collections import Counter
 
 
@@ -57,6 +57,16 @@ class Failure(Exception):
         self.kind, self.detail, self.status = kind, detail, status
 
 
+def client_tls(alpn):
+    """The clients' TLS for a self-signed gateway certificate (nothing verified), offering
+    the ALPN protocol `alpn` ("http/1.1" or "h2")."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols([alpn])
+    return ctx
+
+
 def connect_failure(e):
     """The Failure of a connection to the proxy that could not be made (`e`: what connecting raised)."""
     if isinstance(e, (asyncio.TimeoutError, socket.timeout)):
@@ -71,7 +81,8 @@ class Tally:
     requests sent and answered, the failures with their request ids, the latencies of
     the answered ones (seconds)."""
 
-    def __init__(self):
+    def __init__(self, label):
+        self.label = label  # the protocol, as failures name it: "1.1", "2", "1.1 tls", "2 tls"
         self.rid = 0
         self.ok = 0
         self.sent = 0
@@ -87,7 +98,7 @@ class Tally:
         """One failure as the reports list it (`start`: the request's monotonic start)."""
         return {"t": round(start - self.t0, 3), "latency": round(time.monotonic() - start, 3), "rid": rid,
                 "kind": kind, "status": status, "reused_conn": reused, "detail": detail[:200],
-                "method": req.method, "path": req.path, "tag": req.tag}
+                "method": req.method, "path": req.path, "tag": req.tag, "http": self.label}
 
     def latency_figures(self):
         """p50, p99 and max of the answered requests, and the slowest failure, in ms."""
@@ -103,8 +114,9 @@ class Tally:
 
 class Load(Tally):
     def __init__(self, host, port, conns, duration, rate=None, bursts=None, burst_size=1,
-                 timeout=15.0, make_req=None, seed=1, host_header=None, keep_latencies=True):
-        super().__init__()
+                 timeout=15.0, make_req=None, seed=1, host_header=None, keep_latencies=True, tls=None):
+        super().__init__("1.1 tls" if tls else "1.1")
+        self.tls = tls  # an ssl.SSLContext: HTTPS (see client_tls)
         self.host, self.port, self.conns, self.duration = host, port, conns, duration
         self.rate, self.bursts, self.burst_size, self.timeout = rate, bursts, burst_size, timeout
         self.make_req = make_req or simple_get("/")
@@ -190,7 +202,8 @@ class Load(Tally):
 
     async def _connect(self, conn):
         try:
-            r, w = await asyncio.wait_for(asyncio.open_connection(self.host, self.port, limit=1 << 20), 5)
+            tls = {"ssl": self.tls, "server_hostname": "localhost"} if self.tls else {}
+            r, w = await asyncio.wait_for(asyncio.open_connection(self.host, self.port, limit=1 << 20, **tls), 5)
         except (asyncio.TimeoutError, OSError) as e:
             raise connect_failure(e)
         s = w.get_extra_info("socket")

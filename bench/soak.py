@@ -20,6 +20,12 @@ and big answers over HTTP/2's flow control; rids from 20,000,001) and hostile cl
 slowloris, a client that leaves mid-upload, one that stops reading an 8 MiB answer, an
 HTTP/2 rapid reset, an HTTP/2 body that breaks its content-length; rids from 30,000,001,
 left out of the per-request checks).
+Since 2026-12-07 (the twenty-first session) an https listener on a second port (a new
+self-signed ECDSA P-256 certificate, re-read at every reload) takes two more loads: HTTP/1.1
+over TLS (4 keep-alive connections, 60 req/s, rids from 15,000,001) and HTTP/2 over TLS
+(ALPN h2, 2 connections of up to 4 streams, 40 req/s, rids from 25,000,001), the same mix;
+and the hostile clients add an HTTP/2 field value padded with a space, plain HTTP to the
+https port, a junk ClientHello and half a ClientHello.
 Phases: 120 s warm-up with all of the load, the HTTP/2 one and the hostile clients (30 s
 of HTTP/1.1 alone until 2026-12-06: with HTTP/2 in the mix the heap takes 100-200 s to
 reach its loaded level, docs/benchmarks.md section 5; the allocator gives much of it
@@ -46,7 +52,7 @@ Then idle again and the checks:
   5. the hostile clients got what the hostile-input tests expect (400 or 431 and the
      connection closed, GOAWAY ENHANCE_YOUR_CALM, RST_STREAM PROTOCOL_ERROR), and the
      records they must leave are there and say what they must.
-Checks 2 and 3 count both loads' requests.
+Checks 2 and 3 count every load's requests. `--without h2,tls,hostile` leaves parts out.
 Also reported (not part of the verdict): requests without a record, records with an
 error whose request the client saw succeed, and RSS split into heap (RssAnon), mapped
 files (RssFile) and the heap's transparent huge pages (AnonHugePages). Results:
@@ -58,20 +64,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (ROOT, TOKEN, Setup, start_checked, alive, api, brief, copy_binary, fd_count, kill_and_reap, machine, pc_cli,  # noqa: E402
-                    pin_self, raise_nofile, read_access_log, rid_of, rss, rss_parts, signal_proc, summarize_access_log, tools_check,
-                    wait_app_ready, wait_port)
-from loadgen import Load, Req  # noqa: E402
+                    make_certificate, pin_self, raise_nofile, read_access_log, rid_of, rss, rss_parts, signal_proc,
+                    summarize_access_log, tools_check, wait_app_ready, wait_port)
+from loadgen import Load, Req, client_tls  # noqa: E402
 from h2loadgen import H2Load  # noqa: E402
 from hostile_clients import Hostile  # noqa: E402
 
-FRONT, CONSOLE = 14381, 14390  # below the e2e tests' 15000-32000 (tests/e2e/support.rs)
+FRONT, FRONT_TLS, CONSOLE = 14381, 14382, 14390  # below the e2e tests' 15000-32000 (tests/e2e/support.rs)
 ADDR = {"A": 14385, "B": 14386, "C": 14387}
 CONNS, RATE = 16, 300
 H2_CONNS, H2_RATE, H2_STREAMS = 4, 100, 4
+TLS_CONNS, TLS_RATE = 4, 60  # HTTP/1.1 over TLS (since 2026-12-07)
+H2_TLS_CONNS, H2_TLS_RATE = 2, 40  # HTTP/2 over TLS, ALPN h2
 FD_SLACK = 5
 RSS_GROWTH_MAX = 0.10
 RID_BASE = 10_000_000  # rids of the measured phase start here (warm-up rids are below)
+TLS_RID_BASE = 15_000_000  # the HTTP/1.1-over-TLS load's
 H2_RID_BASE = 20_000_000  # the HTTP/2 load's
+H2_TLS_RID_BASE = 25_000_000  # the HTTP/2-over-TLS load's
 HOSTILE_RID_BASE = 30_000_000  # the hostile clients' (left out of the per-request checks)
 WARM_HOSTILE_RID_BASE = 5_000_000  # theirs in the warm-up (below RID_BASE: not checked)
 
@@ -108,6 +118,11 @@ token = "{TOKEN}"
 [[listeners]]
 name = "web"
 listen = "127.0.0.1:{FRONT}"
+[[listeners]]
+name = "webtls"
+listen = "127.0.0.1:{FRONT_TLS}"
+protocol = "https"
+tls = {{ certificate = "{w}/cert.pem", key = "{w}/key.pem" }}
 [[backend_pools]]
 name = "mixed"
 addresses = [{pool}]
@@ -138,6 +153,12 @@ name = "r"
 rule_type = "path_based"
 listener = "web"
 priority = 1
+url_path_map = "m"
+[[request_routing_rules]]
+name = "rt"
+rule_type = "path_based"
+listener = "webtls"
+priority = 2
 url_path_map = "m"
 [[url_path_maps]]
 name = "m"
@@ -202,6 +223,7 @@ class Soak:
     def start(self):
         for n in ADDR:
             self.start_demo(n)
+        make_certificate(self.w)
         (self.w / "pc.toml").write_text(config(self.w))
         start_checked(self.s, "portcullis", [str(self.bin), "run", "-c", str(self.w / "pc.toml")], pin=1, port=FRONT)
         wait_app_ready(f"127.0.0.1:{CONSOLE}", "web", 2)
@@ -333,6 +355,45 @@ class Soak:
                             self.event("restart failed", backend=n, error=repr(ex2)[:200])
 
 
+# The loads, each with its own range of request ids: (key in the results, label, TLS, HTTP/2,
+# connections, req/s, first rid - 1 in the measured phase, the part --without leaves out).
+LOADS = [
+    ("client", "HTTP/1.1", False, False, CONNS, RATE, RID_BASE, None),
+    ("client_tls", "HTTP/1.1 over TLS", True, False, TLS_CONNS, TLS_RATE, TLS_RID_BASE, "tls"),
+    ("client_h2", "HTTP/2", False, True, H2_CONNS, H2_RATE, H2_RID_BASE, "h2"),
+    ("client_h2_tls", "HTTP/2 over TLS", True, True, H2_TLS_CONNS, H2_TLS_RATE, H2_TLS_RID_BASE, "tls"),
+]
+
+
+def make_loads(dur, seed, without, measured):
+    """One generator per LOADS entry (a part left out gets rate 0 and sends nothing), started;
+    in the measured phase with their rid bases and the answered rids tracked."""
+    out = []
+    for i, (key, _, tls, h2, conns, rate, base, part) in enumerate(LOADS):
+        rate = 0 if part in without or (h2 and "h2" in without) else rate
+        port = FRONT_TLS if tls else FRONT
+        if h2:
+            g = H2Load("127.0.0.1", port, conns, dur, rate=rate, make_req=make_req, streams=H2_STREAMS,
+                       seed=seed + i, tls=client_tls("h2") if tls else None)
+        else:
+            g = Load("127.0.0.1", port, conns, dur, rate=rate, make_req=make_req, seed=seed + i,
+                     keep_latencies=measured, tls=client_tls("http/1.1") if tls else None)
+        if measured:
+            g.rid = base
+        if rate:
+            g.start(track_ok=measured)
+        else:
+            g.t0 = time.monotonic()
+            g.stop_at = g.t0
+            g.ok_rids = set() if measured else None
+        out.append((key, g, base))
+    return out
+
+
+def join_loads(loads):
+    return [(key, g.join() if g.rate else g.summary(), g, base) for key, g, base in loads]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=10)
@@ -341,61 +402,51 @@ def main():
     ap.add_argument("--warmup", type=float, default=120)
     ap.add_argument("--out", default=str(ROOT / "bench/soak-results.json"))
     ap.add_argument("--without", default="", help="comma-separated parts to leave out, to find which one "
-                    "moves a figure: h2 (the HTTP/2 load), hostile (the hostile clients)")
+                    "moves a figure: h2 (the HTTP/2 loads), tls (the loads over TLS and the TLS attacks), "
+                    "hostile (the hostile clients)")
     a = ap.parse_args()
     without = {p for p in a.without.split(",") if p}
-    tools_check(["taskset"])
+    tools_check(["taskset", "openssl"])
     raise_nofile()
     pin_self(0)
     w = Path(tempfile.mkdtemp(prefix="pc-soak-"))
     binary, bininfo = copy_binary(a.bin, w)
     sk = Soak(w, binary, a.seed)
     doc = {"machine": machine(), "binary": bininfo, "minutes": a.minutes, "seed": a.seed, "without": sorted(without),
-           "load": f"{CONNS} keep-alive connections, {RATE} req/s", "settings": "see bench/soak.py docstring"}
+           "load": "; ".join(f"{label}: {c} connections, {r} req/s" for _, label, _, _, c, r, _, _ in LOADS),
+           "settings": "see bench/soak.py docstring"}
+    tls_port = None if "tls" in without else FRONT_TLS
     try:
         sk.start()
         pid = sk.pc.pid
         print(f"warm-up {a.warmup:.0f} s", flush=True)
-        warm = Load("127.0.0.1", FRONT, CONNS, a.warmup, rate=RATE, make_req=make_req, seed=a.seed + 1000)
-        warm.start()
-        warm_h2 = H2Load("127.0.0.1", FRONT, H2_CONNS, a.warmup, rate=0 if "h2" in without else H2_RATE,
-                         make_req=make_req, streams=H2_STREAMS, seed=a.seed + 1001)
-        warm_h2.start()
-        warm_hostile = Hostile("127.0.0.1", FRONT, WARM_HOSTILE_RID_BASE, seed=a.seed + 1002)
+        warm = make_loads(a.warmup, a.seed + 1000, without, measured=False)
+        warm_hostile = Hostile("127.0.0.1", FRONT, WARM_HOSTILE_RID_BASE, seed=a.seed + 1002, tls_port=tls_port)
         if "hostile" not in without:
             warm_hostile.start()
-        wres = warm.join()
-        wres_h2 = warm_h2.join()
+        wres = join_loads(warm)
         warm_hostile.stop()
         base_fds, base_rss = sk.idle_figures()
-        print(f"warm-up: {wres['requests']} HTTP/1.1 requests, {wres['failed']} failed, {wres_h2['requests']} "
-              f"HTTP/2, {wres_h2['failed']} failed; baseline fds {base_fds}, RSS {base_rss / 2**20:.1f} MiB", flush=True)
+        print("warm-up: " + ", ".join(f"{key} {r['requests']} requests, {r['failed']} failed" for key, r, _, _ in wres)
+              + f"; baseline fds {base_fds}, RSS {base_rss / 2**20:.1f} MiB", flush=True)
         dur = a.minutes * 60
-        load = Load("127.0.0.1", FRONT, CONNS, dur, rate=RATE, make_req=make_req, seed=a.seed, keep_latencies=True)
-        load.rid = RID_BASE
-        load.start(track_ok=True)
-        h2load = H2Load("127.0.0.1", FRONT, H2_CONNS, dur, rate=0 if "h2" in without else H2_RATE,
-                        make_req=make_req, streams=H2_STREAMS, seed=a.seed + 2000)
-        h2load.rid = H2_RID_BASE
-        h2load.start(track_ok=True)
-        hostile = Hostile("127.0.0.1", FRONT, HOSTILE_RID_BASE, seed=a.seed + 3000)
+        loads = make_loads(dur, a.seed, without, measured=True)
+        hostile = Hostile("127.0.0.1", FRONT, HOSTILE_RID_BASE, seed=a.seed + 3000, tls_port=tls_port)
         if "hostile" not in without:
             hostile.start()
-        sk.t0 = load.t0
+        sk.t0 = loads[0][1].t0
         sk.sampling = True
         threading.Thread(target=sk.sampler, daemon=True).start()
         print(f"load with chaos and hostile clients for {a.minutes:g} min", flush=True)
-        sk.chaos(load.t0 + dur)
-        res = load.join()
-        h2res = h2load.join()
+        sk.chaos(sk.t0 + dur)
+        results = join_loads(loads)
         hostile.stop()
         sk.sampling = False
         end_alive = alive(pid) and sk.pc.poll() is None
         end_fds, end_rss = sk.idle_figures(baseline_fds=base_fds) if end_alive else (-1, 0)
         recs = read_access_log(w / "state/logs/access.log")
         doc["portcullis_events"] = portcullis_events(w / "state/events.jsonl")
-        loads = [(res, load, RID_BASE), (h2res, h2load, H2_RID_BASE)]
-        doc |= check(loads, recs, sk, end_alive, base_fds, end_fds, base_rss, end_rss, wres, wres_h2, hostile)
+        doc |= check(results, recs, sk, end_alive, base_fds, end_fds, base_rss, end_rss, wres, hostile)
         doc["hostile_warmup"] = warm_hostile.summary()
     finally:
         sk.stop()
@@ -414,8 +465,9 @@ def portcullis_events(path):
         return [f"events unavailable: {e!r}"]
 
 
-def check(loads, recs, sk, end_alive, base_fds, end_fds, base_rss, end_rss, wres, wres_h2, hostile):
-    """`loads`: (summary, generator, first rid - 1) of the HTTP/1.1 and the HTTP/2 load."""
+def check(loads, recs, sk, end_alive, base_fds, end_fds, base_rss, end_rss, wres, hostile):
+    """`loads` and `wres`: (key, summary, generator, first rid - 1) of each load (LOADS), in the
+    measured phase and in the warm-up."""
     by_rid, hostile_by_rid = {}, {}
     dup = 0
     for r in recs:
@@ -429,7 +481,7 @@ def check(loads, recs, sk, end_alive, base_fds, end_fds, base_rss, end_rss, wres
             dup += 1
         by_rid[rid] = r
     measured = [r for r in recs if RID_BASE < (rid_of(r) or 0) <= HOSTILE_RID_BASE]
-    failures = [f for res, _, _ in loads for f in res["failures"]]
+    failures = [f for _, res, _, _ in loads for f in res["failures"]]
 
     def event_at(t):
         for e in sk.events:
@@ -446,10 +498,10 @@ def check(loads, recs, sk, end_alive, base_fds, end_fds, base_rss, end_rss, wres
             unexplained.append({"client": f, "record": brief(r) if r else None})
         else:
             explained[f"{f.get('http', '1.1')} {f['kind']} <- {r['properties'].get('httpStatus')} {ei}"] += 1
-    ok_rids = set().union(*(load.ok_rids or set() for _, load, _ in loads))
+    ok_rids = set().union(*(load.ok_rids or set() for _, _, load, _ in loads))
     hidden = [brief(r) for rid, r in by_rid.items()
               if rid in ok_rids and r["properties"].get("error_info") != "ERRORINFO_NO_ERROR"]
-    missing = [rid for res, _, base in loads for rid in range(base + 1, base + res["requests"] + 1)
+    missing = [rid for _, res, _, base in loads for rid in range(base + 1, base + res["requests"] + 1)
                if rid not in by_rid]
     hostile_problems = hostile.check_records(hostile_by_rid)
     hostile_summary = hostile.summary()
@@ -491,7 +543,6 @@ def check(loads, recs, sk, end_alive, base_fds, end_fds, base_rss, end_rss, wres
     }
     fail_by_event = Counter(f"{f['event']}: {f.get('http', '1.1')} {f['kind']}" for f in failures)
     small = lambda res: {k: v for k, v in res.items() if k not in ("failures", "timeline")}  # noqa: E731
-    res_small, h2_small = small(loads[0][0]), small(loads[1][0])
     return {
         "verdict": "PASS" if all(checks.values()) else "FAIL",
         "checks": checks,
@@ -504,10 +555,8 @@ def check(loads, recs, sk, end_alive, base_fds, end_fds, base_rss, end_rss, wres
                     "rss_peak_during_run": max((s["rss"] for s in sk.samples), default=0),
                     "rss_parts": parts,
                     "fds_peak_during_run": max((s["fds"] for s in sk.samples), default=0)},
-        "warmup": small(wres),
-        "warmup_h2": small(wres_h2),
-        "client": res_small,
-        "client_h2": h2_small,
+        "warmup": {key: small(res) for key, res, _, _ in wres},
+        **{key: small(res) for key, res, _, _ in loads},
         "hostile": hostile_summary | {"record_problems": hostile_problems[:50],
                                       "record_problem_count": len(hostile_problems)},
         "failures_by_event": dict(fail_by_event.most_common()),
@@ -526,7 +575,6 @@ def check(loads, recs, sk, end_alive, base_fds, end_fds, base_rss, end_rss, wres
 
 def report(doc):
     m, f = doc["machine"], doc.get("figures", {})
-    c = doc.get("client", {})
     print(f"\nMachine: {m['nproc']} cores, {m['cpu']}, kernel {m['kernel']}, {m['time']}; binary {doc['binary']['git_head']}")
     print(f"\nSoak {doc['minutes']:g} min, seed {doc['seed']}: verdict **{doc.get('verdict')}**\n")
     print("| check | result | figures |")
@@ -534,10 +582,10 @@ def report(doc):
     ch = doc.get("checks", {})
     mib = lambda v: f"{v / 2**20:.1f} MiB"
     print(f"| portcullis still running | {ch.get('portcullis_running')} | |")
-    c2 = doc.get("client_h2", {})
+    per_load = ", ".join(f"{label} {doc[key].get('failed')} failed of {doc[key].get('requests')}"
+                         for key, label, *_ in LOADS if key in doc)
     print(f"| every failed request has a record with an error_info | {ch.get('every_failure_explained')} "
-          f"| HTTP/1.1 {c.get('failed')} failed of {c.get('requests')}, HTTP/2 {c2.get('failed')} failed of "
-          f"{c2.get('requests')}; {doc.get('unexplained_count')} unexplained |")
+          f"| {per_load}; {doc.get('unexplained_count')} unexplained |")
     h = doc.get("hostile", {})
     print(f"| hostile clients answered as expected | {ch.get('hostile_clients_answered_as_expected')} "
           f"| {sum(h.get('attacks', {}).values())} attacks {h.get('attacks')}; unexpected answers "
@@ -556,8 +604,9 @@ def report(doc):
             print(f"| (RSS part {part}: {what}; not a check) | | {mib(pp['median_first_window'])} -> "
                   f"{mib(pp['median_last_window'])} ({pp['growth_pct']} %; max {mib(pp.get('max', 0))}) |")
     print(f"\nEvents: {doc.get('event_counts')}")
-    print(f"Client failures by kind: HTTP/1.1 {c.get('by_kind')}; HTTP/2 {c2.get('by_kind')} "
-          f"(GOAWAY retries {c2.get('goaway_retried')})")
+    print("Client failures by kind: " + "; ".join(
+        f"{label} {doc[key].get('by_kind')}" + (f" (GOAWAY retries {doc[key].get('goaway_retried')})" if h2 else "")
+        for key, label, _, h2, *_ in LOADS if key in doc))
     print(f"Failures by event: {doc.get('failures_by_event')}")
     print(f"Failures explained by (client kind <- record): {doc.get('failures_explained_by')}")
     print(f"Access log (measured phase): errors {doc.get('access_log', {}).get('errors')}; "
