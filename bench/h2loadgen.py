@@ -1,6 +1,6 @@
 """An exact HTTP/2 load generator for the soak, beside loadgen.py's HTTP/1.1 one and
 counting the same way: cleartext with prior knowledge, or over TLS with ALPN `h2`
-(`tls=loadgen.client_tls("h2")`, since 2026-12-07).
+(`tls=loadgen.client_tls("h2")`, since 2026-12-06).
 
 Needs the `h2` Python package (Debian: python3-h2; bench/run.sh installs it). Each
 connection is a thread with a blocking socket that keeps up to `streams` requests in
@@ -31,44 +31,24 @@ Usage (from Python, as loadgen.Load):
     load.start(track_ok=True)
     stats = load.join()
 """
-import random, select, socket, threading, time
+import random, select, socket, time
 from collections import Counter
 
 import h2.config, h2.connection, h2.errors, h2.events, h2.exceptions
 
-from loadgen import Failure, Tally, connect_failure
+from loadgen import Failure, Threaded, connect_failure
 
 
-class H2Load(Tally):
+class H2Load(Threaded):
     def __init__(self, host, port, conns, duration, rate, make_req, streams=4, timeout=15.0, seed=1,
                  host_header=None, tls=None):
-        super().__init__("2 tls" if tls else "2")
+        super().__init__("2 tls" if tls else "2", conns, duration)
         self.tls = tls  # an ssl.SSLContext offering ALPN h2 (loadgen.client_tls("h2")), or None: prior knowledge
-        self.host, self.port, self.conns, self.duration = host, port, conns, duration
+        self.host, self.port = host, port
         self.rate, self.make_req, self.streams, self.timeout = rate, make_req, streams, timeout
         self.rng = random.Random(seed)
         self.authority = host_header or f"{host}:{port}"
-        self.lock = threading.Lock()
         self.goaway_retried = 0
-        self._threads = []
-
-    def start(self, track_ok=False):
-        if track_ok:
-            self.ok_rids = set()
-        self.t0 = time.monotonic()
-        self.stop_at = self.t0 + self.duration
-        if not self.rate:
-            return self  # no load (soak.py --without h2)
-        for i in range(self.conns):
-            t = threading.Thread(target=self._worker, args=(i,), name=f"h2load-{i}", daemon=True)
-            t.start()
-            self._threads.append(t)
-        return self
-
-    def join(self):
-        for t in self._threads:
-            t.join()
-        return self.summary()
 
     # ---- one connection's thread --------------------------------------------------------
     def _next(self):
@@ -162,9 +142,10 @@ class _Conn:
                 self.sock = load.tls.wrap_socket(self.sock, server_hostname="localhost")
         except OSError as e:  # ssl.SSLError included
             raise connect_failure(e)
-        if load.tls is not None and self.sock.selected_alpn_protocol() != "h2":
+        alpn = self.sock.selected_alpn_protocol() if load.tls is not None else "h2"
+        if alpn != "h2":
             self.sock.close()
-            raise Failure("connect-error", f"ALPN chose {self.sock.selected_alpn_protocol()!r}, not h2")
+            raise Failure("connect-error", f"ALPN chose {alpn!r}, not h2")
         self.sock.settimeout(5)
         self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
         self.h2.initiate_connection()
@@ -244,6 +225,10 @@ class _Conn:
         if r:
             try:
                 data = self.sock.recv(1 << 20)
+            except socket.timeout:
+                # Over TLS, select saw part of a record (or one without data, a session
+                # ticket) and the read waited for more: nothing yet, not a lost connection.
+                data = None
             except OSError as e:
                 data = None
                 self._lost(repr(e))

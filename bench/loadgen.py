@@ -112,6 +112,36 @@ class Tally:
                 "max_failed_ms": round(max(fail_lat) * 1000, 1) if fail_lat else None}
 
 
+class Threaded(Tally):
+    """A Tally whose connections are threads (h2loadgen.py's HTTP/2 load, wsload.py's
+    tunnels): `start` runs `_worker(i)` for i in range(conns), each in its thread, unless
+    `rate` is 0 (the load left out); `join` waits for them and returns `summary()`."""
+
+    def __init__(self, label, conns, duration):
+        super().__init__(label)
+        self.conns, self.duration = conns, duration
+        self.lock = threading.Lock()
+        self._threads = []
+
+    def start(self, track_ok=False):
+        if track_ok:
+            self.ok_rids = set()
+        self.t0 = time.monotonic()
+        self.stop_at = self.t0 + self.duration
+        if not self.rate:
+            return self  # no load (soak.py --without)
+        for i in range(self.conns):
+            t = threading.Thread(target=self._worker, args=(i,), name=f"{self.label}-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def join(self):
+        for t in self._threads:
+            t.join()
+        return self.summary()
+
+
 class Load(Tally):
     def __init__(self, host, port, conns, duration, rate=None, bursts=None, burst_size=1,
                  timeout=15.0, make_req=None, seed=1, host_header=None, keep_latencies=True, tls=None):

@@ -20,12 +20,15 @@ and big answers over HTTP/2's flow control; rids from 20,000,001) and hostile cl
 slowloris, a client that leaves mid-upload, one that stops reading an 8 MiB answer, an
 HTTP/2 rapid reset, an HTTP/2 body that breaks its content-length; rids from 30,000,001,
 left out of the per-request checks).
-Since 2026-12-07 (the twenty-first session) an https listener on a second port (a new
+Since 2026-12-06 (the twenty-first session) an https listener on a second port (a new
 self-signed ECDSA P-256 certificate, re-read at every reload) takes two more loads: HTTP/1.1
 over TLS (4 keep-alive connections, 60 req/s, rids from 15,000,001) and HTTP/2 over TLS
 (ALPN h2, 2 connections of up to 4 streams, 40 req/s, rids from 25,000,001), the same mix;
 and the hostile clients add an HTTP/2 field value padded with a space, plain HTTP to the
-https port, a junk ClientHello and half a ClientHello.
+https port, a junk ClientHello and half a ClientHello. And WebSocket tunnels
+(bench/wsload.py: 4 open at a time, each echoing messages of 16 B-16 KiB for 2-20 s, rids
+from 27,000,001): a tunnel's record is written when it ends, so each must have one, and a
+tunnel may be cut only at a backend fault (check 6).
 Phases: 120 s warm-up with all of the load, the HTTP/2 one and the hostile clients (30 s
 of HTTP/1.1 alone until 2026-12-06: with HTTP/2 in the mix the heap takes 100-200 s to
 reach its loaded level, docs/benchmarks.md section 5; the allocator gives much of it
@@ -51,8 +54,13 @@ Then idle again and the checks:
      the slope of a straight-line fit);
   5. the hostile clients got what the hostile-input tests expect (400 or 431 and the
      connection closed, GOAWAY ENHANCE_YOUR_CALM, RST_STREAM PROTOCOL_ERROR), and the
-     records they must leave are there and say what they must.
-Checks 2 and 3 count every load's requests. `--without h2,tls,hostile` leaves parts out.
+     records they must leave are there and say what they must;
+  6. WebSocket tunnels were cut (EOF or reset before the client closed them, or an echo
+     that never came back) only at a fault of the servers they go to (kill, freeze or
+     garbage for the pool, app-kill or app-restart for the hosted app: from 1 s before
+     it to 15 s after it ended), and every echo that came back was the bytes sent.
+Checks 2 and 3 count every load's requests and tunnels. `--without h2,tls,ws,hostile` leaves
+parts out.
 Also reported (not part of the verdict): requests without a record, records with an
 error whose request the client saw succeed, and RSS split into heap (RssAnon), mapped
 files (RssFile) and the heap's transparent huge pages (AnonHugePages). Results:
@@ -69,19 +77,22 @@ from common import (ROOT, TOKEN, Setup, start_checked, alive, api, brief, copy_b
 from loadgen import Load, Req, client_tls  # noqa: E402
 from h2loadgen import H2Load  # noqa: E402
 from hostile_clients import Hostile  # noqa: E402
+from wsload import Tunnels  # noqa: E402
 
 FRONT, FRONT_TLS, CONSOLE = 14381, 14382, 14390  # below the e2e tests' 15000-32000 (tests/e2e/support.rs)
 ADDR = {"A": 14385, "B": 14386, "C": 14387}
 CONNS, RATE = 16, 300
 H2_CONNS, H2_RATE, H2_STREAMS = 4, 100, 4
-TLS_CONNS, TLS_RATE = 4, 60  # HTTP/1.1 over TLS (since 2026-12-07)
+TLS_CONNS, TLS_RATE = 4, 60  # HTTP/1.1 over TLS (since 2026-12-06)
 H2_TLS_CONNS, H2_TLS_RATE = 2, 40  # HTTP/2 over TLS, ALPN h2
+WS_CONNS = 4  # WebSocket tunnels open at a time (since 2026-12-06)
 FD_SLACK = 5
 RSS_GROWTH_MAX = 0.10
 RID_BASE = 10_000_000  # rids of the measured phase start here (warm-up rids are below)
 TLS_RID_BASE = 15_000_000  # the HTTP/1.1-over-TLS load's
 H2_RID_BASE = 20_000_000  # the HTTP/2 load's
 H2_TLS_RID_BASE = 25_000_000  # the HTTP/2-over-TLS load's
+WS_RID_BASE = 27_000_000  # the WebSocket tunnels'
 HOSTILE_RID_BASE = 30_000_000  # the hostile clients' (left out of the per-request checks)
 WARM_HOSTILE_RID_BASE = 5_000_000  # theirs in the warm-up (below RID_BASE: not checked)
 
@@ -355,28 +366,46 @@ class Soak:
                             self.event("restart failed", backend=n, error=repr(ex2)[:200])
 
 
-# The loads, each with its own range of request ids: (key in the results, label, TLS, HTTP/2,
+# The loads, each with its own range of request ids: (key in the results, label, TLS, protocol,
 # connections, req/s, first rid - 1 in the measured phase, the part --without leaves out).
 LOADS = [
-    ("client", "HTTP/1.1", False, False, CONNS, RATE, RID_BASE, None),
-    ("client_tls", "HTTP/1.1 over TLS", True, False, TLS_CONNS, TLS_RATE, TLS_RID_BASE, "tls"),
-    ("client_h2", "HTTP/2", False, True, H2_CONNS, H2_RATE, H2_RID_BASE, "h2"),
-    ("client_h2_tls", "HTTP/2 over TLS", True, True, H2_TLS_CONNS, H2_TLS_RATE, H2_TLS_RID_BASE, "tls"),
+    ("client", "HTTP/1.1", False, "h1", CONNS, RATE, RID_BASE, None),
+    ("client_tls", "HTTP/1.1 over TLS", True, "h1", TLS_CONNS, TLS_RATE, TLS_RID_BASE, "tls"),
+    ("client_h2", "HTTP/2", False, "h2", H2_CONNS, H2_RATE, H2_RID_BASE, "h2"),
+    ("client_h2_tls", "HTTP/2 over TLS", True, "h2", H2_TLS_CONNS, H2_TLS_RATE, H2_TLS_RID_BASE, "tls"),
+    ("client_ws", "WebSocket tunnels", False, "ws", WS_CONNS, None, WS_RID_BASE, "ws"),
 ]
+# Each load's seed, added to --seed, in the measured phase and in the warm-up: the
+# plaintext loads keep the seeds of the runs before the TLS loads came, and none is the
+# hostile clients' (+1002 in the warm-up, +3000 after it).
+SEEDS = {"client": (0, 1000), "client_h2": (2000, 1001), "client_tls": (4000, 1003),
+         "client_h2_tls": (5000, 1004), "client_ws": (6000, 1005)}
+# The events a WebSocket tunnel may be cut at, by where it goes: its server left (killed,
+# stopped for the junk server, an app instance killed or restarted) or was ejected (a
+# freeze's timeouts). A tunnel to the pool cut at an app event, or the other way round,
+# is not explained.
+TUNNEL_CUTTERS = {"pool": ("kill", "freeze", "garbage"), "app": ("app-kill", "app-restart")}
 
 
 def make_loads(dur, seed, without, measured):
     """One generator per LOADS entry (a part left out gets rate 0 and sends nothing), started;
     in the measured phase with their rid bases and the answered rids tracked."""
     out = []
-    for i, (key, _, tls, h2, conns, rate, base, part) in enumerate(LOADS):
-        rate = 0 if part in without or (h2 and "h2" in without) else rate
+    for key, _, tls, proto, conns, rate, base, part in LOADS:
+        seed_of = seed + SEEDS[key][0 if measured else 1]
+        # Each load's rids must stay below the next load's range (5,000,000 apart at least).
+        assert (rate or 0) * dur < 4_000_000, f"{key}: {rate} req/s for {dur} s would reach the next rid range"
+        left_out = part in without or (proto == "h2" and "h2" in without)
+        rate = 0 if left_out else rate
         port = FRONT_TLS if tls else FRONT
-        if h2:
+        if proto == "ws":
+            g = Tunnels("127.0.0.1", port, 0 if left_out else conns, dur, seed=seed_of)
+            rate = g.rate
+        elif proto == "h2":
             g = H2Load("127.0.0.1", port, conns, dur, rate=rate, make_req=make_req, streams=H2_STREAMS,
-                       seed=seed + i, tls=client_tls("h2") if tls else None)
+                       seed=seed_of, tls=client_tls("h2") if tls else None)
         else:
-            g = Load("127.0.0.1", port, conns, dur, rate=rate, make_req=make_req, seed=seed + i,
+            g = Load("127.0.0.1", port, conns, dur, rate=rate, make_req=make_req, seed=seed_of,
                      keep_latencies=measured, tls=client_tls("http/1.1") if tls else None)
         if measured:
             g.rid = base
@@ -403,7 +432,7 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "bench/soak-results.json"))
     ap.add_argument("--without", default="", help="comma-separated parts to leave out, to find which one "
                     "moves a figure: h2 (the HTTP/2 loads), tls (the loads over TLS and the TLS attacks), "
-                    "hostile (the hostile clients)")
+                    "ws (the WebSocket tunnels), hostile (the hostile clients)")
     a = ap.parse_args()
     without = {p for p in a.without.split(",") if p}
     tools_check(["taskset", "openssl"])
@@ -413,14 +442,15 @@ def main():
     binary, bininfo = copy_binary(a.bin, w)
     sk = Soak(w, binary, a.seed)
     doc = {"machine": machine(), "binary": bininfo, "minutes": a.minutes, "seed": a.seed, "without": sorted(without),
-           "load": "; ".join(f"{label}: {c} connections, {r} req/s" for _, label, _, _, c, r, _, _ in LOADS),
+           "load": "; ".join(f"{label}: {c} connections" + (f", {r} req/s" if r else "")
+                             for _, label, _, _, c, r, _, _ in LOADS),
            "settings": "see bench/soak.py docstring"}
     tls_port = None if "tls" in without else FRONT_TLS
     try:
         sk.start()
         pid = sk.pc.pid
         print(f"warm-up {a.warmup:.0f} s", flush=True)
-        warm = make_loads(a.warmup, a.seed + 1000, without, measured=False)
+        warm = make_loads(a.warmup, a.seed, without, measured=False)
         warm_hostile = Hostile("127.0.0.1", FRONT, WARM_HOSTILE_RID_BASE, seed=a.seed + 1002, tls_port=tls_port)
         if "hostile" not in without:
             warm_hostile.start()
@@ -498,6 +528,17 @@ def check(loads, recs, sk, end_alive, base_fds, end_fds, base_rss, end_rss, wres
             unexplained.append({"client": f, "record": brief(r) if r else None})
         else:
             explained[f"{f.get('http', '1.1')} {f['kind']} <- {r['properties'].get('httpStatus')} {ei}"] += 1
+    # WebSocket tunnels cut after their 101 (their records say 101 whatever happened):
+    # only at a fault of the servers the tunnel goes to, whose effect may come up to 15 s
+    # after it ended (a rolling app restart, an echo that waited out a freeze), the
+    # latest such fault that began before the cut; never a wrong echo.
+    cuts = [c for _, res, _, _ in loads for c in res.get("cuts", [])]
+    for c in cuts:
+        kinds = TUNNEL_CUTTERS["app" if c["path"].startswith("/app/") else "pool"]
+        near = [e for e in sk.events
+                if e["event"] in kinds and e["t"] - 1 <= c["t"] <= (e.get("end") or e["t"]) + 15]
+        c["event"] = max(near, key=lambda e: e["t"])["event"] if near else "none"
+    bad_cuts = [c for c in cuts if c["kind"] == "echo-mismatch" or c["event"] == "none"]
     ok_rids = set().union(*(load.ok_rids or set() for _, _, load, _ in loads))
     hidden = [brief(r) for rid, r in by_rid.items()
               if rid in ok_rids and r["properties"].get("error_info") != "ERRORINFO_NO_ERROR"]
@@ -540,6 +581,7 @@ def check(loads, recs, sk, end_alive, base_fds, end_fds, base_rss, end_rss, wres
         "fds_back_to_baseline": end_alive and end_fds <= base_fds + FD_SLACK,
         "rss_growth_within_10pct": growth is not None and growth <= RSS_GROWTH_MAX,
         "hostile_clients_answered_as_expected": not hostile_summary["unexpected"] and not hostile_problems,
+        "tunnels_cut_only_at_backend_faults": not bad_cuts,
     }
     fail_by_event = Counter(f"{f['event']}: {f.get('http', '1.1')} {f['kind']}" for f in failures)
     small = lambda res: {k: v for k, v in res.items() if k not in ("failures", "timeline")}  # noqa: E731
@@ -563,6 +605,8 @@ def check(loads, recs, sk, end_alive, base_fds, end_fds, base_rss, end_rss, wres
         "failures_explained_by": dict(explained.most_common()),
         "unexplained_failures": unexplained[:50],
         "unexplained_count": len(unexplained),
+        "tunnel_cuts_by_event": dict(Counter(f"{c['event']}: {c['kind']}" for c in cuts)),
+        "tunnel_cuts_unexplained": bad_cuts[:50],
         "records_missing": len(missing), "records_missing_sample": missing[:20], "records_duplicated": dup,
         "error_records_for_client_successes": len(hidden), "error_records_for_client_successes_sample": hidden[:20],
         "access_log": summarize_access_log(measured, samples=10),
@@ -590,6 +634,11 @@ def report(doc):
     print(f"| hostile clients answered as expected | {ch.get('hostile_clients_answered_as_expected')} "
           f"| {sum(h.get('attacks', {}).values())} attacks {h.get('attacks')}; unexpected answers "
           f"{h.get('unexpected')}; record problems {h.get('record_problem_count')} of {h.get('records_expected')} |")
+    ws = doc.get("client_ws", {})
+    print(f"| WebSocket tunnels cut only at backend faults, every echo right | "
+          f"{ch.get('tunnels_cut_only_at_backend_faults')} | {ws.get('requests')} tunnels, {ws.get('messages')} "
+          f"messages echoed; cut {doc.get('tunnel_cuts_by_event')}; {len(doc.get('tunnel_cuts_unexplained', []))} "
+          f"unexplained |")
     print(f"| open fds back to baseline (+{f.get('fd_slack')}) | {ch.get('fds_back_to_baseline')} "
           f"| {f.get('baseline_fds')} -> {f.get('end_fds')} (peak {f.get('fds_peak_during_run')}) |")
     print(f"| RSS growth <= 10 % (median of the first vs the last {f.get('rss_window_s')} s) "
@@ -605,8 +654,9 @@ def report(doc):
                   f"{mib(pp['median_last_window'])} ({pp['growth_pct']} %; max {mib(pp.get('max', 0))}) |")
     print(f"\nEvents: {doc.get('event_counts')}")
     print("Client failures by kind: " + "; ".join(
-        f"{label} {doc[key].get('by_kind')}" + (f" (GOAWAY retries {doc[key].get('goaway_retried')})" if h2 else "")
-        for key, label, _, h2, *_ in LOADS if key in doc))
+        f"{label} {doc[key].get('by_kind')}" + (f" (GOAWAY retries {doc[key].get('goaway_retried')})"
+                                                if proto == "h2" else "")
+        for key, label, _, proto, *_ in LOADS if key in doc))
     print(f"Failures by event: {doc.get('failures_by_event')}")
     print(f"Failures explained by (client kind <- record): {doc.get('failures_explained_by')}")
     print(f"Access log (measured phase): errors {doc.get('access_log', {}).get('errors')}; "
