@@ -214,17 +214,25 @@ class Hostile:
             return f"got {ev!r}"
         return None
 
-    def h2_bad_length(self):
-        rid = self._next_rid()
+    def _h2_one(self, method, path, fields, body, until):
+        """One HTTP/2 stream on a new connection: `fields` after the pseudo-fields, then
+        `body` (None: the headers end the stream); the first event of the types in
+        `until` (or the connection's end) from what the gateway sends back."""
         s, c = self._h2()
         sid = c.get_next_available_stream_id()
-        c.send_headers(sid, [(":method", "POST"), (":path", f"/echo?rid={rid}"), (":scheme", "http"),
-                             (":authority", "a"), ("content-length", "5")])
-        c.send_data(sid, b"0123456789", end_stream=True)
+        c.send_headers(sid, [(":method", method), (":path", path), (":scheme", "http"), (":authority", "a"),
+                             *fields], end_stream=body is None)
+        if body is not None:
+            c.send_data(sid, body, end_stream=True)
         s.sendall(c.data_to_send())
-        ev = self._h2_events(s, c, lambda e: isinstance(e, (h2.events.StreamReset, h2.events.StreamEnded,
-                                                             h2.events.ConnectionTerminated)))
+        ev = self._h2_events(s, c, lambda e: isinstance(e, (*until, h2.events.ConnectionTerminated)))
         s.close()
+        return ev
+
+    def h2_bad_length(self):
+        rid = self._next_rid()
+        ev = self._h2_one("POST", f"/echo?rid={rid}", [("content-length", "5")], b"0123456789",
+                          (h2.events.StreamReset, h2.events.StreamEnded))
         self.expect_records.append((rid, "h2-bad-length", ["ERRORINFO_INVALID_REQUEST"]))
         if not isinstance(ev, h2.events.StreamReset) or ev.error_code != h2.errors.ErrorCodes.PROTOCOL_ERROR:
             return f"got {ev!r}"
@@ -232,14 +240,8 @@ class Hostile:
 
     def h2_padded_value(self):
         rid = self._next_rid()
-        s, c = self._h2()
-        sid = c.get_next_available_stream_id()
-        c.send_headers(sid, [(":method", "GET"), (":path", f"/?rid={rid}"), (":scheme", "http"),
-                             (":authority", "a"), ("x-padded", " x")], end_stream=True)
-        s.sendall(c.data_to_send())
-        ev = self._h2_events(s, c, lambda e: isinstance(e, (h2.events.ResponseReceived, h2.events.StreamReset,
-                                                             h2.events.ConnectionTerminated)))
-        s.close()
+        ev = self._h2_one("GET", f"/?rid={rid}", [("x-padded", " x")], None,
+                          (h2.events.ResponseReceived, h2.events.StreamReset))
         self.expect_records.append((rid, "h2-padded-value", ["ERRORINFO_INVALID_REQUEST"]))
         if not isinstance(ev, h2.events.ResponseReceived) or dict(ev.headers).get(":status") != "400":
             return f"got {ev!r}"

@@ -393,8 +393,9 @@ def make_loads(dur, seed, without, measured):
     out = []
     for key, _, tls, proto, conns, rate, base, part in LOADS:
         seed_of = seed + SEEDS[key][0 if measured else 1]
-        # Each load's rids must stay below the next load's range (5,000,000 apart at least).
-        assert (rate or 0) * dur < 4_000_000, f"{key}: {rate} req/s for {dur} s would reach the next rid range"
+        # Each load's rids must stay below the next range's start (the hostile clients' last).
+        room = min(b for b in [*(entry[6] for entry in LOADS), HOSTILE_RID_BASE] if b > base) - base
+        assert (rate or 0) * dur < room, f"{key}: {rate} req/s for {dur} s would reach the next rid range"
         left_out = part in without or (proto == "h2" and "h2" in without)
         rate = 0 if left_out else rate
         port = FRONT_TLS if tls else FRONT
