@@ -310,7 +310,7 @@ pub struct Answer {
     /// The answer's `Upgrade` field, if it had one (for a 101).
     pub upgrade: Option<HeaderValue>,
     /// The connection; `conn.buf` holds body bytes already read.
-    pub conn: Conn,
+    pub conn: Box<Conn>,
     framing: Framing,
     reusable: bool,
     /// The rest of the request body, when the answer came before all of it went out.
@@ -345,7 +345,7 @@ impl Answer {
 /// went out.
 /// Errors: [`SendError`]; the connection is dropped (closed) with it.
 pub async fn send(
-    mut conn: Conn,
+    mut conn: Box<Conn>,
     req: RequestHead<'_>,
     body: ReqBody,
 ) -> Result<Answer, SendError> {
@@ -807,7 +807,7 @@ impl Framing {
 pub struct BackendBody {
     /// The answer's fields, when kept as a list ([`Answer::fields`]).
     fields: Vec<(HeaderName, HeaderValue)>,
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     framing: Framing,
     reusable: bool,
     /// Told once how the body went: `true` when the backend broke it.
@@ -868,7 +868,7 @@ impl BackendBody {
     }
 
     /// Takes the connection out (after a 101 answer, for the tunnel).
-    pub fn into_conn(mut self) -> Option<Conn> {
+    pub fn into_conn(mut self) -> Option<Box<Conn>> {
         self.conn.take()
     }
 

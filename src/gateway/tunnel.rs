@@ -53,13 +53,13 @@ enum End {
 /// Joins an upgraded client connection to its backend connection (bytes the
 /// backend sent after its 101 head go first) until a side closes or the gateway
 /// ends it (module docs), then writes `record`.
-pub async fn tunnel(client: OnUpgrade, backend: Conn, limits: Limits, record: TunnelRecord) {
+pub async fn tunnel(client: OnUpgrade, backend: Box<Conn>, limits: Limits, record: TunnelRecord) {
     let Some(client) = client.connection().await else {
         // The client's connection ended before its 101 was written.
         record.finish(0, 0, true);
         return;
     };
-    let Conn { io, buf, cut, .. } = backend;
+    let Conn { io, buf, cut, .. } = *backend;
     let activity = Activity::new();
     // Writes the record however the tunnel's task ends, dropped at shutdown too.
     let _record = Ending {

@@ -250,6 +250,12 @@ pub struct ConnKey {
 pub type BackendIo = Either<batch::Socket, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
 
 /// A connection ready to carry one request.
+///
+/// Handed around boxed (`Box<Conn>`: made once when the connection opens, kept
+/// while it waits in the pool): a request moves its connection from the pool
+/// to the exchange, the answer, the response body and back about six times,
+/// and a box moves as one pointer where the connection's own fields are a few
+/// hundred bytes (docs/benchmarks.md section 2).
 pub struct Conn {
     /// The byte stream.
     pub io: BackendIo,
@@ -376,7 +382,7 @@ impl Conn {
 }
 
 struct Idle {
-    conn: Conn,
+    conn: Box<Conn>,
     since: Instant,
 }
 
@@ -411,7 +417,7 @@ impl Upstream {
     /// A pooled connection to `key`, if one is idle, fresh (idle for less than
     /// [`UPSTREAM_IDLE_TIMEOUT`] at `now`, the caller's clock reading) and still
     /// open (checked as `liveness` says).
-    pub fn checkout(&self, key: &ConnKey, liveness: Liveness, now: Instant) -> Option<Conn> {
+    pub fn checkout(&self, key: &ConnKey, liveness: Liveness, now: Instant) -> Option<Box<Conn>> {
         loop {
             let idle = {
                 let mut map = self.idle.lock().ok()?;
@@ -435,7 +441,7 @@ impl Upstream {
     /// are not pinned by buffers of connections that wait in the pool (see
     /// docs/benchmarks.md §5). `idle_since` is when its response ended (a
     /// clock reading the caller made then), where its idle time starts.
-    pub fn checkin(&self, mut conn: Conn, idle_since: Instant) {
+    pub fn checkin(&self, mut conn: Box<Conn>, idle_since: Instant) {
         if !conn.buf.is_empty() {
             // The backend sent more than its response: not reusable.
             return;
@@ -466,7 +472,7 @@ impl Upstream {
         key: &ConnKey,
         tls: Option<&Arc<rustls::ClientConfig>>,
         timeout: Duration,
-    ) -> Result<Conn, ConnectError> {
+    ) -> Result<Box<Conn>, ConnectError> {
         let cut = self.cut_signal(key.addr);
         let fut = async {
             let tcp = TcpStream::connect(key.addr).await.map_err(|e| {
@@ -491,14 +497,14 @@ impl Upstream {
                 _ => Either::Left(batch::Socket::new(tcp)),
             };
             tracing::debug!(server = %key.addr, local_port, "backend connection opened");
-            Ok(Conn {
+            Ok(Box::new(Conn {
                 io,
                 buf: BytesMut::new(),
                 cut,
                 key: key.clone(),
                 local_port,
                 reused: false,
-            })
+            }))
         };
         match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r,

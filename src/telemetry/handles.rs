@@ -24,30 +24,35 @@ use std::sync::{Arc, RwLock};
 pub const MAX_SHAPES: usize = 4096;
 
 /// The label values of one request, borrowed from its record.
+///
+/// The derived `PartialEq` compares the fields in the order they are declared
+/// here: the numbers and flags first, then the server (what tells a pool's
+/// shapes apart), so that a thread's recent shapes ([`HandleCache::with`]) that
+/// are not the request's are usually told apart before any text is compared.
 #[derive(Hash, PartialEq, Eq, Clone, Copy)]
 pub struct Shape<'a> {
-    /// Listener name (`""` when none matched).
-    pub listener: &'a str,
-    /// Backend pool (`""` when none).
-    pub pool: &'a str,
-    /// Backend HTTP settings (`""` when none).
-    pub settings: &'a str,
-    /// `IP:port` of the answering server, `"-"` when none.
-    pub server: &'a str,
     /// Status sent to the client.
     pub status: u16,
     /// Status of the backend's answer, when it answered.
     pub server_status: Option<u16>,
-    /// `ERRORINFO_…`.
-    pub error_info: &'a str,
-    /// Hosted app behind the pool.
-    pub app: Option<&'a str>,
     /// Whether the request counts as failed.
     pub failed: bool,
     /// Whether the answering attempt has a connect time.
     pub connected: bool,
     /// Whether the backend's response headers arrived.
     pub first_byte: bool,
+    /// `IP:port` of the answering server, `"-"` when none.
+    pub server: &'a str,
+    /// `ERRORINFO_…`.
+    pub error_info: &'a str,
+    /// Listener name (`""` when none matched).
+    pub listener: &'a str,
+    /// Backend pool (`""` when none).
+    pub pool: &'a str,
+    /// Backend HTTP settings (`""` when none).
+    pub settings: &'a str,
+    /// Hosted app behind the pool.
+    pub app: Option<&'a str>,
 }
 
 /// The series of one scope (listener, pool or app) that a request adds to.
@@ -192,7 +197,6 @@ const RECENT: usize = 8;
 struct Recent {
     cache: u64,
     generation: u64,
-    hash: u64,
     handles: Arc<Handles>,
 }
 
@@ -223,16 +227,15 @@ impl HandleCache {
         series: &SeriesStore,
         mut f: impl FnMut(&Handles) -> R,
     ) -> R {
-        let hash = hash_of(shape);
         let generation = self.generation.load(Ordering::Relaxed);
         let hit = RECENT_SHAPES
             .try_with(|recent| {
                 let recent = recent.try_borrow().ok()?;
+                // Compared field by field, without a hash: the request's shape is
+                // nearly always one of the newest, and a hash of its text cost
+                // more than the comparisons it would spare.
                 let r = recent.iter().rev().find(|r| {
-                    r.hash == hash
-                        && r.cache == self.id
-                        && r.generation == generation
-                        && r.handles.key.is(shape)
+                    r.cache == self.id && r.generation == generation && r.handles.key.is(shape)
                 })?;
                 Some(f(&r.handles))
             })
@@ -251,7 +254,6 @@ impl HandleCache {
                 recent.push(Recent {
                     cache: self.id,
                     generation,
-                    hash,
                     handles: handles.clone(),
                 });
             }
