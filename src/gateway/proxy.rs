@@ -704,10 +704,7 @@ fn route_and_forward<'a>(
                     // runtime's word that the connection is open (no syscall).
                     upstream.checkout(&key, liveness, connect_started)
                 };
-                // `pooled` moved into the `match`: matched in place, it would
-                // stay in the state machine (136 bytes) across the awaits below.
-                #[allow(clippy::blocks_in_conditions)]
-                let c: Box<Conn> = match { pooled } {
+                let c: Box<Conn> = match pooled {
                     Some(c) => c,
                     // Boxed: a new connection is the rare case, and its future
                     // (TCP and TLS) would otherwise sit in every request's future.

@@ -1,5 +1,5 @@
 //! A cache of metric and series handles per request shape, so that recording a
-//! request is a handful of atomic adds rather than a dozen label-set lookups
+//! request is a handful of adds rather than a dozen label-set lookups
 //! (each of which clones its label strings and hashes them under a lock).
 //!
 //! A request's shape is what its labels are made of: listener, pool, settings,

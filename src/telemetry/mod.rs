@@ -96,7 +96,8 @@ impl Telemetry {
     }
 
     /// Records one finished request: a lookup of its shape's handles in
-    /// [`handles::HandleCache`], then atomic adds.
+    /// [`handles::HandleCache`], then adds to this thread's slots
+    /// (`sharded.rs`: plain loads and stores, no locked instruction).
     pub fn observe(&self, r: &AccessRecord, o: &Observation) {
         if !self.recording {
             return;
