@@ -7,8 +7,8 @@ twenty-second session).
 Two copies of the same binary run side by side, both with their access log, each pinned
 to core 1 as in the throughput harness (run.py; backend and wrk on core 0): A as it is,
 B with its `access-log` thread given another scheduling policy (`--writer idle`:
-`chrt --idle`; `--writer nice:10`: `renice`). Per round and copy it prints wrk's req/s
-and latency percentiles, and, from the kernel's own accounting of the worker thread
+`chrt --idle`; `--writer nice:10`: `renice`). Per round and copy it prints wrk's req/s,
+p50 and p99 (run.py's `wrk`), and, from the kernel's own accounting of the worker thread
 (`/proc/PID/task/TID/schedstat`: time runnable but not running; `status`:
 involuntary context switches), how long requests waited for the core while something
 else ran on it. At the end, the medians per copy and scenario.
@@ -45,17 +45,6 @@ def set_writer_policy(pid, how):
     raise SystemExit("no access-log thread found")
 
 
-def wrk_round(url, conns, secs):
-    subprocess.run(["taskset", "-c", "0", "wrk", "-t1", f"-c{conns}", "-d1s", url], capture_output=True)
-    out = subprocess.run(["taskset", "-c", "0", "wrk", "-t1", f"-c{conns}", f"-d{secs}s", "--latency", url],
-                         capture_output=True, text=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    lat = {}
-    for q, v, unit in re.findall(r"\s(50|75|90|99)%\s+([\d.]+)(us|ms|s)\b", out):
-        lat[q] = float(v) * {"us": 1e-3, "ms": 1, "s": 1e3}[unit]
-    return rps, lat
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default=str(run.ROOT / "target/release/portcullis"))
@@ -81,13 +70,15 @@ def main():
         for r in range(a.rounds):
             for sc in a.scenarios.split(","):
                 for n in (("a", "b") if r % 2 == 0 else ("b", "a")):
+                    run.wrk(urls[n], CONNS[sc], 1)  # warm-up
                     w0, nv0 = worker_stat(pids[n])
-                    rps, lat = wrk_round(urls[n], CONNS[sc], a.duration)
+                    res = run.wrk(urls[n], CONNS[sc], a.duration)
                     w1, nv1 = worker_stat(pids[n])
                     wait_ms = (w1 - w0) / 1e6
-                    got.setdefault((sc, n), []).append((rps, lat.get("99"), wait_ms))
-                    print(f"round {r + 1} {sc} {n}: {rps:>8.0f} req/s, p50 {lat.get('50')} ms, p99 {lat.get('99')} ms, "
-                          f"worker waited {wait_ms:.1f} ms, involuntary switches {nv1 - nv0}", flush=True)
+                    got.setdefault((sc, n), []).append((res["rps"], res["p99_ms"], wait_ms))
+                    print(f"round {r + 1} {sc} {n}: {res['rps']:>8.0f} req/s, p50 {res['p50_ms']} ms, "
+                          f"p99 {res['p99_ms']} ms, worker waited {wait_ms:.1f} ms, involuntary switches {nv1 - nv0}",
+                          flush=True)
         print()
         for (sc, n), rows in sorted(got.items()):
             p99 = [p for _, p, _ in rows if p is not None]
