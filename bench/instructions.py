@@ -13,7 +13,7 @@ counted: this measures only the proxy's own work (portcullis, its libraries, lib
     bash bench/run.sh instructions                      # target/release/portcullis
     bash bench/run.sh instructions --bin OLD --bin NEW  # A/B, each line with its ratio to the first
     bash bench/run.sh instructions --scenario browser --top 25
-    bash bench/run.sh instructions --peers              # portcullis-nolog, nginx, nginx-azurelog, HAProxy too
+    bash bench/run.sh instructions --peers              # portcullis-nolog, nginx, nginx-azurelog, HAProxy, the -bare peers too
     bash bench/run.sh instructions --atomics            # and the locked instructions per request (locked.py)
 
 --peers counts the throughput harness's peers (run.py's configs) the same way, each as
@@ -165,7 +165,8 @@ def main():
         runs = [(str(b), portcullis_cmd(b, w, f"b{i}")) for i, b in enumerate(bins)]
         if a.peers:
             peers = [(name, peer_cmd(name, w, bins[0]))
-                     for name in ("portcullis-nolog", "nginx", "nginx-azurelog", "haproxy", "haproxy-nolog")]
+                     for name in ("portcullis-nolog", "nginx", "nginx-azurelog", "haproxy", "haproxy-nolog",
+                                  "nginx-bare", "haproxy-bare")]
             # nginx-azurelog has no HTTP/2 listener.
             runs += [(name, cmd) for name, cmd in peers if a.scenario != "h2" or cmd[2]["h2"]]
         first = None

@@ -6,8 +6,10 @@ Proxies: portcullis (release build, access log on), nginx (1 worker, upstream
 keep-alive, access log on, buffered), HAProxy (nbthread 1, its standard HTTP
 log on, `option httplog`, to stderr, a file here; and "haproxy-nolog", the same
 without a log, beside "portcullis-nolog"), and
-"direct" (the backend itself, the ceiling). Order alternates between rounds;
-the best of the rounds is reported.
+"direct" (the backend itself, the ceiling). Every proxy sends its backend and its
+client the fields portcullis does (`NGINX_FORWARDING`, `HAPROXY_FORWARDING`;
+bench/fields.py shows them). Order alternates between rounds; the best of the
+rounds is reported.
 """
 import argparse, json, os, re, shutil, signal, socket, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -20,6 +22,7 @@ PORTS = {"backend": 18080, "portcullis": 18081, "nginx": 18082, "haproxy": 18083
          "portcullis_nometrics": 18084, "console_nometrics": 18091,
          "portcullis_nolog": 18085, "console_nolog": 18092, "nginx_azurelog": 18086,
          "portcullis_pgo": 18087, "console_pgo": 18093, "haproxy_nolog": 18088,
+         "nginx_bare": 18089, "haproxy_bare": 18094,
          "portcullis_tls": 18441, "nginx_tls": 18442, "haproxy_tls": 18443,
          "portcullis_nometrics_tls": 18444, "portcullis_nolog_tls": 18445, "portcullis_pgo_tls": 18446}
 
@@ -109,12 +112,42 @@ def backend_setup(prefix):
     return work, s
 
 
-def haproxy_config(w, port, log, tls=None):
+# What every proxy adds to a request and to its answer, so that each does the same
+# work (issue 6's "equivalent settings"; since 2026-12-07, the twenty-third
+# session). portcullis sends the backend `X-Forwarded-For` (the client's list and
+# the client), `X-Forwarded-Proto`, `X-Forwarded-Host`, `X-Forwarded-Port`,
+# `X-Original-Host` and `x-transaction-id`, a client's own fields of these names
+# replaced, and gives the client the same `x-transaction-id` on every answer
+# (product spec section 4, docs/behaviour.md section 1). Until then the nginx
+# proxies sent only `X-Forwarded-For`, HAProxy only its `option forwardfor`, and
+# neither gave the client an id; and nginx sent its upstream's name as `Host`
+# (its default, `$proxy_host`) where portcullis and HAProxy pass the client's.
+# nginx's `$request_id` is 32 hex characters, as
+# portcullis's transaction id; HAProxy's `uuid` is a version 4 UUID (36
+# characters with its dashes).
+NGINX_FORWARDING = """
+      proxy_set_header Host $http_host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $http_host; proxy_set_header X-Forwarded-Port $server_port;
+      proxy_set_header X-Original-Host $http_host; proxy_set_header x-transaction-id $request_id;
+      add_header x-transaction-id $request_id always;"""
+HAPROXY_FORWARDING = """
+  unique-id-format %[uuid]
+  http-request set-header X-Forwarded-Proto %[ssl_fc,iif(https,http)]
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request set-header X-Forwarded-Port %[dst_port]
+  http-request set-header X-Original-Host %[req.hdr(host)]
+  http-request set-header x-transaction-id %[unique-id]
+  http-response set-header x-transaction-id %[unique-id]"""
+
+
+def haproxy_config(w, port, log, tls=None, forwarding=True):
     """HAProxy (1 thread, keep-alive, `http-reuse always`) on `port` (HTTP/1.1),
     `port`+100 (HTTP/2 with prior knowledge) and, with `tls`, TLS on that port;
     with `log`, its standard HTTP log (`option httplog`) to stderr. Every bind has
     `defer-accept`, as portcullis's listeners defer accepts (and the nginx proxies
-    have `deferred`): equivalent settings."""
+    have `deferred`): equivalent settings. With `forwarding` (the default) it sends
+    the fields portcullis sends (`HAPROXY_FORWARDING`); without, only `option
+    forwardfor`'s, as every run before the twenty-third session's."""
     log_global = "\n  log stderr format raw local0 info" if log else ""
     log_defaults = "\n  log global\n  option httplog" if log else ""
     tls_bind = f"\n  bind 127.0.0.1:{tls} ssl crt {w}/both.pem alpn h2,http/1.1 defer-accept" if tls else ""
@@ -131,7 +164,7 @@ defaults
 frontend f
   bind 127.0.0.1:{port} defer-accept
   bind 127.0.0.1:{port+100} proto h2 defer-accept{tls_bind}
-  option forwardfor
+  option forwardfor{HAPROXY_FORWARDING if forwarding else ""}
   default_backend b
 backend b
   server s1 127.0.0.1:{PORTS['backend']}
@@ -169,6 +202,16 @@ http {{ access_log {w}/nginx.access.log combined buffer=64k flush=1s; keepalive_
   server {{ listen 127.0.0.1:{PORTS['nginx']} backlog=4096 deferred; listen 127.0.0.1:{PORTS['nginx']+100} http2 deferred;
     listen 127.0.0.1:{PORTS['nginx_tls']} ssl http2 deferred; ssl_certificate {w}/cert.pem; ssl_certificate_key {w}/key.pem;
     ssl_protocols TLSv1.2 TLSv1.3;
+    location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection "";{NGINX_FORWARDING}
+      proxy_buffering on; }} }} }}
+""")
+    # The same nginx as every run before the twenty-third session's configured it: only
+    # `X-Forwarded-For` to the backend (and its upstream's name as `Host`), nothing
+    # added to the answer. ka64 and h2, so one run shows what the fields cost.
+    (w / "nginx-bare.conf").write_text(common % ("nginx-bare", "nginx-bare") + f"""
+http {{ access_log {w}/nginx-bare.access.log combined buffer=64k flush=1s; keepalive_requests 1000000;
+  upstream b {{ server 127.0.0.1:{PORTS['backend']}; keepalive 128; }}
+  server {{ listen 127.0.0.1:{PORTS['nginx_bare']} backlog=4096 deferred; listen 127.0.0.1:{PORTS['nginx_bare']+100} http2 deferred;
     location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_buffering on; }} }} }}
 """)
@@ -194,8 +237,8 @@ http {{ log_format azure escape=json '{azure}';
   access_log {w}/nginx-azurelog.access.log azure buffer=64k flush=1s; keepalive_requests 1000000;
   upstream b {{ server 127.0.0.1:{PORTS['backend']}; keepalive 128; }}
   server {{ listen 127.0.0.1:{PORTS['nginx_azurelog']} backlog=4096 deferred;
-    location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection "";
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_buffering on; }} }} }}
+    location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection "";{NGINX_FORWARDING}
+      proxy_buffering on; }} }} }}
 """)
     # HAProxy logging every request, as portcullis and nginx do: its standard HTTP
     # log line (`option httplog`, ~150 bytes), written to stderr (a file here) one
@@ -203,6 +246,9 @@ http {{ log_format azure escape=json '{azure}';
     (w / "haproxy.cfg").write_text(haproxy_config(w, PORTS["haproxy"], log=True, tls=PORTS["haproxy_tls"]))
     # The same HAProxy without a log, beside portcullis-nolog. ka64 and h2 only.
     (w / "haproxy-nolog.cfg").write_text(haproxy_config(w, PORTS["haproxy_nolog"], log=False))
+    # HAProxy with its log, as the runs before the twenty-third session's configured it
+    # (`option forwardfor` alone), beside nginx-bare. ka64 and h2.
+    (w / "haproxy-bare.cfg").write_text(haproxy_config(w, PORTS["haproxy_bare"], log=True, forwarding=False))
     (w / "portcullis.toml").write_text(f"""
 [gateway]
 state_dir = "{w}/state"
@@ -345,6 +391,12 @@ TARGETS = {
     # nginx writing the portcullis record (see write_configs). ka64, and ka4 for its p99.
     "nginx-azurelog": {"http": f"http://127.0.0.1:{PORTS['nginx_azurelog']}", "https": None, "h2": None,
                        "only": ("ka64", "ka4")},
+    # nginx and HAProxy without the fields portcullis adds (see write_configs), as
+    # configured in every run before the twenty-third session's. ka64 and h2.
+    "nginx-bare": {"http": f"http://127.0.0.1:{PORTS['nginx_bare']}", "https": None,
+                   "h2": f"http://127.0.0.1:{PORTS['nginx_bare']+100}", "only": ("ka64", "h2")},
+    "haproxy-bare": {"http": f"http://127.0.0.1:{PORTS['haproxy_bare']}", "https": None,
+                     "h2": f"http://127.0.0.1:{PORTS['haproxy_bare']+100}", "only": ("ka64", "h2")},
 }
 
 
@@ -387,6 +439,8 @@ def main():
         s.start("nginx-azurelog", ["nginx", "-c", str(work / "nginx-azurelog.conf")], pin=1, port=PORTS["nginx_azurelog"])
         s.start("haproxy", ["haproxy", "-f", str(work / "haproxy.cfg")], pin=1, port=PORTS["haproxy"])
         s.start("haproxy-nolog", ["haproxy", "-f", str(work / "haproxy-nolog.cfg")], pin=1, port=PORTS["haproxy_nolog"])
+        s.start("nginx-bare", ["nginx", "-c", str(work / "nginx-bare.conf")], pin=1, port=PORTS["nginx_bare"])
+        s.start("haproxy-bare", ["haproxy", "-f", str(work / "haproxy-bare.cfg")], pin=1, port=PORTS["haproxy_bare"])
         s.start("portcullis", [str(BIN), "run", "-c", str(work / "portcullis.toml")], pin=1, port=PORTS["portcullis"])
         write_variant_config(work, "nometrics")
         os.environ["PORTCULLIS_BENCH_NO_METRICS"] = "1"
@@ -402,7 +456,7 @@ def main():
                     port=PORTS["portcullis_pgo"])
         time.sleep(1)
         pids = {n: s.worker_pid(n) for n in ("portcullis", "portcullis-nometrics", "portcullis-nolog", "nginx", "nginx-azurelog", "haproxy",
-                                             "haproxy-nolog", "backend") + (("portcullis-pgo",) if a.pgo else ())}
+                                             "haproxy-nolog", "nginx-bare", "haproxy-bare", "backend") + (("portcullis-pgo",) if a.pgo else ())}
         pids["direct"] = pids["backend"]
         results = {}
         for r in range(a.rounds):

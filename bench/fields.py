@@ -1,0 +1,146 @@
+"""Shows what each proxy of the throughput harness sends on: the fields its backend
+gets and the fields its client gets, for one HTTP/1.1 and one HTTP/2 request, with
+run.py's configurations. Checks that every proxy does the same work on the way
+(docs/benchmarks.md section 1, "Every proxy forwards the same fields"); the
+`-bare` peers, configured as before that, are shown for comparison.
+
+    python3 bench/fields.py      # about 10 s; exits 1 if a proxy leaves a field out
+
+The backend here is a small Python server on run.py's backend port that keeps every
+request head it gets and answers each with run.py's backend answer (200, a 6-byte
+body, nginx's fields). Each request carries `Host: bench.example:8080` and an
+`X-Forwarded-For: 192.0.2.7` of its own, so the output shows the client's list kept
+and the gateway's hop appended.
+"""
+import shutil, socket, subprocess, sys, tempfile, threading, time
+from pathlib import Path
+
+import run
+
+# The fields every proxy must send its backend (product spec section 4), and the one
+# it must give its client.
+TO_BACKEND = ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port",
+              "x-original-host", "x-transaction-id")
+TO_CLIENT = ("x-transaction-id",)
+PROXIES = ("portcullis", "portcullis-nolog", "nginx", "nginx-azurelog", "haproxy", "haproxy-nolog")
+# The peers as the runs before the twenty-third session configured them: shown, not checked.
+BARE = ("nginx-bare", "haproxy-bare")
+ANSWER = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 07 Dec 2026 04:00:00 GMT\r\nContent-Type: application/octet-stream\r\n"
+          b"Content-Length: 6\r\nConnection: keep-alive\r\n\r\nhello\n")
+
+
+class Backend:
+    """Keeps the head of every request it gets (the last one in `heads`)."""
+
+    def __init__(self, port):
+        self.heads = []
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(64)
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
+
+    def serve(self, c):
+        buf = b""
+        with c:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    try:
+                        more = c.recv(65536)
+                    except OSError:
+                        return
+                    if not more:
+                        return
+                    buf += more
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                self.heads.append(head.decode("latin-1"))
+                c.sendall(ANSWER)
+
+
+def fields(head_text):
+    """(name in lower case, value) of each field line of a head, in order."""
+    out = []
+    for line in head_text.split("\r\n")[1:]:
+        if ":" in line:
+            name, value = line.split(":", 1)
+            out.append((name.strip().lower(), value.strip()))
+    return out
+
+
+def client_request(url, h2):
+    """The answer's fields, through curl (`--http2-prior-knowledge` for h2)."""
+    argv = ["curl", "-s", "-o", "/dev/null", "-D", "-", "-H", "Host: bench.example:8080",
+            "-H", "X-Forwarded-For: 192.0.2.7", url + "/"]
+    if h2:
+        argv.insert(1, "--http2-prior-knowledge")
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout
+    return fields(out.replace("\n", "\r\n").replace("\r\r\n", "\r\n"))
+
+
+def main():
+    work, setup = None, None
+    backend = Backend(run.PORTS["backend"])
+    try:
+        work = Path(tempfile.mkdtemp(prefix="pc-fields-"))
+        work.chmod(0o755)
+        run.write_configs(work)
+        run.write_variant_config(work, "nolog", 'access_log = "off"')
+        setup = run.Setup(work)
+        setup.start("nginx", ["nginx", "-c", str(work / "nginx.conf")], port=run.PORTS["nginx"])
+        setup.start("nginx-azurelog", ["nginx", "-c", str(work / "nginx-azurelog.conf")],
+                    port=run.PORTS["nginx_azurelog"])
+        setup.start("haproxy", ["haproxy", "-f", str(work / "haproxy.cfg")], port=run.PORTS["haproxy"])
+        setup.start("haproxy-nolog", ["haproxy", "-f", str(work / "haproxy-nolog.cfg")],
+                    port=run.PORTS["haproxy_nolog"])
+        setup.start("nginx-bare", ["nginx", "-c", str(work / "nginx-bare.conf")], port=run.PORTS["nginx_bare"])
+        setup.start("haproxy-bare", ["haproxy", "-f", str(work / "haproxy-bare.cfg")],
+                    port=run.PORTS["haproxy_bare"])
+        setup.start("portcullis", [str(run.BIN), "run", "-c", str(work / "portcullis.toml")],
+                    port=run.PORTS["portcullis"])
+        setup.start("portcullis-nolog", [str(run.BIN), "run", "-c", str(work / "portcullis-nolog.toml")],
+                    port=run.PORTS["portcullis_nolog"])
+        missing = []
+        for name in PROXIES + BARE:
+            urls = run.TARGETS[name]
+            for h2 in (False, True):
+                if h2 and not urls.get("h2"):
+                    continue
+                before = len(backend.heads)
+                answer = client_request(urls["h2"] if h2 else urls["http"], h2)
+                deadline = time.time() + 5
+                while len(backend.heads) == before and time.time() < deadline:
+                    time.sleep(0.01)
+                sent = fields(backend.heads[-1]) if len(backend.heads) > before else []
+                label = f"{name} ({'HTTP/2' if h2 else 'HTTP/1.1'})"
+                print(f"{label}\n  to the backend: " + "; ".join(f"{n}: {v}" for n, v in sent))
+                print("  to the client:  " + "; ".join(f"{n}: {v}" for n, v in answer))
+                names_sent = {n for n, _ in sent}
+                names_answered = {n for n, _ in answer}
+                gaps = [f"backend {n}" for n in TO_BACKEND if n not in names_sent]
+                gaps += [f"client {n}" for n in TO_CLIENT if n not in names_answered]
+                if gaps and name not in BARE:
+                    missing.append(f"{label}: " + ", ".join(gaps))
+        if missing:
+            print("\nMISSING:\n  " + "\n  ".join(missing))
+            return 1
+        print("\nevery proxy sent the backend " + ", ".join(TO_BACKEND) + " and its client "
+              + ", ".join(TO_CLIENT))
+        return 0
+    finally:
+        if setup:
+            setup.stop()
+        backend.sock.close()
+        if work:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
