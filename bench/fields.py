@@ -1,16 +1,21 @@
 """Shows what each proxy of the throughput harness sends on: the fields its backend
-gets and the fields its client gets, for one HTTP/1.1 and one HTTP/2 request, with
-run.py's configurations. Checks that every proxy does the same work on the way
-(docs/benchmarks.md section 1, "Every proxy forwards the same fields"); the
-`-bare` peers, configured as before that, are shown for comparison.
+gets and the fields its client gets, for one HTTP/1.1 and one HTTP/2 request
+(HTTP/1.1 only for nginx-azurelog, which has no HTTP/2 listener), with run.py's
+configurations, and checks that every proxy adds the same fields on the way
+(docs/benchmarks.md section 1, "Every proxy forwards the same fields"); the `-bare`
+peers, configured as before that, are shown, not checked.
 
-    python3 bench/fields.py      # about 10 s; exits 1 if a proxy leaves a field out
+    python3 bench/fields.py      # about 10 s; exits 1 if a proxy's fields are not as portcullis's
 
 The backend here is a small Python server on run.py's backend port that keeps every
-request head it gets and answers each with run.py's backend answer (200, a 6-byte
-body, nginx's fields). Each request carries `Host: bench.example:8080` and an
-`X-Forwarded-For: 192.0.2.7` of its own, so the output shows the client's list kept
-and the gateway's hop appended.
+request head it gets and answers each with a stand-in for run.py's backend answer (200,
+a 6-byte body, nginx's fields) and an `x-transaction-id` of its own, which the
+client must not get. Each request carries `Host: bench.example:8080`, an
+`X-Forwarded-For: 192.0.2.7` of its own, forged values of the other five fields the
+gateway sets, and a tag (`X-Fields-Check`) by which its head is told from the probes'.
+The check: the backend's `X-Forwarded-For` values hold the client's list and then the
+client (127.0.0.1), in one field or two; each forged value was replaced; and the
+client got the same `x-transaction-id` the backend got.
 """
 import shutil, socket, subprocess, sys, tempfile, threading, time
 from pathlib import Path
@@ -22,11 +27,15 @@ import run
 TO_BACKEND = ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port",
               "x-original-host", "x-transaction-id")
 TO_CLIENT = ("x-transaction-id",)
+# What the client sends of those fields itself: the gateway must replace each.
+FORGED = {"x-forwarded-proto": "forged-proto", "x-forwarded-host": "forged.example",
+          "x-forwarded-port": "1", "x-original-host": "forged.example",
+          "x-transaction-id": "0123456789abcdef0123456789abcdef"}
 PROXIES = ("portcullis", "portcullis-nolog", "nginx", "nginx-azurelog", "haproxy", "haproxy-nolog")
 # The peers as the runs before the twenty-third session configured them: shown, not checked.
 BARE = ("nginx-bare", "haproxy-bare")
 ANSWER = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 07 Dec 2026 04:00:00 GMT\r\nContent-Type: application/octet-stream\r\n"
-          b"Content-Length: 6\r\nConnection: keep-alive\r\n\r\nhello\n")
+          b"Content-Length: 6\r\nConnection: keep-alive\r\nx-transaction-id: from-the-backend\r\n\r\nhello\n")
 
 
 class Backend:
@@ -75,10 +84,12 @@ def fields(head_text):
     return out
 
 
-def client_request(url, h2):
+def client_request(url, h2, tag):
     """The answer's fields, through curl (`--http2-prior-knowledge` for h2)."""
     argv = ["curl", "-s", "-o", "/dev/null", "-D", "-", "-H", "Host: bench.example:8080",
-            "-H", "X-Forwarded-For: 192.0.2.7", url + "/"]
+            "-H", "X-Forwarded-For: 192.0.2.7", "-H", f"X-Fields-Check: {tag}", url + "/"]
+    for name, value in FORGED.items():
+        argv[-1:-1] = ["-H", f"{name}: {value}"]
     if h2:
         argv.insert(1, "--http2-prior-knowledge")
     out = subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout
@@ -113,26 +124,37 @@ def main():
             for h2 in (False, True):
                 if h2 and not urls.get("h2"):
                     continue
-                before = len(backend.heads)
-                answer = client_request(urls["h2"] if h2 else urls["http"], h2)
-                deadline = time.time() + 5
-                while len(backend.heads) == before and time.time() < deadline:
-                    time.sleep(0.01)
-                sent = fields(backend.heads[-1]) if len(backend.heads) > before else []
                 label = f"{name} ({'HTTP/2' if h2 else 'HTTP/1.1'})"
+                tag = f"{name}-{'h2' if h2 else 'h1'}"
+                answer = client_request(urls["h2"] if h2 else urls["http"], h2, tag)
+                deadline = time.time() + 5
+                sent = []
+                while not sent and time.time() < deadline:
+                    sent = next((f for f in map(fields, list(backend.heads))
+                                 if ("x-fields-check", tag) in f), [])
+                    time.sleep(0.01)
                 print(f"{label}\n  to the backend: " + "; ".join(f"{n}: {v}" for n, v in sent))
                 print("  to the client:  " + "; ".join(f"{n}: {v}" for n, v in answer))
                 names_sent = {n for n, _ in sent}
                 names_answered = {n for n, _ in answer}
                 gaps = [f"backend {n}" for n in TO_BACKEND if n not in names_sent]
                 gaps += [f"client {n}" for n in TO_CLIENT if n not in names_answered]
+                xff = ", ".join(v for n, v in sent if n == "x-forwarded-for")
+                if xff.replace(" ", "") != "192.0.2.7,127.0.0.1":
+                    gaps.append(f"backend X-Forwarded-For {xff!r}")
+                gaps += [f"backend {n} not replaced" for n, v in sent if FORGED.get(n) == v]
+                ids_sent = [v for n, v in sent if n == "x-transaction-id"]
+                ids_answered = [v for n, v in answer if n == "x-transaction-id"]
+                if len(ids_answered) != 1 or ids_sent != ids_answered:
+                    gaps.append(f"ids: backend {ids_sent}, client {ids_answered}")
                 if gaps and name not in BARE:
                     missing.append(f"{label}: " + ", ".join(gaps))
         if missing:
             print("\nMISSING:\n  " + "\n  ".join(missing))
             return 1
         print("\nevery proxy sent the backend " + ", ".join(TO_BACKEND) + " and its client "
-              + ", ".join(TO_CLIENT))
+              + ", ".join(TO_CLIENT) + ": the client's X-Forwarded-For kept, then the client; the"
+              " forged values replaced; one id, the backend's")
         return 0
     finally:
         if setup:

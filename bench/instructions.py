@@ -151,7 +151,8 @@ def main():
     ap.add_argument("--cache-sim", action="store_true",
                     help="also simulate the first-level caches and branch prediction (misses per request)")
     ap.add_argument("--peers", action="store_true",
-                    help="count portcullis-nolog, nginx, nginx-azurelog and HAProxy too, under the same load")
+                    help="count portcullis-nolog, nginx, nginx-azurelog, HAProxy, haproxy-nolog, nginx-bare and "
+                         "haproxy-bare too, under the same load")
     ap.add_argument("--atomics", action="store_true",
                     help="also count the locked (atomic read-modify-write) instructions per request and where they are")
     a = ap.parse_args()

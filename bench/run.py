@@ -8,7 +8,8 @@ log on, `option httplog`, to stderr, a file here; and "haproxy-nolog", the same
 without a log, beside "portcullis-nolog"), and
 "direct" (the backend itself, the ceiling). Every proxy sends its backend and its
 client the fields portcullis does (`NGINX_FORWARDING`, `HAPROXY_FORWARDING`;
-bench/fields.py shows them). Order alternates between rounds; the best of the
+bench/fields.py shows them), but for "nginx-bare" and "haproxy-bare", configured
+as the runs before 2026-12-07 (the twenty-third session) configured them. Order alternates between rounds; the best of the
 rounds is reported.
 """
 import argparse, json, os, re, shutil, signal, socket, subprocess, sys, tempfile, time
@@ -117,8 +118,9 @@ def backend_setup(prefix):
 # session). portcullis sends the backend `X-Forwarded-For` (the client's list and
 # the client), `X-Forwarded-Proto`, `X-Forwarded-Host`, `X-Forwarded-Port`,
 # `X-Original-Host` and `x-transaction-id`, a client's own fields of these names
-# replaced, and gives the client the same `x-transaction-id` on every answer
-# (product spec section 4, docs/behaviour.md section 1). Until then the nginx
+# replaced (product spec section 4, docs/behaviour.md section 1), and gives the
+# client the same `x-transaction-id` on every answer, a backend's own replaced
+# (docs/access-log.md `transactionId`, proxy.rs `add_txid`). Until then the nginx
 # proxies sent only `X-Forwarded-For`, HAProxy only its `option forwardfor`, and
 # neither gave the client an id; and nginx sent its upstream's name as `Host`
 # (its default, `$proxy_host`) where portcullis and HAProxy pass the client's.
@@ -129,7 +131,7 @@ NGINX_FORWARDING = """
       proxy_set_header Host $http_host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme;
       proxy_set_header X-Forwarded-Host $http_host; proxy_set_header X-Forwarded-Port $server_port;
       proxy_set_header X-Original-Host $http_host; proxy_set_header x-transaction-id $request_id;
-      add_header x-transaction-id $request_id always;"""
+      proxy_hide_header x-transaction-id; add_header x-transaction-id $request_id always;"""
 HAPROXY_FORWARDING = """
   unique-id-format %[uuid]
   http-request set-header X-Forwarded-Proto %[ssl_fc,iif(https,http)]

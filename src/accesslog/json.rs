@@ -12,8 +12,9 @@
 //! byte what `serde_json::to_writer(record)` writes; unit tests hold the two
 //! together, field order, `null`s, escapes and every ASCII byte included.
 
-use super::record::{AccessRecord, Attempt};
+use super::record::{AccessRecord, Attempt, Text};
 use serde::Serializer as _;
+use std::cell::RefCell;
 
 /// Each fixed text followed by the contents of its string value, written out
 /// in line (a loop over an array of pairs cost about 600 instructions a record
@@ -40,13 +41,10 @@ pub(crate) fn write_record(out: &mut Vec<u8>, record: &AccessRecord) {
     texts!(
         out,
         r#"{"timeStamp":""# => made &record.time_stamp,
-        r#"","listenerName":""# => contents &record.listener_name,
-        r#"","ruleName":""# => contents &record.rule_name,
-        r#"","backendPoolName":""# => contents &record.backend_pool_name,
-        r#"","backendSettingName":""# => contents &record.backend_setting_name,
-        r#"","operationName":""# => made &record.operation_name,
-        r#"","category":""# => made &record.category,
-        r#"","properties":{"instanceId":""# => contents &p.instance_id,
+    );
+    shared_run(out, record);
+    texts!(
+        out,
         r#"","clientIP":""# => made &p.client_ip,
     );
     key(out, r#"","clientPort":"#);
@@ -113,6 +111,110 @@ pub(crate) fn write_record(out: &mut Vec<u8>, record: &AccessRecord) {
             Some(true) => r#","connectionReused":true}}"#,
             Some(false) => r#","connectionReused":false}}"#,
         },
+    );
+}
+
+/// The names a route's records share, and the text they make in a record
+/// ([`write_shared_run`]), for [`shared_run`].
+struct SharedRun {
+    listener: Text,
+    rule: Text,
+    pool: Text,
+    setting: Text,
+    operation: Text,
+    category: Text,
+    instance: Text,
+    text: Vec<u8>,
+}
+
+impl SharedRun {
+    fn of(r: &AccessRecord) -> SharedRun {
+        let mut text = Vec::with_capacity(256);
+        write_shared_run(&mut text, r);
+        SharedRun {
+            listener: r.listener_name.clone(),
+            rule: r.rule_name.clone(),
+            pool: r.backend_pool_name.clone(),
+            setting: r.backend_setting_name.clone(),
+            operation: r.operation_name.clone(),
+            category: r.category.clone(),
+            instance: r.properties.instance_id.clone(),
+            text,
+        }
+    }
+
+    /// Makes this `r`'s run, in the same text buffer.
+    fn set(&mut self, r: &AccessRecord) {
+        self.text.clear();
+        write_shared_run(&mut self.text, r);
+        self.listener.clone_from(&r.listener_name);
+        self.rule.clone_from(&r.rule_name);
+        self.pool.clone_from(&r.backend_pool_name);
+        self.setting.clone_from(&r.backend_setting_name);
+        self.operation.clone_from(&r.operation_name);
+        self.category.clone_from(&r.category);
+        self.instance.clone_from(&r.properties.instance_id);
+    }
+
+    /// Whether `r` has these names (the rule's first: it differs most often).
+    fn is_of(&self, r: &AccessRecord) -> bool {
+        self.rule == r.rule_name
+            && self.listener == r.listener_name
+            && self.pool == r.backend_pool_name
+            && self.setting == r.backend_setting_name
+            && self.instance == r.properties.instance_id
+            && self.operation == r.operation_name
+            && self.category == r.category
+    }
+}
+
+thread_local! {
+    /// The last record's [`SharedRun`] on this thread.
+    static SHARED_RUN: RefCell<Option<SharedRun>> = const { RefCell::new(None) };
+}
+
+/// Appends the part of `r`'s line from `","listenerName":"` to the value of
+/// `instanceId`, which the records of one route share: the listener, rule,
+/// pool and settings names, the operation, the category, the instance. It
+/// is copied as one text made for the thread's last record when `r` has the
+/// same seven values (seven comparisons), and made again in place when not
+/// (a thread whose requests alternate between routes pays the comparisons on
+/// top of the writing). The output is the same either way
+/// ([`write_shared_run`]).
+fn shared_run(out: &mut Vec<u8>, r: &AccessRecord) {
+    // `try_with`: a record may be written as its thread ends.
+    let copied = SHARED_RUN.try_with(|cell| {
+        let Ok(mut last) = cell.try_borrow_mut() else {
+            return false;
+        };
+        let run = match last.as_mut() {
+            Some(run) => {
+                if !run.is_of(r) {
+                    run.set(r);
+                }
+                run
+            }
+            None => last.insert(SharedRun::of(r)),
+        };
+        out.extend_from_slice(&run.text);
+        true
+    });
+    if copied != Ok(true) {
+        write_shared_run(out, r);
+    }
+}
+
+/// [`shared_run`]'s text, written field by field.
+fn write_shared_run(out: &mut Vec<u8>, r: &AccessRecord) {
+    texts!(
+        out,
+        r#"","listenerName":""# => contents &r.listener_name,
+        r#"","ruleName":""# => contents &r.rule_name,
+        r#"","backendPoolName":""# => contents &r.backend_pool_name,
+        r#"","backendSettingName":""# => contents &r.backend_setting_name,
+        r#"","operationName":""# => made &r.operation_name,
+        r#"","category":""# => made &r.category,
+        r#"","properties":{"instanceId":""# => contents &r.properties.instance_id,
     );
 }
 
@@ -345,6 +447,42 @@ mod tests {
     #[test]
     fn a_proxied_request_is_written_as_serde_writes_it() {
         same_as_serde(&record());
+    }
+
+    /// The shared run ([`super::shared_run`]) is made again whenever one of its
+    /// seven values differs from the last record's, and only then copied.
+    #[test]
+    fn records_of_other_routes_in_turn_are_written_as_serde_writes_them() {
+        let base = record();
+        for round in 0..3 {
+            for field in 0..8 {
+                let mut r = base.clone();
+                let other = format!("other-{round}");
+                match field {
+                    0 => r.listener_name = other.as_str().into(),
+                    1 => r.rule_name = other.as_str().into(),
+                    2 => r.backend_pool_name = other.as_str().into(),
+                    3 => r.backend_setting_name = other.as_str().into(),
+                    4 => r.operation_name = other.as_str().into(),
+                    5 => r.category = other.as_str().into(),
+                    6 => r.properties.instance_id = other.as_str().into(),
+                    _ => {}
+                }
+                same_as_serde(&r);
+                same_as_serde(&base);
+                same_as_serde(&r);
+                same_as_serde(&r);
+            }
+        }
+        // Every value empty (a request no listener took) after a full one.
+        let mut empty = base.clone();
+        empty.listener_name = "".into();
+        empty.rule_name = "".into();
+        empty.backend_pool_name = "".into();
+        empty.backend_setting_name = "".into();
+        empty.properties.instance_id = "".into();
+        same_as_serde(&empty);
+        same_as_serde(&base);
     }
 
     #[test]
