@@ -9,8 +9,8 @@ without a log, beside "portcullis-nolog"), and
 "direct" (the backend itself, the ceiling). Every proxy sends its backend and its
 client the fields portcullis does (`NGINX_FORWARDING`, `HAPROXY_FORWARDING`;
 bench/fields.py shows them), but for "nginx-bare" and "haproxy-bare", configured
-as the runs before 2026-12-07 (the twenty-third session) configured them. Order alternates between rounds; the best of the
-rounds is reported.
+as the runs before 2026-12-07 (the twenty-third session) configured them. Order
+alternates between rounds; the best of the rounds is reported.
 """
 import argparse, json, os, re, shutil, signal, socket, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -124,9 +124,8 @@ def backend_setup(prefix):
 # proxies sent only `X-Forwarded-For`, HAProxy only its `option forwardfor`, and
 # neither gave the client an id; and nginx sent its upstream's name as `Host`
 # (its default, `$proxy_host`) where portcullis and HAProxy pass the client's.
-# nginx's `$request_id` is 32 hex characters, as
-# portcullis's transaction id; HAProxy's `uuid` is a version 4 UUID (36
-# characters with its dashes).
+# nginx's `$request_id` is 32 hex characters, as portcullis's transaction id;
+# HAProxy's `uuid` is a version 4 UUID (36 characters with its dashes).
 NGINX_FORWARDING = """
       proxy_set_header Host $http_host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme;
       proxy_set_header X-Forwarded-Host $http_host; proxy_set_header X-Forwarded-Port $server_port;

@@ -8,7 +8,9 @@
 //! through serde_json's own `Serializer`, a string with nothing to escape
 //! is copied as it is ([`contents`]), and a value the gateway made from
 //! characters JSON never escapes is copied without looking ([`made`]); the
-//! quotes around a value are part of the fixed texts. The output is byte for
+//! quotes around a value are part of the fixed texts. The run of fields the
+//! records of one route share (listener to instance) is copied as one text
+//! made for the thread's last record ([`shared_run`]). The output is byte for
 //! byte what `serde_json::to_writer(record)` writes; unit tests hold the two
 //! together, field order, `null`s, escapes and every ASCII byte included.
 
