@@ -5,7 +5,9 @@ configurations, and checks that every proxy adds the same fields on the way
 (docs/benchmarks.md section 1, "Every proxy forwards the same fields"); the `-bare`
 peers, configured as before that, are shown, not checked.
 
-    python3 bench/fields.py      # about 10 s; exits 1 if a proxy's fields are not as portcullis's
+    bash bench/run.sh fields     # installs the peers and curl, builds, then runs this (about 10 s)
+    python3 bench/fields.py      # the same on a machine that has them; exits 1 if a proxy's
+                                 # fields are not as portcullis's
 
 The backend here is a small Python server on run.py's backend port that keeps every
 request head it gets and answers each with a stand-in for run.py's backend answer (200,
@@ -92,8 +94,10 @@ def client_request(url, h2, tag):
         argv[-1:-1] = ["-H", f"{name}: {value}"]
     if h2:
         argv.insert(1, "--http2-prior-knowledge")
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout
-    return fields(out.replace("\n", "\r\n").replace("\r\r\n", "\r\n"))
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    if done.returncode != 0:
+        raise SystemExit(f"curl {url} failed (exit {done.returncode}): {done.stderr.strip()}")
+    return fields(done.stdout.replace("\n", "\r\n").replace("\r\r\n", "\r\n"))
 
 
 def main():

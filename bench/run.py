@@ -8,8 +8,9 @@ log on, `option httplog`, to stderr, a file here; and "haproxy-nolog", the same
 without a log, beside "portcullis-nolog"), and
 "direct" (the backend itself, the ceiling). Every proxy sends its backend and its
 client the fields portcullis does (`NGINX_FORWARDING`, `HAPROXY_FORWARDING`;
-bench/fields.py shows them), but for "nginx-bare" and "haproxy-bare", configured
-as the runs before 2026-12-07 (the twenty-third session) configured them. Order
+bench/fields.py shows them), but for "nginx-bare" and "haproxy-bare", which
+forward what the runs before 2026-12-07 (the twenty-third session) had them
+forward: only `X-Forwarded-For`. Order
 alternates between rounds; the best of the rounds is reported.
 """
 import argparse, json, os, re, shutil, signal, socket, subprocess, sys, tempfile, time
@@ -120,7 +121,8 @@ def backend_setup(prefix):
 # `X-Original-Host` and `x-transaction-id`, a client's own fields of these names
 # replaced (product spec section 4, docs/behaviour.md section 1), and gives the
 # client the same `x-transaction-id` on every answer, a backend's own replaced
-# (docs/access-log.md `transactionId`, proxy.rs `add_txid`). Until then the nginx
+# (docs/access-log.md `transactionId`, proxy.rs `add_txid`): nginx's `always` and
+# HAProxy's `http-after-response` cover their own error pages too. Until then the nginx
 # proxies sent only `X-Forwarded-For`, HAProxy only its `option forwardfor`, and
 # neither gave the client an id; and nginx sent its upstream's name as `Host`
 # (its default, `$proxy_host`) where portcullis and HAProxy pass the client's.
@@ -138,7 +140,7 @@ HAPROXY_FORWARDING = """
   http-request set-header X-Forwarded-Port %[dst_port]
   http-request set-header X-Original-Host %[req.hdr(host)]
   http-request set-header x-transaction-id %[unique-id]
-  http-response set-header x-transaction-id %[unique-id]"""
+  http-after-response set-header x-transaction-id %[unique-id]"""
 
 
 def haproxy_config(w, port, log, tls=None, forwarding=True):
@@ -148,7 +150,7 @@ def haproxy_config(w, port, log, tls=None, forwarding=True):
     `defer-accept`, as portcullis's listeners defer accepts (and the nginx proxies
     have `deferred`): equivalent settings. With `forwarding` (the default) it sends
     the fields portcullis sends (`HAPROXY_FORWARDING`); without, only `option
-    forwardfor`'s, as every run before the twenty-third session's."""
+    forwardfor`'s, as the runs before the twenty-third session's."""
     log_global = "\n  log stderr format raw local0 info" if log else ""
     log_defaults = "\n  log global\n  option httplog" if log else ""
     tls_bind = f"\n  bind 127.0.0.1:{tls} ssl crt {w}/both.pem alpn h2,http/1.1 defer-accept" if tls else ""
@@ -206,9 +208,10 @@ http {{ access_log {w}/nginx.access.log combined buffer=64k flush=1s; keepalive_
     location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection "";{NGINX_FORWARDING}
       proxy_buffering on; }} }} }}
 """)
-    # The same nginx as every run before the twenty-third session's configured it: only
-    # `X-Forwarded-For` to the backend (and its upstream's name as `Host`), nothing
-    # added to the answer. ka64 and h2, so one run shows what the fields cost.
+    # The same nginx forwarding what the runs before the twenty-third session's had it
+    # forward: only `X-Forwarded-For` to the backend (and its upstream's name as
+    # `Host`), nothing added to the answer. ka64 and h2, so one run shows what the
+    # fields cost.
     (w / "nginx-bare.conf").write_text(common % ("nginx-bare", "nginx-bare") + f"""
 http {{ access_log {w}/nginx-bare.access.log combined buffer=64k flush=1s; keepalive_requests 1000000;
   upstream b {{ server 127.0.0.1:{PORTS['backend']}; keepalive 128; }}
@@ -247,8 +250,8 @@ http {{ log_format azure escape=json '{azure}';
     (w / "haproxy.cfg").write_text(haproxy_config(w, PORTS["haproxy"], log=True, tls=PORTS["haproxy_tls"]))
     # The same HAProxy without a log, beside portcullis-nolog. ka64 and h2 only.
     (w / "haproxy-nolog.cfg").write_text(haproxy_config(w, PORTS["haproxy_nolog"], log=False))
-    # HAProxy with its log, as the runs before the twenty-third session's configured it
-    # (`option forwardfor` alone), beside nginx-bare. ka64 and h2.
+    # HAProxy with its log, forwarding what the runs before the twenty-third session's
+    # had it forward (`option forwardfor` alone), beside nginx-bare. ka64 and h2.
     (w / "haproxy-bare.cfg").write_text(haproxy_config(w, PORTS["haproxy_bare"], log=True, forwarding=False))
     (w / "portcullis.toml").write_text(f"""
 [gateway]
@@ -393,7 +396,7 @@ TARGETS = {
     "nginx-azurelog": {"http": f"http://127.0.0.1:{PORTS['nginx_azurelog']}", "https": None, "h2": None,
                        "only": ("ka64", "ka4")},
     # nginx and HAProxy without the fields portcullis adds (see write_configs), as
-    # configured in every run before the twenty-third session's. ka64 and h2.
+    # the runs before the twenty-third session's had them. ka64 and h2.
     "nginx-bare": {"http": f"http://127.0.0.1:{PORTS['nginx_bare']}", "https": None,
                    "h2": f"http://127.0.0.1:{PORTS['nginx_bare']+100}", "only": ("ka64", "h2")},
     "haproxy-bare": {"http": f"http://127.0.0.1:{PORTS['haproxy_bare']}", "https": None,

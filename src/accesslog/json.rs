@@ -175,30 +175,45 @@ thread_local! {
     static SHARED_RUN: RefCell<Option<SharedRun>> = const { RefCell::new(None) };
 }
 
+#[cfg(test)]
+thread_local! {
+    /// How many times this thread made a [`SharedRun`] (for the tests).
+    static SHARED_RUNS_MADE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
 /// Appends the part of `r`'s line from `","listenerName":"` to the value of
 /// `instanceId`, which the records of one route share: the listener, rule,
 /// pool and settings names, the operation, the category, the instance. It
 /// is copied as one text made for the thread's last record when `r` has the
-/// same seven values (seven comparisons), and made again in place when not
-/// (a thread whose requests alternate between routes pays the comparisons on
-/// top of the writing). The output is the same either way
-/// ([`write_shared_run`]).
+/// same seven values (seven comparisons), and made again in place when not:
+/// a thread whose requests alternate between routes pays, on top of writing
+/// the run, the comparisons, one more copy of it and seven name copies (an
+/// allocation each for a name over 24 bytes after a shorter one). The output
+/// is the same either way ([`write_shared_run`]).
 fn shared_run(out: &mut Vec<u8>, r: &AccessRecord) {
     // `try_with`: a record may be written as its thread ends.
     let copied = SHARED_RUN.try_with(|cell| {
         let Ok(mut last) = cell.try_borrow_mut() else {
             return false;
         };
-        let run = match last.as_mut() {
-            Some(run) => {
-                if !run.is_of(r) {
+        if !last.as_ref().is_some_and(|run| run.is_of(r)) {
+            // Out of the cell while it is made again: a panic halfway (a
+            // debug assertion of `made`) leaves no entry rather than a text
+            // that is not its names'.
+            let run = match last.take() {
+                Some(mut run) => {
                     run.set(r);
+                    run
                 }
-                run
-            }
-            None => last.insert(SharedRun::of(r)),
-        };
-        out.extend_from_slice(&run.text);
+                None => SharedRun::of(r),
+            };
+            #[cfg(test)]
+            SHARED_RUNS_MADE.set(SHARED_RUNS_MADE.get() + 1);
+            *last = Some(run);
+        }
+        if let Some(run) = last.as_ref() {
+            out.extend_from_slice(&run.text);
+        }
         true
     });
     if copied != Ok(true) {
@@ -452,14 +467,31 @@ mod tests {
     }
 
     /// The shared run ([`super::shared_run`]) is made again whenever one of its
-    /// seven values differs from the last record's, and only then copied.
+    /// seven values differs from the last record's, and only then; in
+    /// between it is copied. Values that need escaping, and names over 24
+    /// bytes (kept on the heap) after short ones, included.
     #[test]
     fn records_of_other_routes_in_turn_are_written_as_serde_writes_them() {
+        let made = || super::SHARED_RUNS_MADE.get();
         let base = record();
+        same_as_serde(&base);
+        let before = made();
+        same_as_serde(&base);
+        same_as_serde(&base);
+        assert_eq!(made(), before, "the same route's run is copied, not made");
         for round in 0..3 {
             for field in 0..8 {
                 let mut r = base.clone();
-                let other = format!("other-{round}");
+                // The operation and the category (fields 4 and 5) are values
+                // the gateway makes: never any that need escaping.
+                let other = match round {
+                    0 => "other".to_string(),
+                    1 if field != 4 && field != 5 => {
+                        "a \"quoted\" \\ name\twith\u{1} controls".to_string()
+                    }
+                    1 => "other-made".to_string(),
+                    _ => "a-name-well-beyond-twenty-four-bytes-so-on-the-heap".to_string(),
+                };
                 match field {
                     0 => r.listener_name = other.as_str().into(),
                     1 => r.rule_name = other.as_str().into(),
@@ -470,10 +502,16 @@ mod tests {
                     6 => r.properties.instance_id = other.as_str().into(),
                     _ => {}
                 }
+                same_as_serde(&base);
+                let before = made();
                 same_as_serde(&r);
                 same_as_serde(&base);
                 same_as_serde(&r);
                 same_as_serde(&r);
+                // From `base`'s run: `r`, `base`, `r` made; the second `r`
+                // copied (none made for the unchanged record, field 7).
+                let expected = if field == 7 { 0 } else { 3 };
+                assert_eq!(made() - before, expected, "round {round}, field {field}");
             }
         }
         // Every value empty (a request no listener took) after a full one.

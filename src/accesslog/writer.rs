@@ -153,6 +153,27 @@ struct Shared {
     dropped: Counter,
 }
 
+impl Shared {
+    /// Serializes `record` into `line` (cleared first) and appends it to the
+    /// buffer, waking the writer when the buffer was empty; counts it in
+    /// `dropped` instead when the buffer holds [`MAX_BUFFERED`] bytes.
+    fn queue(&self, line: &mut Vec<u8>, record: &AccessRecord) {
+        line.clear();
+        super::json::write_record(line, record);
+        line.push(b'\n');
+        let Ok(mut buf) = self.buf.lock() else { return };
+        if buf.len() + line.len() > MAX_BUFFERED {
+            self.dropped.inc();
+            return;
+        }
+        let was_empty = buf.is_empty();
+        buf.extend_from_slice(line);
+        if was_empty {
+            self.wake.notify_one();
+        }
+    }
+}
+
 /// Ends the writer when the last handle goes.
 struct Owner(Arc<Shared>);
 
@@ -221,24 +242,18 @@ impl AccessLog {
     pub fn log(&self, record: &AccessRecord) {
         let Some(owner) = &self.inner else { return };
         let s = &owner.0;
-        LINE.with(|line| {
+        // `try_with`: a record may be written as its thread ends, when the
+        // thread's line is gone; it is serialized into a line of its own then.
+        let queued = LINE.try_with(|line| {
             let Ok(mut line) = line.try_borrow_mut() else {
-                return;
+                return false;
             };
-            line.clear();
-            super::json::write_record(&mut line, record);
-            line.push(b'\n');
-            let Ok(mut buf) = s.buf.lock() else { return };
-            if buf.len() + line.len() > MAX_BUFFERED {
-                s.dropped.inc();
-                return;
-            }
-            let was_empty = buf.is_empty();
-            buf.extend_from_slice(&line);
-            if was_empty {
-                s.wake.notify_one();
-            }
+            s.queue(&mut line, record);
+            true
         });
+        if queued != Ok(true) {
+            s.queue(&mut Vec::with_capacity(2048), record);
+        }
     }
 
     /// Waits until every record queued before this call is written and flushed.
