@@ -109,19 +109,8 @@ def main():
         run.write_configs(work)
         run.write_variant_config(work, "nolog", 'access_log = "off"')
         setup = run.Setup(work)
-        setup.start("nginx", ["nginx", "-c", str(work / "nginx.conf")], port=run.PORTS["nginx"])
-        setup.start("nginx-azurelog", ["nginx", "-c", str(work / "nginx-azurelog.conf")],
-                    port=run.PORTS["nginx_azurelog"])
-        setup.start("haproxy", ["haproxy", "-f", str(work / "haproxy.cfg")], port=run.PORTS["haproxy"])
-        setup.start("haproxy-nolog", ["haproxy", "-f", str(work / "haproxy-nolog.cfg")],
-                    port=run.PORTS["haproxy_nolog"])
-        setup.start("nginx-bare", ["nginx", "-c", str(work / "nginx-bare.conf")], port=run.PORTS["nginx_bare"])
-        setup.start("haproxy-bare", ["haproxy", "-f", str(work / "haproxy-bare.cfg")],
-                    port=run.PORTS["haproxy_bare"])
-        setup.start("portcullis", [str(run.BIN), "run", "-c", str(work / "portcullis.toml")],
-                    port=run.PORTS["portcullis"])
-        setup.start("portcullis-nolog", [str(run.BIN), "run", "-c", str(work / "portcullis-nolog.toml")],
-                    port=run.PORTS["portcullis_nolog"])
+        for name in PROXIES + BARE:
+            run.start_proxy(setup, work, name)
         missing = []
         for name in PROXIES + BARE:
             urls = run.TARGETS[name]

@@ -299,6 +299,20 @@ def write_variant_config(w, name, extra_gateway=""):
     (w / f"portcullis-{name}.toml").write_text(text)
 
 
+def start_proxy(s, work, name, pin=None, binary=BIN):
+    """Starts proxy `name` of the harness in Setup `s` from its config in `work`
+    (write_configs, write_variant_config: NAME.conf for nginx, NAME.cfg for HAProxy,
+    NAME.toml for portcullis, run with `binary`) and waits for its port
+    (`PORTS[NAME]`, dashes as underscores)."""
+    if name.startswith("nginx"):
+        argv = ["nginx", "-c", str(work / f"{name}.conf")]
+    elif name.startswith("haproxy"):
+        argv = ["haproxy", "-f", str(work / f"{name}.cfg")]
+    else:
+        argv = [str(binary), "run", "-c", str(work / f"{name}.toml")]
+    return s.start(name, argv, pin=pin, port=PORTS[name.replace("-", "_")])
+
+
 def wrk(url, conns, secs, extra=()):
     out = subprocess.run(["taskset", "-c", "0", "wrk", "-t1", f"-c{conns}", f"-d{secs}s", "--latency", *extra, url],
                          capture_output=True, text=True).stdout
@@ -439,28 +453,19 @@ def main():
     s = Setup(work)
     try:
         s.start("backend", ["nginx", "-c", str(work / "backend.conf")], pin=0, port=PORTS["backend"])
-        s.start("nginx", ["nginx", "-c", str(work / "nginx.conf")], pin=1, port=PORTS["nginx"])
-        s.start("nginx-azurelog", ["nginx", "-c", str(work / "nginx-azurelog.conf")], pin=1, port=PORTS["nginx_azurelog"])
-        s.start("haproxy", ["haproxy", "-f", str(work / "haproxy.cfg")], pin=1, port=PORTS["haproxy"])
-        s.start("haproxy-nolog", ["haproxy", "-f", str(work / "haproxy-nolog.cfg")], pin=1, port=PORTS["haproxy_nolog"])
-        s.start("nginx-bare", ["nginx", "-c", str(work / "nginx-bare.conf")], pin=1, port=PORTS["nginx_bare"])
-        s.start("haproxy-bare", ["haproxy", "-f", str(work / "haproxy-bare.cfg")], pin=1, port=PORTS["haproxy_bare"])
-        s.start("portcullis", [str(BIN), "run", "-c", str(work / "portcullis.toml")], pin=1, port=PORTS["portcullis"])
+        for name in ("nginx", "nginx-azurelog", "haproxy", "haproxy-nolog", "nginx-bare", "haproxy-bare", "portcullis"):
+            start_proxy(s, work, name, pin=1)
         write_variant_config(work, "nometrics")
         os.environ["PORTCULLIS_BENCH_NO_METRICS"] = "1"
-        s.start("portcullis-nometrics", [str(BIN), "run", "-c", str(work / "portcullis-nometrics.toml")], pin=1,
-                port=PORTS["portcullis_nometrics"])
+        start_proxy(s, work, "portcullis-nometrics", pin=1)
         del os.environ["PORTCULLIS_BENCH_NO_METRICS"]
         write_variant_config(work, "nolog", 'access_log = "off"')
-        s.start("portcullis-nolog", [str(BIN), "run", "-c", str(work / "portcullis-nolog.toml")], pin=1,
-                port=PORTS["portcullis_nolog"])
+        start_proxy(s, work, "portcullis-nolog", pin=1)
         if a.pgo:
             write_variant_config(work, "pgo")
-            s.start("portcullis-pgo", [str(PGO_BIN), "run", "-c", str(work / "portcullis-pgo.toml")], pin=1,
-                    port=PORTS["portcullis_pgo"])
+            start_proxy(s, work, "portcullis-pgo", pin=1, binary=PGO_BIN)
         time.sleep(1)
-        pids = {n: s.worker_pid(n) for n in ("portcullis", "portcullis-nometrics", "portcullis-nolog", "nginx", "nginx-azurelog", "haproxy",
-                                             "haproxy-nolog", "nginx-bare", "haproxy-bare", "backend") + (("portcullis-pgo",) if a.pgo else ())}
+        pids = {n: s.worker_pid(n) for n in s.procs}
         pids["direct"] = pids["backend"]
         results = {}
         for r in range(a.rounds):

@@ -118,6 +118,7 @@ pub(crate) fn write_record(out: &mut Vec<u8>, record: &AccessRecord) {
 
 /// The names a route's records share, and the text they make in a record
 /// ([`write_shared_run`]), for [`shared_run`].
+#[derive(Default)]
 struct SharedRun {
     listener: Text,
     rule: Text,
@@ -130,21 +131,6 @@ struct SharedRun {
 }
 
 impl SharedRun {
-    fn of(r: &AccessRecord) -> SharedRun {
-        let mut text = Vec::with_capacity(256);
-        write_shared_run(&mut text, r);
-        SharedRun {
-            listener: r.listener_name.clone(),
-            rule: r.rule_name.clone(),
-            pool: r.backend_pool_name.clone(),
-            setting: r.backend_setting_name.clone(),
-            operation: r.operation_name.clone(),
-            category: r.category.clone(),
-            instance: r.properties.instance_id.clone(),
-            text,
-        }
-    }
-
     /// Makes this `r`'s run, in the same text buffer.
     fn set(&mut self, r: &AccessRecord) {
         self.text.clear();
@@ -200,13 +186,8 @@ fn shared_run(out: &mut Vec<u8>, r: &AccessRecord) {
             // Out of the cell while it is made again: a panic halfway (a
             // debug assertion of `made`) leaves no entry rather than a text
             // that is not its names'.
-            let run = match last.take() {
-                Some(mut run) => {
-                    run.set(r);
-                    run
-                }
-                None => SharedRun::of(r),
-            };
+            let mut run = last.take().unwrap_or_default();
+            run.set(r);
             #[cfg(test)]
             SHARED_RUNS_MADE.set(SHARED_RUNS_MADE.get() + 1);
             *last = Some(run);
