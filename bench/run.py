@@ -11,9 +11,10 @@ client the fields portcullis does (`NGINX_FORWARDING`, `HAPROXY_FORWARDING`;
 bench/fields.py shows them), but for "nginx-bare" and "haproxy-bare", which
 forward what the runs before 2026-12-07 (the twenty-third session) had them
 forward: only `X-Forwarded-For`. Order
-alternates between rounds; the best of the rounds is reported.
+alternates between rounds; the best of the rounds is reported, and after the
+table each pair's ratio in every round with its median (`print_round_ratios`).
 """
-import argparse, json, os, re, shutil, signal, socket, subprocess, sys, tempfile, time
+import argparse, json, os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -468,6 +469,8 @@ def main():
         pids = {n: s.worker_pid(n) for n in s.procs}
         pids["direct"] = pids["backend"]
         results = {}
+        # Every round's req/s and p99 by target, for the round-by-round ratios.
+        every = {}
         for r in range(a.rounds):
             order = targets if r % 2 == 0 else targets[::-1]
             for sc in a.scenarios.split(","):
@@ -481,6 +484,7 @@ def main():
                     res = measure(fn, base, pids[t], a.duration)
                     res["peak_rss_mib"] = round(peak_rss(pids[t]) / 1048576, 1)
                     key = f"{sc}/{t}"
+                    every.setdefault(key, []).append({"round": r + 1, "rps": res["rps"], "p99_ms": res["p99_ms"]})
                     best = results.get(key)
                     if best is None or res["rps"] > best["rps"]:
                         results[key] = res
@@ -490,8 +494,10 @@ def main():
         machine = {"nproc": os.cpu_count(), "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?"),
                    "kernel": os.uname().release, "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         Path(a.out).write_text(json.dumps({"machine": machine, "duration_s": a.duration, "rounds": a.rounds,
-                                           "pgo": a.pgo, "results": results}, indent=1))
+                                           "pgo": a.pgo, "results": results, "rounds_by_target": every},
+                                          indent=1))
         print_table(results, a.scenarios.split(","), machine)
+        print_round_ratios(every, a.scenarios.split(","))
     finally:
         s.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -518,6 +524,39 @@ def print_table(results, scenarios, machine):
                      if "user_s_per_100k" in r else "")
             print(f"| {sc} | {t} | {r['rps']:.0f} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | {r['cpu_s_per_100k']} | {parts} | {r['peak_rss_mib']} | {r['non2xx']} {r['socket_errors']} | "
                   + " | ".join(ratios) + " |")
+
+
+# The pairs compared round by round: portcullis against each peer doing the same
+# work, and each variant against its own counterpart.
+ROUND_PAIRS = [("portcullis", "nginx"), ("portcullis", "haproxy"), ("portcullis", "nginx-azurelog"),
+               ("portcullis-nolog", "haproxy-nolog"), ("portcullis", "nginx-bare"),
+               ("portcullis", "haproxy-bare")]
+
+
+def round_ratios(every, sc, mine, peer):
+    """`mine` ÷ `peer` in req/s in each round where both ran `sc` (the two
+    measured in the same round, at most a minute apart: 6 s a target, at most
+    ten targets), in round order; [] when either did not run it."""
+    a = {x["round"]: x["rps"] for x in every.get(f"{sc}/{mine}", [])}
+    b = {x["round"]: x["rps"] for x in every.get(f"{sc}/{peer}", [])}
+    return [a[r] / b[r] for r in sorted(a) if r in b and b[r]]
+
+
+def print_round_ratios(every, scenarios):
+    """Prints, for each scenario and pair of ROUND_PAIRS, the ratio of every
+    round, their median, and in how many rounds the first was ahead: the best
+    round of each (the table) can come from minutes apart on a noisy VM,
+    a round's pair cannot."""
+    print("\nRound by round (req/s ratio in each round; median; rounds ahead):\n")
+    print("| scenario | pair | each round | median | ahead |")
+    print("|---|---|---|---|---|")
+    for sc in scenarios:
+        for mine, peer in ROUND_PAIRS:
+            rs = round_ratios(every, sc, mine, peer)
+            if not rs:
+                continue
+            print(f"| {sc} | {mine} ÷ {peer} | {' '.join(f'{x:.2f}' for x in rs)} | {statistics.median(rs):.2f} | "
+                  f"{sum(x > 1 for x in rs)} of {len(rs)} |")
 
 
 if __name__ == "__main__":
