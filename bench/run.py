@@ -527,16 +527,17 @@ def print_table(results, scenarios, machine):
 
 
 # The pairs compared round by round: portcullis against each peer doing the same
-# work, and each variant against its own counterpart.
+# work, each variant against its own counterpart, and with --pgo the profile-guided
+# build against both peers (a pair whose targets did not run is left out).
 ROUND_PAIRS = [("portcullis", "nginx"), ("portcullis", "haproxy"), ("portcullis", "nginx-azurelog"),
                ("portcullis-nolog", "haproxy-nolog"), ("portcullis", "nginx-bare"),
-               ("portcullis", "haproxy-bare")]
+               ("portcullis", "haproxy-bare"), ("portcullis-pgo", "nginx"), ("portcullis-pgo", "haproxy")]
 
 
 def round_ratios(every, sc, mine, peer):
     """`mine` ÷ `peer` in req/s in each round where both ran `sc` (the two
-    measured in the same round, at most a minute apart: 6 s a target, at most
-    ten targets), in round order; [] when either did not run it."""
+    measured in the same round: with the default 5 s rounds, 6 s a target, at
+    most about a minute apart), in round order; [] when either did not run it."""
     a = {x["round"]: x["rps"] for x in every.get(f"{sc}/{mine}", [])}
     b = {x["round"]: x["rps"] for x in every.get(f"{sc}/{peer}", [])}
     return [a[r] / b[r] for r in sorted(a) if r in b and b[r]]
