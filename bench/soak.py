@@ -221,6 +221,8 @@ class Soak:
         self.gen = 0
         self.junk = False
         self.samples = []
+        # The measured phase's planned length, seconds (set by main).
+        self.duration = None
         self.sampling = False
 
     @property
@@ -437,7 +439,7 @@ def join_loads(loads):
 RSS_RAMP_S = 60.0
 
 
-def rss_figures(samples):
+def rss_figures(samples, duration=None):
     """The RSS check's figures from the sampler's readings (`t` seconds into the
     measured phase, `rss`, `anon`, `file`, `thp` bytes): the median in the first
     window (a fifth of the phase, at least 30 s, from RSS_RAMP_S on when the phase
@@ -445,7 +447,11 @@ def rss_figures(samples):
     last, their growth (a fraction), the slope of a straight-line fit after the ramp
     (MiB a minute), the same two medians for each part of RSS, and for comparison the
     growth with the first window from 0 s, the rule until 2026-12-07 (the
-    twenty-fourth session)."""
+    twenty-fourth session). With `duration` (seconds, the phase's planned length),
+    samples after it are left out: the sampler takes one more as the loads end, with
+    the gateway already idle."""
+    if duration is not None:
+        samples = [s for s in samples if s["t"] <= duration]
     dur = max((s["t"] for s in samples), default=0)
     win = max(30.0, dur / 5)
     ramp = RSS_RAMP_S if dur >= RSS_RAMP_S + 2 * win else 0.0
@@ -493,7 +499,7 @@ def recheck(paths):
         if not samples:
             print(f"| {Path(path).name} | {d.get('verdict')} | no RSS samples in the file | | | | {other} |")
             continue
-        rf = rss_figures(samples)
+        rf = rss_figures(samples, d.get("minutes", 0) * 60 or None)
         print(f"| {Path(path).name} | {d.get('verdict')} | {d.get('figures', {}).get('rss_growth_pct')} % "
               f"| {rf['rss_growth_pct']} % ({rf['rss_ramp_s']:g} s) | {rf['rss_growth_pct_from_0s']} % "
               f"| {'pass' if rf['growth'] is not None and rf['growth'] <= RSS_GROWTH_MAX else 'FAIL'} | {other} |")
@@ -522,6 +528,8 @@ def main():
     binary, bininfo = copy_binary(a.bin, w)
     sk = Soak(w, binary, a.seed)
     doc = {"machine": machine(), "binary": bininfo, "minutes": a.minutes, "seed": a.seed, "without": sorted(without),
+           # mimalloc's options from the environment, which the gateway inherits.
+           "allocator_env": {k: v for k, v in os.environ.items() if k.startswith("MIMALLOC_")},
            "load": "; ".join(f"{label}: {c} connections" + (f", {r} req/s" if r else "")
                              for _, label, _, _, c, r, _, _ in LOADS),
            "settings": "see bench/soak.py docstring"}
@@ -540,6 +548,7 @@ def main():
         print("warm-up: " + ", ".join(f"{key} {r['requests']} requests, {r['failed']} failed" for key, r, _, _ in wres)
               + f"; baseline fds {base_fds}, RSS {base_rss / 2**20:.1f} MiB", flush=True)
         dur = a.minutes * 60
+        sk.duration = dur
         loads = make_loads(dur, a.seed, without, measured=True)
         hostile = Hostile("127.0.0.1", FRONT, HOSTILE_RID_BASE, seed=a.seed + 3000, tls_port=tls_port)
         if "hostile" not in without:
@@ -626,7 +635,7 @@ def check(loads, recs, sk, end_alive, base_fds, end_fds, base_rss, end_rss, wres
                if rid not in by_rid]
     hostile_problems = hostile.check_records(hostile_by_rid)
     hostile_summary = hostile.summary()
-    rf = rss_figures(sk.samples)
+    rf = rss_figures(sk.samples, sk.duration)
     growth = rf["growth"]
     idle_growth = (end_rss - base_rss) / base_rss if base_rss else None
     checks = {
