@@ -10,8 +10,7 @@ divided by the requests wrk made. strace slows the proxy several times over, so 
 the counts, not the req/s. Needs strace and run.py's peers (bench/run.sh installs
 them, not strace: `apt-get install strace`).
 """
-import argparse, os, re, subprocess, tempfile, time
-from pathlib import Path
+import argparse, re, shutil, subprocess, time
 
 import run
 
@@ -23,12 +22,8 @@ def main():
     ap.add_argument("--proxies", default="portcullis,nginx,haproxy")
     a = ap.parse_args()
     names = a.proxies.split(",")
-    work = Path(tempfile.mkdtemp(prefix="pc-syscalls-"))
-    os.chmod(work, 0o755)
-    run.write_configs(work)
-    s = run.Setup(work)
+    work, s = run.backend_setup("pc-syscalls-")
     try:
-        s.start("backend", ["nginx", "-c", str(work / "backend.conf")], pin=0, port=run.PORTS["backend"])
         for n in names:
             run.start_proxy(s, work, n, pin=1)
         time.sleep(1)
@@ -53,6 +48,7 @@ def main():
                           f"  (errors {int(m.group(2) or 0) / reqs:.3f})")
     finally:
         s.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
