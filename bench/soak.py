@@ -554,6 +554,8 @@ def main():
         if "hostile" not in without:
             hostile.start()
         sk.t0 = loads[0][1].t0
+        # Wall-clock start of the measured phase: lines bench/heapstat.py's build writes line up with it.
+        doc["phase_started_unix"] = round(time.time() - (time.monotonic() - sk.t0), 2)
         sk.sampling = True
         threading.Thread(target=sk.sampler, daemon=True).start()
         print(f"load with chaos and hostile clients for {a.minutes:g} min", flush=True)

@@ -411,7 +411,7 @@ pub async fn send(
         poll_head(&mut conn, cx)
     })
     .await?;
-    let head_bytes = conn.buf.split_to(head_len).freeze();
+    let head_bytes = take_head(&mut conn.buf, head_len, req.fields_as_list);
     let built = build_head(
         &raw,
         &head_bytes,
@@ -557,6 +557,28 @@ fn poll_head(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<Result<(RawHead, usi
             }));
         }
     }
+}
+
+/// Takes the response head, its first `len` bytes, off the read buffer `buf`;
+/// the field values [`build_head`] makes are slices of what this returns.
+///
+/// For our HTTP/1.1 server (`fields_as_list`), a slice of `buf` itself: it
+/// writes the fields out and drops them with the answer. For an HTTP/2 client,
+/// a copy of the head alone (a few hundred bytes): the fields go into a map
+/// that `h2` encodes, and its HPACK encoder keeps the values it indexes in the
+/// connection's dynamic table (RFC 7541 §2.3.2, 4,096 bytes by default) until
+/// newer ones push them out. A slice would keep the whole [`READ_BUFFER`] it
+/// lies in alive for that long: about 45 buffers, 1.4 MiB, per HTTP/2
+/// connection, 9 MiB of the soak's 11 MiB of live heap (docs/benchmarks.md
+/// section 5). The copy also leaves `buf` unshared, so its room is reused in
+/// place once the body's pieces are gone.
+fn take_head(buf: &mut BytesMut, len: usize, fields_as_list: bool) -> Bytes {
+    if fields_as_list {
+        return buf.split_to(len).freeze();
+    }
+    let head = Bytes::copy_from_slice(&buf[..len]);
+    buf.advance(len);
+    head
 }
 
 /// A parsed head, owned: (status, minor version, fields as byte ranges of the head).
@@ -1147,6 +1169,44 @@ mod tests {
             SPARE_BUFFERS.with(|s| s.borrow().list.len()),
             MAX_SPARE_BUFFERS
         );
+    }
+
+    /// The head an HTTP/2 client's answer is built from is a copy: a value
+    /// the HPACK encoder keeps indexed does not keep the read buffer alive,
+    /// and the buffer, emptied, is reused in place. For our HTTP/1.1 server,
+    /// whose list of fields is written out and dropped, a slice of it.
+    #[test]
+    fn an_http2_answers_field_values_do_not_share_the_read_buffer() {
+        let text = b"HTTP/1.1 200 OK\r\nserver: demo\r\ncontent-length: 2\r\n\r\nok";
+        for as_list in [false, true] {
+            let mut buf = BytesMut::with_capacity(READ_BUFFER);
+            buf.extend_from_slice(text);
+            let start = buf.as_ptr() as usize;
+            let (raw, len) = parse_head(&buf).expect("valid").expect("complete");
+            let head = take_head(&mut buf, len, as_list);
+            let built = build_head(&raw, &head, false, as_list).expect("valid");
+            let server = if as_list {
+                built
+                    .fields
+                    .iter()
+                    .find(|(n, _)| n == "server")
+                    .map(|f| &f.1)
+            } else {
+                built.parts.headers.get("server")
+            };
+            let server = server.expect("kept");
+            assert_eq!(server.as_bytes(), b"demo");
+            let at = server.as_bytes().as_ptr() as usize;
+            assert_eq!((start..start + READ_BUFFER).contains(&at), as_list);
+            assert_eq!(&buf[..], b"ok");
+            buf.clear();
+            // All of its room back without allocating: only when no piece shares it.
+            assert_eq!(
+                buf.try_reclaim(READ_BUFFER),
+                !as_list,
+                "as a list: {as_list}"
+            );
+        }
     }
 
     /// Spares that no exchange took for a whole period of [`DECAY_TAKES`]

@@ -2,7 +2,8 @@
 //! of atomics (recording never takes a lock, and on a thread with a slot of
 //! its own no locked instruction: `sharded.rs`) and two bounded rings of finished
 //! buckets — 60 × 10 s (the last 10 minutes) and 1440 × 1 min (the last 24 h).
-//! Memory is bounded by the number of series, which the config bounds.
+//! Memory is bounded by the number of series, which the config bounds; a
+//! ring's room grows as it fills.
 
 use super::sharded::{Slot, Slots};
 use prometheus_client::metrics::counter::Atomic;
@@ -141,6 +142,19 @@ pub struct Series {
     rings: Mutex<Rings>,
 }
 
+/// Appends a finished minute to `coarse`, dropping the oldest past
+/// [`COARSE_POINTS`]; the ring's room doubles as it fills, up to exactly
+/// `COARSE_POINTS` (40 bytes each, 56 KiB), never beyond.
+fn push_coarse(coarse: &mut VecDeque<Point>, p: Point) {
+    if coarse.len() == COARSE_POINTS {
+        coarse.pop_front();
+    } else if coarse.len() == coarse.capacity() {
+        let more = coarse.len().max(8).min(COARSE_POINTS - coarse.len());
+        coarse.reserve_exact(more);
+    }
+    coarse.push_back(p);
+}
+
 impl Series {
     fn new(now: u64) -> Series {
         Series {
@@ -148,7 +162,11 @@ impl Series {
             current_start: AtomicU64::new(now - now % FINE.as_secs()),
             rings: Mutex::new(Rings {
                 fine: VecDeque::with_capacity(FINE_POINTS),
-                coarse: VecDeque::with_capacity(COARSE_POINTS),
+                // Grown as minutes pass (`push_coarse`), not 56 KiB at once: a
+                // series a fault creates (the first 5xx of a scope) would
+                // otherwise take a block that stays empty for hours, in the
+                // middle of the request path's memory (docs/benchmarks.md §5).
+                coarse: VecDeque::new(),
                 minute: None,
             }),
         }
@@ -194,10 +212,7 @@ impl Series {
             Some(m) if m.time == minute_start => m.merge(&p),
             _ => {
                 if let Some(done) = r.minute.take() {
-                    if r.coarse.len() == COARSE_POINTS {
-                        r.coarse.pop_front();
-                    }
-                    r.coarse.push_back(done);
+                    push_coarse(&mut r.coarse, done);
                 }
                 let mut m = Point {
                     time: minute_start,
@@ -356,6 +371,23 @@ mod tests {
         assert_eq!(r.fine.len(), FINE_POINTS);
         assert!(r.coarse.len() <= COARSE_POINTS);
         drop(r);
+        // A day and more of minutes: the coarse ring grows to its bound, not past it.
+        let t = Series::new(0);
+        assert_eq!(t.rings.lock().expect("lock").coarse.capacity(), 0);
+        for m in 0..(COARSE_POINTS as u64 + 100) {
+            t.roll(m * 60);
+            let r = t.rings.lock().expect("lock");
+            assert!(
+                r.coarse.capacity() <= COARSE_POINTS,
+                "{}",
+                r.coarse.capacity()
+            );
+            // A minute is pushed once the next one has begun.
+            assert_eq!(
+                r.coarse.len(),
+                (m as usize).saturating_sub(1).min(COARSE_POINTS)
+            );
+        }
         let agg = s.aggregate(Duration::from_secs(600), 1010 + 200 * 10);
         assert!(agg.count >= 59 && agg.max >= 199.0);
     }
