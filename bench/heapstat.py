@@ -4,7 +4,7 @@ and which code holds the big blocks (docs/benchmarks.md section 5, "What held th
 RSS says how much memory the allocator holds, not how much of it portcullis uses: a
 high-water mark the allocator keeps looks the same as a leak. This build tells them apart.
 
-    python3 bench/heapstat.py build      # -> target/heapstat/release/portcullis (5-8 min the first time)
+    python3 bench/heapstat.py build      # -> target/heapstat/release/portcullis (~3-8 min)
     HEAPSTAT_FILE=/tmp/heap.jsonl python3 bench/soak.py --minutes 4 \\
         --bin target/heapstat/release/portcullis --out /tmp/soak-heap.json
     python3 bench/heapstat.py report /tmp/heap.jsonl --soak /tmp/soak-heap.json
@@ -20,19 +20,19 @@ gateway, and the stacks it keeps add to its RSS: read the live counts, not the R
 a run.
 
 `report` prints the live bytes over time, the median of each size class in two windows of
-the soak's measured phase (the same windows as its RSS check: a fifth of the phase from its
-60th second, and the last fifth; --soak gives the phase's start and length), and the code
-holding the most big-block bytes in the last dump (or the one nearest --at SECONDS of the
-phase).
+the soak's measured phase (the windows of its RSS check, bench/soak.py `rss_windows`; --soak
+gives the phase's start and length), and the code holding the most big-block bytes in the
+last dump (or the one nearest --at SECONDS of the phase); what the dump left out is one
+line.
 """
 import argparse, json, os, re, shutil, statistics, subprocess, sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT  # noqa: E402
+from soak import rss_windows  # noqa: E402
 
 WORK = ROOT / "target/heapstat"
-RAMP_S = 60  # as bench/soak.py's RSS_RAMP_S
 # Frames of the allocator (heapstat_alloc.rs, at the top of the patched main.rs), the standard
 # library's allocation paths and `bytes`' growth: skipped to find the code that asked for the block.
 PLUMBING = re.compile(r"(/rustc/|/bytes-[0-9.]+/|src/main\.rs:)")
@@ -84,6 +84,8 @@ def load_dumps(path):
 
 def holder(stack, frames=3):
     """The first `frames` frames below the allocation plumbing, as name (file:line)."""
+    if stack.strip() == "(other stacks)":
+        return "(other stacks, fewer bytes each)"
     out, name = [], None
     for line in stack.splitlines():
         line = line.strip()
@@ -104,23 +106,31 @@ def holder(stack, frames=3):
 
 def report(a):
     rows = load_counts(a.file)
-    start, length = rows[0]["unix"], None
+    length = a.length
     if a.soak:
         doc = json.loads(Path(a.soak).read_text())
-        start, length = doc["phase_started_unix"], doc["minutes"] * 60
-    t = lambda r: r["unix"] - start  # noqa: E731 - seconds into the measured phase
+        length = doc["minutes"] * 60
+    if a.offset is not None:
+        # Files written before the lines had wall-clock times: the phase's start in the
+        # gateway's own seconds, given by hand.
+        start, clock = a.offset, "t"
+    elif a.soak:
+        start, clock = doc["phase_started_unix"], "unix"
+    else:
+        start, clock = rows[0]["unix"], "unix"
+    t = lambda r: r[clock] - start  # noqa: E731 - seconds into the measured phase
     total = lambda r: sum(r["live"])  # noqa: E731
     mib = 1 << 20
     print("live MiB every 20 s (seconds into the measured phase):")
     print("  " + " ".join(f"{t(r):.0f}:{total(r) / mib:.2f}" for r in rows[::20]))
     if length:
-        win = length / 5
-        first = [r for r in rows if RAMP_S <= t(r) < RAMP_S + win]
-        last = [r for r in rows if length - win <= t(r) < length]
+        ramp, win = rss_windows(length)
+        first = [r for r in rows if ramp <= t(r) <= ramp + win]
+        last = [r for r in rows if length - win <= t(r) <= length]
         if first and last:
             med = lambda sel, f: statistics.median(f(r) for r in sel)  # noqa: E731
             a0, a1 = med(first, total), med(last, total)
-            print(f"\nlive, median of {RAMP_S}-{RAMP_S + win:.0f} s against {length - win:.0f}-{length:.0f} s: "
+            print(f"\nlive, median of {ramp:.0f}-{ramp + win:.0f} s against {length - win:.0f}-{length:.0f} s: "
                   f"{a0 / mib:.2f} -> {a1 / mib:.2f} MiB ({(a1 - a0) / a0 * 100:+.1f} %)")
             print("by size class (bytes in [lower, 2 x lower)):")
             for i in range(len(rows[0]["live"])):
@@ -132,13 +142,14 @@ def report(a):
     sites = Path(str(a.file) + ".sites")
     dumps = load_dumps(sites) if sites.exists() else []
     if dumps:
-        at = min(dumps, key=lambda d: abs(d[1] - start - a.at)) if a.at is not None else dumps[-1]
+        stamp = 0 if clock == "t" else 1
+        at = min(dumps, key=lambda d: abs(d[stamp] - start - a.at)) if a.at is not None else dumps[-1]
         groups = {}
         for b, n, stack in at[2]:
             g = groups.setdefault(holder(stack), [0, 0])
             g[0] += b
             g[1] += n
-        print(f"\nlive blocks of 16 KiB or more at {at[1] - start:.0f} s, by the code that asked for them:")
+        print(f"\nlive blocks of 16 KiB or more at {at[stamp] - start:.0f} s, by the code that asked for them:")
         for k, (b, n) in sorted(groups.items(), key=lambda kv: -kv[1][0])[:a.top]:
             print(f"  {b / 1024:8.0f} KiB in {n:4d}  {k}")
 
@@ -151,6 +162,9 @@ def main():
     r.add_argument("file", help="the HEAPSTAT_FILE of the run")
     r.add_argument("--soak", help="bench/soak.py's result file of the same run (phase start and length)")
     r.add_argument("--at", type=float, help="the big-block dump nearest this second of the phase (default: the last)")
+    r.add_argument("--offset", type=float,
+                   help="the phase's start in the file's own seconds (`t`), for files without wall-clock times")
+    r.add_argument("--length", type=float, help="the phase's length, seconds, without --soak")
     r.add_argument("--top", type=int, default=12)
     a = ap.parse_args()
     build() if a.cmd == "build" else report(a)

@@ -13,7 +13,7 @@ mod heapstat {
     use std::cell::Cell;
     use std::collections::HashMap;
     use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
     pub struct Counting;
     const CLASSES: usize = 28;
@@ -21,7 +21,7 @@ mod heapstat {
     static LIVE: [AtomicI64; CLASSES] = [const { AtomicI64::new(0) }; CLASSES];
     static COUNT: [AtomicI64; CLASSES] = [const { AtomicI64::new(0) }; CLASSES];
     #[allow(clippy::type_complexity)]
-    static BIG_BLOCKS: Mutex<Option<HashMap<usize, (usize, Backtrace)>>> = Mutex::new(None);
+    static BIG_BLOCKS: Mutex<Option<HashMap<usize, (usize, Arc<Backtrace>)>>> = Mutex::new(None);
     thread_local! { static INSIDE: Cell<bool> = const { Cell::new(false) }; }
 
     /// Class i holds sizes in [2^(i-1), 2^i).
@@ -36,7 +36,7 @@ mod heapstat {
         LIVE[class(n)].fetch_add(n as i64, Relaxed);
         COUNT[class(n)].fetch_add(1, Relaxed);
         if n >= BIG {
-            let bt = Backtrace::force_capture();
+            let bt = Arc::new(Backtrace::force_capture());
             if let Ok(mut m) = BIG_BLOCKS.lock() {
                 m.get_or_insert_with(HashMap::new).insert(p as usize, (n, bt));
             }
@@ -77,9 +77,12 @@ mod heapstat {
             p
         }
         unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+            // Forgotten before the allocator may hand `p` to another thread.
+            removed(p, l.size());
             let q = unsafe { System.realloc(p, l, n) };
-            if !q.is_null() {
-                removed(p, l.size());
+            if q.is_null() {
+                added(p, l.size());
+            } else {
                 added(q, n);
             }
             q
@@ -105,10 +108,12 @@ mod heapstat {
                 if n % 30 != 0 {
                     continue;
                 }
-                let stacks: Vec<(usize, String)> = match BIG_BLOCKS.lock() {
-                    Ok(m) => m.as_ref().map(|m| m.values().map(|(s, bt)| (*s, format!("{bt}"))).collect()).unwrap_or_default(),
+                // Symbolized after the lock is let go: the gateway's threads wait for it.
+                let held: Vec<(usize, Arc<Backtrace>)> = match BIG_BLOCKS.lock() {
+                    Ok(m) => m.as_ref().map(|m| m.values().cloned().collect()).unwrap_or_default(),
                     Err(_) => Vec::new(),
                 };
+                let stacks: Vec<(usize, String)> = held.iter().map(|(s, bt)| (*s, format!("{bt}"))).collect();
                 let mut groups: HashMap<&str, (usize, usize)> = HashMap::new();
                 for (size, stack) in &stacks {
                     let e = groups.entry(stack.as_str()).or_default();
@@ -121,6 +126,10 @@ mod heapstat {
                 let _ = writeln!(g, "=== t={t:.0} unix={unix:.1} blocks={} bytes={total}", stacks.len());
                 for (stack, (bytes, blocks)) in groups.iter().take(25) {
                     let _ = writeln!(g, "--- bytes={bytes} blocks={blocks}\n{stack}");
+                }
+                let (rest, rest_blocks) = groups.iter().skip(25).fold((0, 0), |(b, n), g| (b + g.1 .0, n + g.1 .1));
+                if rest_blocks > 0 {
+                    let _ = writeln!(g, "--- bytes={rest} blocks={rest_blocks}\n(other stacks)");
                 }
             }
         });

@@ -439,6 +439,15 @@ def join_loads(loads):
 RSS_RAMP_S = 60.0
 
 
+def rss_windows(dur):
+    """(start of the first window, length of each window), seconds, for a phase of `dur`
+    seconds: the first window is a fifth of the phase (at least 30 s) from RSS_RAMP_S on
+    when the phase holds both windows after it, else from 0; the last is its last fifth.
+    bench/heapstat.py reads the live heap over the same windows."""
+    win = max(30.0, dur / 5)
+    return (RSS_RAMP_S if dur >= RSS_RAMP_S + 2 * win else 0.0), win
+
+
 def rss_figures(samples, duration=None):
     """The RSS check's figures from the sampler's readings (`t` seconds into the
     measured phase, `rss`, `anon`, `file`, `thp` bytes): the median in the first
@@ -453,8 +462,7 @@ def rss_figures(samples, duration=None):
     if duration is not None:
         samples = [s for s in samples if s["t"] <= duration]
     dur = max((s["t"] for s in samples), default=0)
-    win = max(30.0, dur / 5)
-    ramp = RSS_RAMP_S if dur >= RSS_RAMP_S + 2 * win else 0.0
+    ramp, win = rss_windows(dur)
     med = lambda v: sorted(v)[len(v) // 2] if v else 0  # noqa: E731
     first_of = lambda key, t0: med([s.get(key, 0) for s in samples if t0 <= s["t"] <= t0 + win])  # noqa: E731
     last_of = lambda key: med([s.get(key, 0) for s in samples if s["t"] >= dur - win])  # noqa: E731

@@ -566,12 +566,13 @@ fn poll_head(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<Result<(RawHead, usi
 /// writes the fields out and drops them with the answer. For an HTTP/2 client,
 /// a copy of the head alone (a few hundred bytes): the fields go into a map
 /// that `h2` encodes, and its HPACK encoder keeps the values it indexes in the
-/// connection's dynamic table (RFC 7541 §2.3.2, 4,096 bytes by default) until
-/// newer ones push them out. A slice would keep the whole [`READ_BUFFER`] it
-/// lies in alive for that long: about 45 buffers, 1.4 MiB, per HTTP/2
-/// connection, 9 MiB of the soak's 11 MiB of live heap (docs/benchmarks.md
-/// section 5). The copy also leaves `buf` unshared, so its room is reused in
-/// place once the body's pieces are gone.
+/// connection's dynamic table (RFC 7541 §2.3.2; as large as the client's
+/// SETTINGS_HEADER_TABLE_SIZE, 4,096 bytes unless it says otherwise, RFC 9113
+/// §6.5.2) until newer ones push them out. A slice would keep the whole
+/// [`READ_BUFFER`] it lies in alive for that long: about 42 buffers, 1.3 MiB,
+/// per HTTP/2 connection in the soak (docs/benchmarks.md section 5). The copy
+/// also leaves `buf` unshared, so its room is reused in place once the body's
+/// pieces are gone.
 fn take_head(buf: &mut BytesMut, len: usize, fields_as_list: bool) -> Bytes {
     if fields_as_list {
         return buf.split_to(len).freeze();
@@ -1178,8 +1179,15 @@ mod tests {
     #[test]
     fn an_http2_answers_field_values_do_not_share_the_read_buffer() {
         let text = b"HTTP/1.1 200 OK\r\nserver: demo\r\ncontent-length: 2\r\n\r\nok";
-        for as_list in [false, true] {
+        // A fresh buffer, and one that served an earlier answer (shared once, its
+        // pieces gone), as a connection's buffer usually has.
+        for (as_list, served) in [(false, false), (true, false), (false, true), (true, true)] {
             let mut buf = BytesMut::with_capacity(READ_BUFFER);
+            if served {
+                buf.extend_from_slice(b"earlier");
+                drop(buf.split_to(7).freeze());
+                assert!(buf.try_reclaim(READ_BUFFER), "its pieces gone");
+            }
             buf.extend_from_slice(text);
             let start = buf.as_ptr() as usize;
             let (raw, len) = parse_head(&buf).expect("valid").expect("complete");

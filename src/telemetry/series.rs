@@ -2,8 +2,8 @@
 //! of atomics (recording never takes a lock, and on a thread with a slot of
 //! its own no locked instruction: `sharded.rs`) and two bounded rings of finished
 //! buckets — 60 × 10 s (the last 10 minutes) and 1440 × 1 min (the last 24 h).
-//! Memory is bounded by the number of series, which the config bounds; a
-//! ring's room grows as it fills.
+//! Memory is bounded by the number of series, which the config bounds; the
+//! day ring's room grows as it fills.
 
 use super::sharded::{Slot, Slots};
 use prometheus_client::metrics::counter::Atomic;
