@@ -14,6 +14,33 @@ from run import ROOT, Setup, children, make_certificate, wait_port  # noqa: E402
 TOKEN = "bench"
 
 
+def single_pool_config(w, front, console, backend, settings="", listener=""):
+    """A portcullis config of one listener on 127.0.0.1:`front` routing everything to a pool of
+    one address, 127.0.0.1:`backend`; the console on `console`, the state in `w`/state.
+    `settings`: more lines of the backend HTTP settings; `listener`: more of the listener."""
+    return f"""
+[gateway]
+state_dir = "{w}/state"
+[console]
+listen = "127.0.0.1:{console}"
+token = "{TOKEN}"
+[[listeners]]
+name = "web"
+listen = "127.0.0.1:{front}"
+{listener}[[backend_pools]]
+name = "pool"
+addresses = ["127.0.0.1:{backend}"]
+[[backend_http_settings]]
+name = "s"
+{settings}[[request_routing_rules]]
+name = "r"
+listener = "web"
+priority = 1
+backend_pool = "pool"
+backend_http_settings = "s"
+"""
+
+
 def start_checked(setup, name, argv, pin=None, port=None):
     """Setup.start, then make sure the process itself is the one listening: if it exited
     (say the port was taken by someone else, whose socket wait_port then saw), raise."""

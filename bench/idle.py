@@ -25,7 +25,7 @@ import argparse, asyncio, json, random, resource, shutil, socket, ssl, sys, temp
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (ROOT, TOKEN, Setup, start_checked, children, copy_binary, fd_count, machine, pin_self, raise_nofile, rss,  # noqa: E402
+from common import (ROOT, Setup, single_pool_config, start_checked, children, copy_binary, fd_count, machine, pin_self, raise_nofile, rss,  # noqa: E402
                     make_certificate, tools_check)
 
 BACKEND, FRONT, CONSOLE = 14280, 14281, 14290  # below the e2e tests' 15000-32000
@@ -78,27 +78,7 @@ frontend f
 backend b
   server s1 127.0.0.1:{BACKEND}
 """)
-    (w / "portcullis.toml").write_text(f"""
-[gateway]
-state_dir = "{w}/state"
-[console]
-listen = "127.0.0.1:{CONSOLE}"
-token = "{TOKEN}"
-[[listeners]]
-name = "web"
-listen = "127.0.0.1:{FRONT}"
-{https}[[backend_pools]]
-name = "pool"
-addresses = ["127.0.0.1:{BACKEND}"]
-[[backend_http_settings]]
-name = "s"
-[[request_routing_rules]]
-name = "r"
-listener = "web"
-priority = 1
-backend_pool = "pool"
-backend_http_settings = "s"
-""")
+    (w / "portcullis.toml").write_text(single_pool_config(w, FRONT, CONSOLE, BACKEND, listener=https))
 
 
 REQ = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{FRONT}\r\nUser-Agent: pc-bench-idle\r\n\r\n".encode()

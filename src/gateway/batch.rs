@@ -535,6 +535,18 @@ impl Socket {
         &self.stream
     }
 
+    /// Ready when the socket has something to read (or an error or its end to
+    /// report): what [`AsyncRead::poll_read`] waits for before it reads, with
+    /// a hand-over moved on first as there, but without a buffer. Lets a
+    /// reader take its buffer only once bytes have come (`h1client.rs`
+    /// `poll_head`).
+    pub fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.lent.is_some() || self.left.is_some() {
+            self.progress(cx);
+        }
+        self.stream.poll_read_ready(cx)
+    }
+
     /// Hands `bytes` to the writer task of this thread, which writes them
     /// after the connections already ready had their turn. Gives them back
     /// when there is no writer (batching is off, or another thread) or a

@@ -533,6 +533,22 @@ fn final_head(buf: &mut BytesMut) -> Result<Option<(RawHead, usize)>, SendError>
     }
 }
 
+/// Before a read into a buffer that is empty and has no room: Ready once the
+/// plain socket has bytes to read (or an error or its end), so that an
+/// exchange waiting for a slow or stopped backend holds no [`READ_BUFFER`]
+/// (32 KiB) while it waits; as nginx and HAProxy take a buffer for an
+/// upstream's answer only when its bytes come. A buffer with room (a head or
+/// body partly read), or a TLS connection (whose reads rustls drives), reads
+/// as before.
+fn poll_bytes_came(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    match &mut conn.io {
+        Either::Left(socket) if conn.buf.is_empty() && conn.buf.capacity() < READ_MIN_FREE => {
+            socket.poll_read_ready(cx)
+        }
+        _ => Poll::Ready(Ok(())),
+    }
+}
+
 /// Reads until a final response head is in `conn.buf` ([`final_head`]). Ready
 /// with the head and its length in bytes.
 fn poll_head(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<Result<(RawHead, usize), SendError>> {
@@ -543,6 +559,7 @@ fn poll_head(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<Result<(RawHead, usi
             }
         }
         let seen = conn.buf.len();
+        std::task::ready!(poll_bytes_came(conn, cx)).map_err(|e| closed(seen, e))?;
         make_room(&mut conn.buf);
         let n = std::task::ready!(tokio_util::io::poll_read_buf(
             Pin::new(&mut conn.io),
@@ -903,6 +920,7 @@ impl BackendBody {
                 "server removed from its pool",
             )));
         }
+        std::task::ready!(poll_bytes_came(conn, cx))?;
         make_room(&mut conn.buf);
         tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf)
     }
@@ -1170,6 +1188,41 @@ mod tests {
             SPARE_BUFFERS.with(|s| s.borrow().list.len()),
             MAX_SPARE_BUFFERS
         );
+    }
+
+    /// An exchange waiting for its answer holds no read buffer until the
+    /// backend's first bytes come (a slow or stopped backend costs no 32 KiB
+    /// per waiting request); then the head is read as before.
+    #[tokio::test]
+    async fn an_exchange_takes_its_read_buffer_when_the_answer_comes() {
+        use std::io::Write as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let key = crate::gateway::upstream::ConnKey {
+            addr: listener.local_addr().expect("addr"),
+            tls_name: None,
+        };
+        let up = Upstream::default();
+        let mut conn = up
+            .connect(&key, None, std::time::Duration::from_secs(5))
+            .await
+            .expect("connect");
+        let (mut server, _) = listener.accept().expect("accept");
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(poll_head(&mut conn, &mut cx).is_pending());
+        assert_eq!(
+            conn.buf.capacity(),
+            0,
+            "no buffer while the backend is silent"
+        );
+        server
+            .write_all(b"HTTP/1.1 204 No Content\r\nserver: demo\r\n\r\n")
+            .expect("write");
+        let (raw, len) = poll_fn(|cx| poll_head(&mut conn, cx))
+            .await
+            .expect("a head");
+        assert_eq!((raw.code, raw.fields.len()), (204, 1));
+        assert_eq!(len, conn.buf.len());
+        assert!(conn.buf.capacity() >= READ_MIN_FREE);
     }
 
     /// The head an HTTP/2 client's answer is built from is a copy: a value
