@@ -4,11 +4,12 @@
 
 A `portcullis demo-app` backend (pinned to core 0) answers `GET /slow?ms=M` after M ms.
 For each binary, one after the other: a gateway pinned to core 1 in front of it, warmed
-up (2,000 quick requests on 10 connections), its RSS read ("before"); then N client
-connections each send one `GET /slow?ms=M` and wait. Once the gateway holds a backend
-connection for each (its open file descriptors; at most half of M after the last request
-went out), the RSS is read again
-("waiting"): what N waiting requests cost. Then every answer is read and must be a 200.
+up (2,000 quick requests, each on its own connection, 10 at a time), its RSS read
+("before"); then N client connections each send one `GET /slow?ms=M` and wait. Once the
+gateway's open file descriptors have stopped changing for a second (a client and a
+backend connection for each request; at most half of M after the last request went out),
+the RSS is read again ("waiting"): what N waiting requests cost. Then every answer is read,
+and the script fails unless all N are 200.
 RSS is VmRSS from /proc and its heap part, RssAnon (bench/common.py `rss_parts`).
 Results: a table and bench/waiting-results.json (docs/benchmarks.md section 5).
 """
@@ -45,9 +46,13 @@ async def measure(pid, n, ms):
         conns += await asyncio.gather(*[request(f"/slow?ms={ms}") for _ in range(min(100, n - i))])
     sent = time.monotonic()
     deadline = sent + ms / 2000
-    while fd_count(pid) < fds_before + 2 * n and time.monotonic() < deadline:
+    seen = []
+    while time.monotonic() < deadline:
+        seen.append(fd_count(pid))
+        # Every request on its way: the count has held for a second, above one fd a request.
+        if len(seen) >= 5 and len(set(seen[-5:])) == 1 and seen[-1] >= fds_before + n:
+            break
         await asyncio.sleep(0.2)
-    await asyncio.sleep(0.5)
     waiting, fds_waiting = rss_parts(pid), fd_count(pid)
     print(f"  read {time.monotonic() - sent:.1f} s after the requests were sent", flush=True)
     codes = await asyncio.gather(*[answer(r, w) for r, w in conns])
@@ -82,6 +87,8 @@ def main():
             s.stop()
             shutil.rmtree(w, ignore_errors=True)
         res["binary"] = info
+        if res["answers"] != {"200": a.requests}:
+            raise SystemExit(f"{b}: not every answer was a 200: {res['answers']}")
         grew = {k: res["waiting"][k] - res["before"][k] for k in ("anon",)}
         res["heap_per_waiting_request_bytes"] = round(grew["anon"] / a.requests)
         results.append(res)

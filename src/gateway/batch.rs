@@ -535,11 +535,13 @@ impl Socket {
         &self.stream
     }
 
-    /// Ready when the socket has something to read (or an error or its end to
-    /// report): what [`AsyncRead::poll_read`] waits for before it reads, with
-    /// a hand-over moved on first as there, but without a buffer. Lets a
-    /// reader take its buffer only once bytes have come (`h1client.rs`
-    /// `poll_head`).
+    /// Ready once the runtime has seen the socket readable (bytes, or its end
+    /// or a reset) since a read last found it empty: what
+    /// [`AsyncRead::poll_read`] waits for before it reads, with a hand-over
+    /// moved on first as there, but without a buffer. Lets a reader take its
+    /// buffer only once bytes have come (`h1client.rs` `poll_bytes_came`).
+    /// The readiness can be stale (a read that filled its buffer exactly
+    /// leaves it set): then the read that follows finds nothing and waits.
     pub fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.lent.is_some() || self.left.is_some() {
             self.progress(cx);

@@ -534,12 +534,13 @@ fn final_head(buf: &mut BytesMut) -> Result<Option<(RawHead, usize)>, SendError>
 }
 
 /// Before a read into a buffer that is empty and has no room: Ready once the
-/// plain socket has bytes to read (or an error or its end), so that an
-/// exchange waiting for a slow or stopped backend holds no [`READ_BUFFER`]
-/// (32 KiB) while it waits; as nginx and HAProxy take a buffer for an
-/// upstream's answer only when its bytes come. A buffer with room (a head or
-/// body partly read), or a TLS connection (whose reads rustls drives), reads
-/// as before.
+/// plain socket is readable (bytes, its end or a reset;
+/// `batch::Socket::poll_read_ready`), so that an exchange waiting for a slow
+/// or stopped backend holds no [`READ_BUFFER`] (32 KiB) while it waits, as
+/// nginx and HAProxy take a buffer for an upstream's answer only when its
+/// bytes come. Rarely the readiness is stale, and the buffer is taken before
+/// the wait, as before. A buffer with room (a head or body partly read), or a
+/// TLS connection (whose reads rustls drives), reads as before.
 fn poll_bytes_came(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
     match &mut conn.io {
         Either::Left(socket) if conn.buf.is_empty() && conn.buf.capacity() < READ_MIN_FREE => {
