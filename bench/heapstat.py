@@ -20,7 +20,7 @@ gateway, and the stacks it keeps add to its RSS: read the live counts, not the R
 a run.
 
 `report` prints the live bytes over time, the median of each size class in two windows of
-the soak's measured phase (the windows of its RSS check, bench/soak.py `rss_windows`; --soak
+the soak's measured phase (the windows of its RSS check, bench/common.py `rss_windows`; --soak
 gives the phase's start and length), and the code holding the most big-block bytes in the
 last dump (or the one nearest --at SECONDS of the phase); what the dump left out is one
 line.
@@ -29,8 +29,7 @@ import argparse, json, os, re, shutil, statistics, subprocess, sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT  # noqa: E402
-from soak import rss_windows  # noqa: E402
+from common import ROOT, rss_windows  # noqa: E402
 
 WORK = ROOT / "target/heapstat"
 # Frames of the allocator (heapstat_alloc.rs, at the top of the patched main.rs), the standard

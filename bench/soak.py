@@ -51,7 +51,7 @@ Then idle again and the checks:
   4. RSS at the end at most 10 % above the RSS after warm-up: the median of the RSS samples
      (every 2 s) in the last fifth of the measured phase against the median in a fifth
      from its 60th second on, once the loads have brought the allocator back to the
-     warm-up's working set (RSS_RAMP_S; single readings swing by +-15 % within seconds;
+     warm-up's working set (common.py RSS_RAMP_S; single readings swing by +-15 % within seconds;
      they are reported too, with the slope of a straight-line fit and the growth with
      the first window from 0 s). `--recheck FILE...` applies the rule to saved runs;
   5. the hostile clients got what the hostile-input tests expect (400 or 431 and the
@@ -74,6 +74,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (ROOT, TOKEN, Setup, start_checked, alive, api, brief, copy_binary, fd_count, kill_and_reap, machine, pc_cli,  # noqa: E402
+                    rss_windows,
                     make_certificate, pin_self, raise_nofile, read_access_log, rid_of, rss, rss_parts, signal_proc,
                     summarize_access_log, tools_check, wait_app_ready, wait_port)
 from loadgen import Load, Req, client_tls  # noqa: E402
@@ -428,24 +429,6 @@ def join_loads(loads):
     return [(key, g.join() if g.rate else g.summary(), g, base) for key, g, base in loads]
 
 
-# The measured phase's first minute is left out of the RSS check's first window: the
-# loads start again after the idle pause that reads the baseline, and the allocator,
-# which at its first allocations after the pause gives back what the warm-up's closed
-# connections had held, takes it again. In the runs since the soak took on the HTTP/2
-# and TLS loads, RSS fell to 11.2-11.8 MiB within the first 30 s (from the warm-up's
-# idle reading of 19.2-20.3 MiB), and was back within 5 % of that reading at 52-58 s
-# (at 98 s in one run; docs/benchmarks.md section 5). A first window over that climb measures
-# the loads starting, not the gateway growing.
-RSS_RAMP_S = 60.0
-
-
-def rss_windows(dur):
-    """(start of the first window, length of each window), seconds, for a phase of `dur`
-    seconds: the first window is a fifth of the phase (at least 30 s) from RSS_RAMP_S on
-    when the phase holds both windows after it, else from 0; the last is its last fifth.
-    bench/heapstat.py reads the live heap over the same windows."""
-    win = max(30.0, dur / 5)
-    return (RSS_RAMP_S if dur >= RSS_RAMP_S + 2 * win else 0.0), win
 
 
 def rss_figures(samples, duration=None):

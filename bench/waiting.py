@@ -89,8 +89,7 @@ def main():
         res["binary"] = info
         if res["answers"] != {"200": a.requests}:
             raise SystemExit(f"{b}: not every answer was a 200: {res['answers']}")
-        grew = {k: res["waiting"][k] - res["before"][k] for k in ("anon",)}
-        res["heap_per_waiting_request_bytes"] = round(grew["anon"] / a.requests)
+        res["heap_per_waiting_request_bytes"] = round((res["waiting"]["anon"] - res["before"]["anon"]) / a.requests)
         results.append(res)
         mib = lambda v: v / 2**20  # noqa: E731
         print(f"{b}: heap (RssAnon) {mib(res['before']['anon']):.1f} -> {mib(res['waiting']['anon']):.1f} MiB with "
